@@ -1,0 +1,429 @@
+//! The TOML configuration. Keys are kebab-case, unknown keys are errors, and
+//! every default lives here (and, commented, in `conf/turnd.toml`, which a
+//! test loads). Errors name the file and the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::auth::{Credentials, StaticSecret};
+use crate::proto::policy::PeerPolicy;
+use crate::proto::CoreConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// REALM sent in challenges and part of every long-term key.
+    #[serde(default = "defaults::realm")]
+    pub realm: String,
+    /// Where turnd keeps what it generates (the shared secret when none is
+    /// configured).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Worker threads; 0 means one per available core.
+    #[serde(default)]
+    pub workers: usize,
+    /// `tracing` filter, e.g. "info" or "turnd=debug".
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    /// Host name or address put in printed `turn:` URLs.
+    #[serde(default)]
+    pub public_host: Option<String>,
+    /// Listeners; when absent, UDP 0.0.0.0:3478 and [::]:3478.
+    #[serde(default)]
+    pub listener: Option<Vec<Listener>>,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
+    pub relay: Relay,
+    #[serde(default)]
+    pub peers: Peers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenTransport {
+    Udp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Listener {
+    pub address: IpAddr,
+    #[serde(default = "defaults::port")]
+    pub port: u16,
+    #[serde(default = "defaults::transport")]
+    pub transport: ListenTransport,
+}
+
+impl Listener {
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Auth {
+    /// TURN REST API shared secrets (coturn `static-auth-secret`). Several
+    /// are accepted at once, for rotation; the first mints new credentials.
+    #[serde(default)]
+    pub static_auth_secrets: Vec<String>,
+    /// Files each holding one secret (whitespace trimmed), so this file can
+    /// stay world-readable.
+    #[serde(default)]
+    pub static_auth_secret_files: Vec<PathBuf>,
+    /// Static users: name = password, or "0x" + hex MD5(name:realm:password).
+    #[serde(default)]
+    pub users: BTreeMap<String, String>,
+    /// Between expiry and user name in REST usernames.
+    #[serde(default = "defaults::separator")]
+    pub rest_separator: char,
+    /// How long a nonce stays valid before 438 Stale Nonce.
+    #[serde(default = "defaults::nonce_lifetime", with = "humantime_serde")]
+    pub nonce_lifetime: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Relay {
+    #[serde(default = "defaults::min_port")]
+    pub min_port: u16,
+    #[serde(default = "defaults::max_port")]
+    pub max_port: u16,
+    /// Bind IPv4 relays here (default: the address the client reached).
+    #[serde(default)]
+    pub relay_ipv4: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub relay_ipv6: Option<Ipv6Addr>,
+    /// Relayed addresses advertised instead of the bound ones (turnd behind
+    /// NAT): at most one IPv4 and one IPv6 address.
+    #[serde(default)]
+    pub external_ip: Vec<IpAddr>,
+    #[serde(default = "defaults::default_lifetime", with = "humantime_serde")]
+    pub default_lifetime: Duration,
+    #[serde(default = "defaults::max_lifetime", with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    #[serde(default = "defaults::max_per_user")]
+    pub max_allocations_per_user: u32,
+    #[serde(default = "defaults::max_total")]
+    pub max_allocations: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Peers {
+    /// Ranges to relay to even though the built-in list denies them.
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// Ranges to deny on top of the built-in list.
+    #[serde(default)]
+    pub deny: Vec<IpNet>,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    use super::ListenTransport;
+
+    pub fn realm() -> String {
+        "turnd".into()
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn port() -> u16 {
+        3478
+    }
+    pub fn transport() -> ListenTransport {
+        ListenTransport::Udp
+    }
+    pub fn separator() -> char {
+        ':'
+    }
+    pub fn nonce_lifetime() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn min_port() -> u16 {
+        49152
+    }
+    pub fn max_port() -> u16 {
+        65535
+    }
+    pub fn default_lifetime() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn max_lifetime() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn max_per_user() -> u32 {
+        64
+    }
+    pub fn max_total() -> u32 {
+        30_000
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            static_auth_secrets: Vec::new(),
+            static_auth_secret_files: Vec::new(),
+            users: BTreeMap::new(),
+            rest_separator: defaults::separator(),
+            nonce_lifetime: defaults::nonce_lifetime(),
+        }
+    }
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Self {
+            min_port: defaults::min_port(),
+            max_port: defaults::max_port(),
+            relay_ipv4: None,
+            relay_ipv6: None,
+            external_ip: Vec::new(),
+            default_lifetime: defaults::default_lifetime(),
+            max_lifetime: defaults::max_lifetime(),
+            max_allocations_per_user: defaults::max_per_user(),
+            max_allocations: defaults::max_total(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // An empty document gets every default.
+        toml::from_str("").expect("the empty config is valid")
+    }
+}
+
+/// A config problem, naming the file and, where there is one, the key.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(k) => write!(f, "{}: key `{}`: {}", self.file, k, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and validates a document; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let mut message = inner.message().to_string();
+            if let Some(l) = line {
+                message = format!("{message} (line {l})");
+            }
+            ConfigError {
+                file: file.to_string(),
+                key: (path != "." && !path.is_empty()).then_some(path),
+                message,
+            }
+        })?;
+        cfg.validate().map_err(|(key, message)| ConfigError {
+            file: file.to_string(),
+            key: Some(key.to_string()),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let r = &self.relay;
+        if r.min_port == 0 || r.min_port > r.max_port {
+            return Err((
+                "relay.min-port",
+                format!("range {}-{} is empty or starts at 0", r.min_port, r.max_port),
+            ));
+        }
+        if r.default_lifetime.as_secs() < 1 {
+            return Err(("relay.default-lifetime", "must be at least 1s".into()));
+        }
+        if r.max_lifetime < r.default_lifetime {
+            return Err((
+                "relay.max-lifetime",
+                "must not be shorter than relay.default-lifetime".into(),
+            ));
+        }
+        if r.max_lifetime.as_secs() > u32::MAX as u64 {
+            return Err(("relay.max-lifetime", "too long".into()));
+        }
+        if r.external_ip.iter().filter(|i| i.is_ipv4()).count() > 1
+            || r.external_ip.iter().filter(|i| i.is_ipv6()).count() > 1
+        {
+            return Err(("relay.external-ip", "at most one IPv4 and one IPv6 address".into()));
+        }
+        if r.max_allocations == 0 {
+            return Err(("relay.max-allocations", "must be at least 1".into()));
+        }
+        if self.realm.is_empty() || self.realm.len() > 127 {
+            return Err(("realm", "must be 1 to 127 characters".into()));
+        }
+        if self.auth.nonce_lifetime.as_secs() < 10 {
+            return Err(("auth.nonce-lifetime", "must be at least 10s".into()));
+        }
+        if self.auth.rest_separator.is_ascii_digit() {
+            return Err(("auth.rest-separator", "must not be a digit".into()));
+        }
+        if let Some(ls) = &self.listener {
+            if ls.is_empty() {
+                return Err(("listener", "at least one listener is needed".into()));
+            }
+        }
+        if self.log_level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            return Err(("log-level", format!("`{}` is not a log filter", self.log_level)));
+        }
+        Ok(())
+    }
+
+    /// The secrets from `static-auth-secrets` and `static-auth-secret-files`.
+    pub fn secrets(&self, file: &str) -> Result<Vec<Vec<u8>>, ConfigError> {
+        let mut out: Vec<Vec<u8>> = self
+            .auth
+            .static_auth_secrets
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        for p in &self.auth.static_auth_secret_files {
+            let s = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                file: file.to_string(),
+                key: Some("auth.static-auth-secret-files".into()),
+                message: format!("cannot read {}: {e}", p.display()),
+            })?;
+            let s = s.trim();
+            if s.is_empty() {
+                return Err(ConfigError {
+                    file: file.to_string(),
+                    key: Some("auth.static-auth-secret-files".into()),
+                    message: format!("{} is empty", p.display()),
+                });
+            }
+            out.push(s.as_bytes().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// The credentials, given the secrets to use.
+    pub fn credentials(&self, secrets: Vec<Vec<u8>>) -> Credentials {
+        let mut c = Credentials::new(self.realm.clone());
+        c.secrets = secrets;
+        c.separator = self.auth.rest_separator;
+        c.users = self
+            .auth
+            .users
+            .iter()
+            .map(|(u, p)| (u.clone(), StaticSecret::parse(p)))
+            .collect();
+        c
+    }
+
+    /// The core's view of this configuration.
+    pub fn core(&self, credentials: Credentials) -> CoreConfig {
+        let r = &self.relay;
+        let mut c = CoreConfig::new(credentials);
+        c.policy = PeerPolicy::new(self.peers.allow.clone(), self.peers.deny.clone());
+        c.default_lifetime = r.default_lifetime;
+        c.max_lifetime = r.max_lifetime;
+        c.nonce_lifetime = self.auth.nonce_lifetime;
+        c.max_allocations_per_user = r.max_allocations_per_user;
+        c.max_allocations = r.max_allocations;
+        c.relay_ipv4 = r.relay_ipv4;
+        c.relay_ipv6 = r.relay_ipv6;
+        for ip in &r.external_ip {
+            match ip {
+                IpAddr::V4(v4) => c.external_ipv4 = Some(*v4),
+                IpAddr::V6(v6) => c.external_ipv6 = Some(*v6),
+            }
+        }
+        c
+    }
+
+    /// Listener addresses, and whether they are the built-in defaults (an
+    /// IPv6 default is skipped on hosts without IPv6).
+    pub fn listeners(&self) -> (Vec<SocketAddr>, bool) {
+        match &self.listener {
+            Some(ls) => (ls.iter().map(Listener::socket_addr).collect(), false),
+            None => (
+                vec![
+                    SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), defaults::port()),
+                    SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), defaults::port()),
+                ],
+                true,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "t.toml").expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn empty_config_has_defaults() {
+        let c = Config::parse("", "t.toml").expect("valid");
+        assert_eq!(c.relay.min_port, 49152);
+        assert_eq!(c.relay.max_port, 65535);
+        assert_eq!(c.relay.default_lifetime, Duration::from_secs(600));
+        assert_eq!(c.relay.max_lifetime, Duration::from_secs(3600));
+        assert_eq!(c.listeners().0.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let e = err("[relay]\nmax-prot = 5\n");
+        assert!(e.starts_with("t.toml: key `relay`"), "{e}");
+        assert!(e.contains("max-prot"), "{e}");
+        let e = err("[relay]\nmax-lifetime = \"forever\"\n");
+        assert!(e.contains("t.toml: key `relay.max-lifetime`"), "{e}");
+        let e = err("[relay]\nmin-port = 70000\n");
+        assert!(e.contains("key `relay.min-port`"), "{e}");
+        let e = err("[peers]\nallow = [\"10.0.0.0/33\"]\n");
+        assert!(e.contains("key `peers.allow"), "{e}");
+        let e = err("[relay]\nmin-port = 6000\nmax-port = 5000\n");
+        assert!(e.contains("key `relay.min-port`"), "{e}");
+        let e = err("[relay]\ndefault-lifetime = \"2h\"\n");
+        assert!(e.contains("key `relay.max-lifetime`"), "{e}");
+        let e = err("bogus = 1\n");
+        assert!(e.contains("bogus"), "{e}");
+        let e = err("[[listener]]\naddress = \"0.0.0.0\"\ntransport = \"sctp\"\n");
+        assert!(e.contains("listener[0].transport"), "{e}");
+    }
+}

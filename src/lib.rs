@@ -1,0 +1,13 @@
+//! turnd: a STUN/TURN relay for self-hosted WebRTC.
+//!
+//! - [`proto`] decides (pure, sans-IO),
+//! - [`net`] moves bytes,
+//! - [`auth`] derives keys, [`config`] reads the TOML file, [`cli`] the
+//!   command line.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod net;
+pub mod proto;
+pub mod serve;

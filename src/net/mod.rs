@@ -1,0 +1,101 @@
+//! The I/O drivers: worker threads that move bytes between sockets and the
+//! [`crate::proto`] core.
+
+pub mod socket;
+pub mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use mio::{Poll, Waker};
+
+use crate::proto::{CoreConfig, Server, Shared};
+
+/// What to start.
+pub struct Spec {
+    /// UDP listener addresses (port 0 picks one, shared by all workers).
+    pub udp: Vec<SocketAddr>,
+    pub workers: usize,
+    pub core: Arc<CoreConfig>,
+    pub shared: Arc<Shared>,
+    pub nonce_key: [u8; 32],
+    pub seed: u64,
+}
+
+/// A running relay: its bound addresses and the means to stop it.
+pub struct Running {
+    pub udp: Vec<SocketAddr>,
+    shutdown: Arc<AtomicBool>,
+    wakers: Vec<Arc<Waker>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Binds every listener for every worker and starts the workers. Nothing runs
+/// if any bind fails.
+pub fn start(spec: Spec) -> anyhow::Result<Running> {
+    let workers = spec.workers.max(1);
+    // The first worker's binds fix port 0 to a real port for the others.
+    let mut addrs = spec.udp.clone();
+    let mut per_worker: Vec<Vec<udp::Listener>> = Vec::new();
+    for _ in 0..workers {
+        let mut ls = Vec::new();
+        for addr in addrs.iter_mut() {
+            let s = socket::bind_listener(*addr).with_context(|| format!("cannot listen on udp {addr}"))?;
+            *addr = s.local_addr()?;
+            ls.push(udp::Listener::new(s).with_context(|| format!("cannot set up udp {addr}"))?);
+        }
+        per_worker.push(ls);
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let mut wakers = Vec::new();
+    let mut threads = Vec::new();
+    for (i, listeners) in per_worker.into_iter().enumerate() {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), udp::WAKER)?);
+        let core = Server::new(
+            spec.core.clone(),
+            spec.shared.clone(),
+            spec.seed.wrapping_add(i as u64),
+            spec.nonce_key,
+        );
+        let worker = udp::Worker::new(poll, core, listeners, shutdown.clone())?;
+        wakers.push(waker);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("turnd-worker-{i}"))
+                .spawn(move || worker.run())?,
+        );
+    }
+    Ok(Running {
+        udp: addrs,
+        shutdown,
+        wakers,
+        threads,
+    })
+}
+
+impl Running {
+    /// Stops the workers and waits for them; their sockets close with them.
+    pub fn stop(self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether this host can open IPv6 sockets at all.
+pub fn ipv6_available() -> bool {
+    std::net::UdpSocket::bind("[::1]:0").is_ok()
+}
+
+pub fn io_error_is_af(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EAFNOSUPPORT) || e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+}

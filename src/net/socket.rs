@@ -1,0 +1,37 @@
+//! Socket setup: listeners shared between workers with SO_REUSEPORT, IPv6
+//! sockets that stay IPv6-only, and relay sockets.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+fn udp_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// A listener copy. Every worker binds the same address with SO_REUSEPORT and
+/// the kernel keeps each client 5-tuple on one of them.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = udp_socket(addr)?;
+    s.set_reuse_port(true)?;
+    // Bursts from many clients at once: ask for a larger receive buffer (the
+    // kernel caps it at net.core.rmem_max).
+    let _ = s.set_recv_buffer_size(8 << 20);
+    let _ = s.set_send_buffer_size(8 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// A relay socket at exactly `addr`.
+pub fn bind_relay(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = udp_socket(addr)?;
+    let _ = s.set_recv_buffer_size(1 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}

@@ -1,0 +1,271 @@
+//! One worker: a mio event loop that owns a [`Server`] core, its copy of each
+//! UDP listener and the relay sockets of the allocations it created. No lock
+//! and no channel per packet: a datagram is read, handed to the core, and
+//! what the core returns is sent from the same thread.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
+
+use crate::proto::msg::CHANNEL_HEADER;
+use crate::proto::{ClientAddr, Command, Now, OpenError, RelayId, Server, Transmit};
+
+use super::socket;
+
+pub const WAKER: Token = Token(usize::MAX);
+const RELAY_BASE: usize = 1 << 16;
+/// Datagrams read from one socket before others get a turn.
+const READ_BUDGET: usize = 256;
+/// Datagrams per recvmmsg call.
+const BATCH: usize = 32;
+/// Room for the largest datagram (and, with GRO, several segments).
+const RX_BUF: usize = 1 << 16;
+
+pub struct Listener {
+    sock: UdpSocket,
+    state: UdpSocketState,
+    local: SocketAddr,
+}
+
+impl Listener {
+    pub fn new(std: std::net::UdpSocket) -> io::Result<Self> {
+        let state = UdpSocketState::new(UdpSockRef::from(&std))?;
+        let local = std.local_addr()?;
+        Ok(Self {
+            sock: UdpSocket::from_std(std),
+            state,
+            local,
+        })
+    }
+
+    fn serves(&self, local: &SocketAddr) -> bool {
+        self.local.port() == local.port()
+            && self.local.is_ipv6() == local.is_ipv6()
+            && (self.local.ip().is_unspecified() || self.local.ip() == local.ip())
+    }
+
+    fn send(&self, client: &ClientAddr, contents: &[u8]) {
+        let t = quinn_udp::Transmit {
+            destination: client.remote,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: self.local.ip().is_unspecified().then_some(client.local.ip()),
+        };
+        // Only WouldBlock comes back (the kernel's buffer is full): the
+        // datagram is dropped, as a router would.
+        let _ = self.state.send(UdpSockRef::from(&self.sock), &t);
+    }
+}
+
+pub struct Worker {
+    poll: Poll,
+    core: Server,
+    listeners: Vec<Listener>,
+    relays: Vec<Option<UdpSocket>>,
+    shutdown: Arc<AtomicBool>,
+    bufs: Vec<Vec<u8>>,
+    relay_buf: Vec<u8>,
+    /// Sockets whose read budget ran out before WouldBlock.
+    backlog: Vec<Token>,
+    pub dropped_sends: u64,
+}
+
+impl Worker {
+    pub fn new(poll: Poll, core: Server, mut listeners: Vec<Listener>, shutdown: Arc<AtomicBool>) -> io::Result<Self> {
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry().register(&mut l.sock, Token(i), Interest::READABLE)?;
+        }
+        Ok(Self {
+            poll,
+            core,
+            listeners,
+            relays: Vec::new(),
+            shutdown,
+            bufs: vec![vec![0; RX_BUF]; BATCH],
+            relay_buf: vec![0; RX_BUF + CHANNEL_HEADER],
+            backlog: Vec::new(),
+            dropped_sends: 0,
+        })
+    }
+
+    /// Runs until the shutdown flag is set (and the waker rung).
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        while !self.shutdown.load(Ordering::Relaxed) {
+            let timeout = if self.backlog.is_empty() {
+                self.core
+                    .poll_timeout()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "poll failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let mut ready: Vec<Token> = std::mem::take(&mut self.backlog);
+            ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER));
+            ready.sort_unstable();
+            ready.dedup();
+            for token in ready {
+                if token.0 < RELAY_BASE {
+                    self.read_listener(token);
+                } else {
+                    self.read_relay(token);
+                }
+            }
+            self.core.handle_timeout(Now::system());
+            self.run_commands();
+        }
+        tracing::debug!("worker stopped");
+    }
+
+    fn read_listener(&mut self, token: Token) {
+        let Some(own) = self.listeners.get(token.0).map(|l| l.local) else {
+            return;
+        };
+        // The buffers leave `self` while their datagrams are handled, so the
+        // core and the sockets can be used meanwhile.
+        let mut bufs = std::mem::take(&mut self.bufs);
+        let mut metas = [RecvMeta::default(); BATCH];
+        let mut read = 0;
+        let drained = loop {
+            if read >= READ_BUDGET {
+                break false;
+            }
+            let l = &self.listeners[token.0];
+            let n = {
+                let mut it = bufs.iter_mut();
+                let mut iovs: [IoSliceMut<'_>; BATCH] =
+                    std::array::from_fn(|_| IoSliceMut::new(it.next().expect("BATCH buffers exist")));
+                match l.state.recv(UdpSockRef::from(&l.sock), &mut iovs, &mut metas) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // ICMP errors and the like: nothing to do but read on.
+                        tracing::trace!(error = %e, "listener recv error");
+                        read += 1;
+                        continue;
+                    }
+                }
+            };
+            let now = Now::system();
+            for (meta, buf) in metas.iter().zip(bufs.iter()).take(n) {
+                let local = SocketAddr::new(meta.dst_ip.unwrap_or(own.ip()), own.port());
+                let client = ClientAddr::udp(meta.addr, local);
+                let stride = meta.stride.max(1);
+                for seg in buf[..meta.len].chunks(stride) {
+                    read += 1;
+                    self.on_client_datagram(client, seg, now);
+                }
+            }
+        };
+        self.bufs = bufs;
+        if !drained {
+            self.backlog.push(token);
+        }
+    }
+
+    fn on_client_datagram(&mut self, client: ClientAddr, seg: &[u8], now: Now) {
+        match self.core.handle_client_input(client, seg, now) {
+            Some(Transmit::ToPeer { relay, peer, payload }) => {
+                if let Some(Some(s)) = self.relays.get(relay.index()) {
+                    if s.send_to(payload, peer).is_err() {
+                        // Unreachable peer, full buffer: one lost datagram,
+                        // never a lost allocation.
+                        self.dropped_sends += 1;
+                    }
+                }
+            }
+            Some(Transmit::ToClient { client, payload }) => send_to_client(&self.listeners, &client, payload),
+            None => {}
+        }
+        if self.core.has_commands() {
+            self.run_commands();
+        }
+    }
+
+    fn read_relay(&mut self, token: Token) {
+        let idx = token.0 - RELAY_BASE;
+        let relay = RelayId(idx as u32);
+        for _ in 0..READ_BUDGET {
+            let Some(Some(sock)) = self.relays.get(idx) else { return };
+            let (n, peer) = match sock.recv_from(&mut self.relay_buf[CHANNEL_HEADER..]) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::trace!(error = %e, "relay recv error");
+                    continue;
+                }
+            };
+            let now = Now::system();
+            let buf = &mut self.relay_buf[..CHANNEL_HEADER + n];
+            if let Some(Transmit::ToClient { client, payload }) = self.core.handle_peer_input(relay, peer, buf, now) {
+                send_to_client(&self.listeners, &client, payload);
+            }
+            if self.core.has_commands() {
+                self.run_commands();
+            }
+        }
+        self.backlog.push(token);
+    }
+
+    fn run_commands(&mut self) {
+        while let Some(cmd) = self.core.poll_command() {
+            match cmd {
+                Command::SendToClient { client, data } => send_to_client(&self.listeners, &client, &data),
+                Command::OpenRelay { relay, addr } => {
+                    let result = self.open_relay(relay, addr);
+                    self.core.handle_relay_opened(relay, result, Now::system());
+                }
+                Command::CloseRelay { relay } => {
+                    if let Some(slot) = self.relays.get_mut(relay.index()) {
+                        if let Some(mut s) = slot.take() {
+                            let _ = self.poll.registry().deregister(&mut s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn open_relay(&mut self, relay: RelayId, addr: SocketAddr) -> Result<SocketAddr, OpenError> {
+        let std = socket::bind_relay(addr).map_err(|e| {
+            tracing::debug!(%addr, error = %e, "relay bind failed");
+            if e.kind() == io::ErrorKind::AddrInUse {
+                OpenError::InUse
+            } else {
+                OpenError::Failed
+            }
+        })?;
+        let bound = std.local_addr().map_err(|_| OpenError::Failed)?;
+        let mut sock = UdpSocket::from_std(std);
+        self.poll
+            .registry()
+            .register(&mut sock, Token(RELAY_BASE + relay.index()), Interest::READABLE)
+            .map_err(|_| OpenError::Failed)?;
+        if self.relays.len() <= relay.index() {
+            self.relays.resize_with(relay.index() + 1, || None);
+        }
+        self.relays[relay.index()] = Some(sock);
+        Ok(bound)
+    }
+}
+
+fn send_to_client(listeners: &[Listener], client: &ClientAddr, payload: &[u8]) {
+    if let Some(l) = listeners.iter().find(|l| l.serves(&client.local)) {
+        l.send(client, payload);
+    }
+}

@@ -1,0 +1,60 @@
+//! Address roles. A client, a peer and a relay port are all "a socket address"
+//! on the wire; the newtypes keep them from being mixed up (Firezone
+//! `proto/src/lib.rs` does the same).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// How a client reached turnd. UDP only for now; TCP and TLS share the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+        })
+    }
+}
+
+/// The client's 5-tuple as turnd sees it ([RFC 8656 §2](https://www.rfc-editor.org/rfc/rfc8656#section-2)):
+/// the client's source address, the local address it reached and the transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientAddr {
+    pub transport: Transport,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+}
+
+impl ClientAddr {
+    pub fn udp(remote: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            transport: Transport::Udp,
+            remote,
+            local,
+        }
+    }
+}
+
+impl fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}->{}", self.transport, self.remote, self.local)
+    }
+}
+
+/// A peer: where relayed data goes to, or comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Handle of one relay socket. The core picks it; the driver keeps the socket
+/// for it in a table indexed by [`RelayId::index`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayId(pub u32);
+
+impl RelayId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}

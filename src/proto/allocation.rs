@@ -1,0 +1,152 @@
+//! One allocation's state: permissions, channels and their expiry
+//! ([RFC 8656 §6](https://www.rfc-editor.org/rfc/rfc8656#section-6)).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::auth::Key;
+
+use super::addr::ClientAddr;
+
+/// Permission lifetime, not configurable ([RFC 8656 §9](https://www.rfc-editor.org/rfc/rfc8656#section-9)).
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+/// Channel binding lifetime ([RFC 8656 §12](https://www.rfc-editor.org/rfc/rfc8656#section-12)).
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// After a binding expires, neither its number nor its peer may be bound to
+/// anything else for this long ([RFC 8656 §12](https://www.rfc-editor.org/rfc/rfc8656#section-12)).
+pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+/// How long a reserved port (EVEN-PORT R bit) is held
+/// ([RFC 8656 §14.9](https://www.rfc-editor.org/rfc/rfc8656#section-14.9)).
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Channel {
+    pub peer: SocketAddr,
+    pub expires: Instant,
+}
+
+impl Channel {
+    /// Still blocking other bindings of its number and peer.
+    pub fn holds(&self, now: Instant) -> bool {
+        now < self.expires + CHANNEL_COOLDOWN
+    }
+}
+
+/// The hot-path view of a channel from the peer side: one lookup by the
+/// peer's address decides whether its data goes out as ChannelData.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerRoute {
+    pub channel: u16,
+    pub chan_expires: Instant,
+    pub perm_expires: Instant,
+}
+
+/// Why an allocation is waiting for its relay socket.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    pub fingerprint: bool,
+    pub lifetime: Duration,
+    pub even: bool,
+    pub reserve_next: bool,
+    pub from_token: bool,
+    pub attempts: u32,
+    /// The RESERVATION-TOKEN handed out with this allocation (R bit).
+    pub token: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct Allocation {
+    pub serial: u64,
+    pub client: ClientAddr,
+    /// The relay socket's local address (port chosen by the core).
+    pub relay: SocketAddr,
+    /// What the client is told: `external-ip` if set, else `relay`.
+    pub advertised: SocketAddr,
+    pub username: String,
+    pub quota_user: String,
+    pub key: Key,
+    pub expires: Instant,
+    pub opening: Option<Opening>,
+    pub allocate_txid: [u8; 12],
+    /// The success response, sent again for a retransmitted Allocate.
+    pub response: Vec<u8>,
+    pub perms: HashMap<IpAddr, Instant>,
+    pub channels: HashMap<u16, Channel>,
+    pub by_peer: HashMap<SocketAddr, PeerRoute>,
+    pub scheduled: Option<Instant>,
+    pub created: Instant,
+    pub to_peer: Counter,
+    pub to_client: Counter,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Counter {
+    #[inline]
+    pub fn add(&mut self, bytes: usize) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
+impl Allocation {
+    /// Whether the peer's IP has a live permission.
+    pub fn permits(&self, ip: IpAddr, now: Instant) -> bool {
+        self.perms.get(&ip).is_some_and(|&t| now < t)
+    }
+
+    /// Installs or refreshes the permission for `ip` and copies its expiry
+    /// into the hot-path routes of channels to that IP.
+    pub fn refresh_permission(&mut self, ip: IpAddr, expires: Instant) {
+        self.perms.insert(ip, expires);
+        for (peer, route) in self.by_peer.iter_mut() {
+            if peer.ip() == ip {
+                route.perm_expires = expires;
+            }
+        }
+    }
+
+    /// The channel number bound (or cooling down) for `peer`, if any.
+    pub fn channel_of(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
+        self.channels
+            .iter()
+            .find(|(_, c)| c.peer == peer && c.holds(now))
+            .map(|(n, _)| *n)
+    }
+
+    /// Drops expired permissions and channels; returns the channels whose
+    /// binding just ended (their hot-path routes must go) and the next
+    /// instant anything here changes.
+    pub fn sweep(&mut self, now: Instant) -> (Vec<u16>, Instant) {
+        self.perms.retain(|_, t| now < *t);
+        let mut ended = Vec::new();
+        for (n, c) in &self.channels {
+            if c.expires <= now && self.by_peer.get(&c.peer).is_some_and(|r| r.channel == *n) {
+                ended.push(*n);
+            }
+        }
+        for n in &ended {
+            if let Some(c) = self.channels.get(n) {
+                self.by_peer.remove(&c.peer);
+            }
+        }
+        self.channels.retain(|_, c| c.holds(now));
+        let mut next = self.expires;
+        for t in self.perms.values() {
+            next = next.min(*t);
+        }
+        for c in self.channels.values() {
+            next = next.min(if c.expires > now {
+                c.expires
+            } else {
+                c.expires + CHANNEL_COOLDOWN
+            });
+        }
+        (ended, next)
+    }
+}

@@ -1,0 +1,14 @@
+//! The protocol core: pure, sans-IO. See [`server::Server`].
+
+pub mod addr;
+pub mod allocation;
+mod handlers;
+pub mod msg;
+pub mod nonce;
+pub mod policy;
+pub mod server;
+pub mod shared;
+
+pub use addr::{ClientAddr, PeerAddr, RelayId, Transport};
+pub use server::{Command, CoreConfig, Now, OpenError, Server, Stats, Transmit};
+pub use shared::Shared;

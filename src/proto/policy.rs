@@ -1,0 +1,195 @@
+//! Which peers a relay may talk to.
+//!
+//! Relaying into loopback, private, link-local, metadata and other special
+//! ranges turns a TURN server into an open proxy into its own network (coturn
+//! CVE-2020-26262, CVE-2026-27624). The default list follows eturnal's
+//! `recommended` set; IPv6 spellings that embed an IPv4 address (mapped,
+//! compatible, NAT64, 6to4, Teredo) are judged by the IPv4 address inside.
+//!
+//! Decision: the most specific matching range among the operator's `allow`
+//! list and the deny list (built-in plus the operator's `deny`) wins; a tie goes
+//! to `allow`; an address no range matches is permitted.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+/// Ranges denied unless the operator allows them.
+pub const DEFAULT_DENY: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+    "2001:db8::/32",
+];
+
+#[derive(Debug, Clone)]
+pub struct PeerPolicy {
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+}
+
+impl Default for PeerPolicy {
+    fn default() -> Self {
+        Self::new(Vec::new(), Vec::new())
+    }
+}
+
+impl PeerPolicy {
+    /// The built-in deny list plus the operator's `deny`, overridden where the
+    /// operator's `allow` is at least as specific.
+    pub fn new(allow: Vec<IpNet>, extra_deny: Vec<IpNet>) -> Self {
+        let mut deny: Vec<IpNet> = DEFAULT_DENY
+            .iter()
+            .map(|s| s.parse().expect("built-in ranges parse"))
+            .collect();
+        deny.extend(extra_deny);
+        Self { allow, deny }
+    }
+
+    /// Whether data may be relayed to `ip`.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        if !self.permits_one(ip) {
+            return false;
+        }
+        match ip {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v6) => embedded_ipv4(v6)
+                .into_iter()
+                .flatten()
+                .all(|v4| self.permits_one(IpAddr::V4(v4))),
+        }
+    }
+
+    fn permits_one(&self, ip: IpAddr) -> bool {
+        let best = |nets: &[IpNet]| nets.iter().filter(|n| n.contains(&ip)).map(|n| n.prefix_len()).max();
+        match (best(&self.allow), best(&self.deny)) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(a), Some(d)) => a >= d,
+        }
+    }
+}
+
+/// The IPv4 addresses an IPv6 address carries, in the spellings that routers
+/// or the host may act on: IPv4-mapped `::ffff:0:0/96`, IPv4-compatible
+/// `::/96`, NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16` and
+/// Teredo `2001::/32` (server and obfuscated client address).
+pub fn embedded_ipv4(ip: Ipv6Addr) -> [Option<Ipv4Addr>; 2] {
+    let o = ip.octets();
+    let seg = ip.segments();
+    let last32 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if seg[..5] == [0, 0, 0, 0, 0] && (seg[5] == 0xffff || seg[5] == 0) {
+        return [Some(last32), None];
+    }
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || seg[..3] == [0x64, 0xff9b, 1] {
+        return [Some(last32), None];
+    }
+    if seg[0] == 0x2002 {
+        return [Some(Ipv4Addr::new(o[2], o[3], o[4], o[5])), None];
+    }
+    if seg[0] == 0x2001 && seg[1] == 0 {
+        let server = Ipv4Addr::new(o[4], o[5], o[6], o[7]);
+        let client = Ipv4Addr::new(!o[12], !o[13], !o[14], !o[15]);
+        return [Some(server), Some(client)];
+    }
+    [None, None]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn default_denies_special_ranges_in_every_spelling() {
+        let pol = PeerPolicy::default();
+        for a in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.1.2.3",
+            "100.64.0.1",
+            "169.254.169.254",
+            "172.31.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "192.168.1.1",
+            "198.19.0.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "239.1.1.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fd12::1",
+            "fc00::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:7f00:1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            // Teredo: server 127.0.0.1; client 10.0.0.1 obfuscated (~0a000001 = f5fffffe)
+            "2001:0:7f00:1::1",
+            "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+        ] {
+            assert!(!pol.permits(p(a)), "{a} must be denied");
+        }
+        for a in [
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "1.1.1.1",
+        ] {
+            assert!(pol.permits(p(a)), "{a} must be allowed");
+        }
+    }
+
+    #[test]
+    fn operator_allow_wins_where_at_least_as_specific() {
+        let pol = PeerPolicy::new(
+            vec!["127.0.0.0/8".parse().expect("net")],
+            vec!["8.8.8.0/24".parse().expect("net")],
+        );
+        assert!(pol.permits(p("127.0.0.1")));
+        assert!(pol.permits(p("::ffff:127.0.0.1")));
+        assert!(!pol.permits(p("::1")));
+        assert!(!pol.permits(p("10.0.0.1")));
+        assert!(!pol.permits(p("8.8.8.8")));
+        // A broad allow does not undo a more specific default deny.
+        let broad = PeerPolicy::new(vec!["0.0.0.0/0".parse().expect("net")], vec![]);
+        assert!(!broad.permits(p("10.0.0.1")));
+        assert!(broad.permits(p("8.8.8.8")));
+    }
+}

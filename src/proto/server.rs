@@ -1,0 +1,454 @@
+//! The sans-IO relay: datagrams, addresses and the time go in; transmits,
+//! commands and the next timeout come out. No sockets, no clock, no threads
+//! (models: Firezone `relay/proto/src/server.rs`, str0m, quinn-proto).
+//!
+//! A driver calls, in a loop:
+//! - [`Server::handle_client_input`] for each datagram from a client, and
+//!   [`Server::handle_peer_input`] for each datagram on a relay socket, sending
+//!   the [`Transmit`] they return at once (the hot path);
+//! - [`Server::poll_command`] until it returns `None` after any call, and
+//!   executes each [`Command`] (answers, relay sockets to open or close);
+//! - [`Server::handle_timeout`] when [`Server::poll_timeout`]'s instant has
+//!   passed.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use slab::Slab;
+use stun::message::{CLASS_INDICATION, CLASS_REQUEST, METHOD_BINDING, METHOD_SEND};
+
+use crate::auth::Credentials;
+
+use super::addr::{ClientAddr, RelayId};
+use super::allocation::Allocation;
+use super::msg::{self, Kind, CHANNEL_HEADER};
+use super::nonce::Nonces;
+use super::policy::PeerPolicy;
+use super::shared::Shared;
+
+/// The two clocks the core needs: a monotonic one for lifetimes and unix
+/// seconds for REST credential expiry and nonces.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix: u64,
+}
+
+impl Now {
+    /// The real time; for drivers, never called by the core.
+    pub fn system() -> Self {
+        Self {
+            mono: Instant::now(),
+            unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    pub fn after(self, d: Duration) -> Self {
+        Self {
+            mono: self.mono + d,
+            unix: self.unix + d.as_secs(),
+        }
+    }
+}
+
+/// Everything the core needs to decide; built from the config file.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub credentials: Credentials,
+    pub policy: PeerPolicy,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub nonce_lifetime: Duration,
+    pub max_allocations_per_user: u32,
+    pub max_allocations: u32,
+    /// Where relay sockets of each family are bound when the operator says
+    /// so; otherwise on the local address the client reached.
+    pub relay_ipv4: Option<Ipv4Addr>,
+    pub relay_ipv6: Option<Ipv6Addr>,
+    /// Addresses for the family the client did not reach turnd on (found at
+    /// startup); used only when `relay_ipv*` is unset.
+    pub fallback_ipv4: Option<Ipv4Addr>,
+    pub fallback_ipv6: Option<Ipv6Addr>,
+    /// The relayed address advertised instead of the bound one (NAT).
+    pub external_ipv4: Option<Ipv4Addr>,
+    pub external_ipv6: Option<Ipv6Addr>,
+}
+
+impl CoreConfig {
+    pub fn new(credentials: Credentials) -> Self {
+        Self {
+            credentials,
+            policy: PeerPolicy::default(),
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            nonce_lifetime: Duration::from_secs(600),
+            max_allocations_per_user: 64,
+            max_allocations: 30_000,
+            relay_ipv4: None,
+            relay_ipv6: None,
+            fallback_ipv4: None,
+            fallback_ipv6: None,
+            external_ipv4: None,
+            external_ipv6: None,
+        }
+    }
+}
+
+/// Data to send now. The payload borrows the buffer the input came in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Transmit<'a> {
+    /// From relay socket `relay` to `peer`.
+    ToPeer {
+        relay: RelayId,
+        peer: SocketAddr,
+        payload: &'a [u8],
+    },
+    /// From the listener `client` reached, back to it.
+    ToClient { client: ClientAddr, payload: &'a [u8] },
+}
+
+/// Work for the driver.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Send `data` to the client from the local address it reached.
+    SendToClient { client: ClientAddr, data: Vec<u8> },
+    /// Bind a UDP socket at `addr` for `relay` and report the outcome with
+    /// [`Server::handle_relay_opened`] before handling anything else.
+    OpenRelay { relay: RelayId, addr: SocketAddr },
+    /// Close the socket of `relay`.
+    CloseRelay { relay: RelayId },
+}
+
+/// Why a relay socket could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// The port is taken by something else on the host: try another.
+    InUse,
+    /// Anything else (address gone, out of file descriptors).
+    Failed,
+}
+
+/// Counters of what the core did, plain integers (read by metrics later).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub allocations_created: u64,
+    pub allocations_expired: u64,
+    pub allocations_deleted: u64,
+    pub dropped: u64,
+    pub relayed_to_peer: u64,
+    pub relayed_to_client: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Timer {
+    Allocation { relay: RelayId, serial: u64 },
+    Reservation { token: u64 },
+}
+
+pub struct Server {
+    pub(super) cfg: Arc<CoreConfig>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) nonces: Nonces,
+    pub(super) rng: ChaCha8Rng,
+    pub(super) allocs: Slab<Allocation>,
+    pub(super) by_client: HashMap<ClientAddr, RelayId, ahash::RandomState>,
+    /// Hot path, client side: (client, channel) to relay and peer.
+    pub(super) routes: HashMap<(ClientAddr, u16), ClientRoute, ahash::RandomState>,
+    pub(super) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    pub(super) commands: VecDeque<Command>,
+    pub(super) next_serial: u64,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientRoute {
+    pub relay: RelayId,
+    pub peer: SocketAddr,
+    pub chan_expires: Instant,
+    pub perm_expires: Instant,
+}
+
+impl Server {
+    /// `seed` feeds the port and token choices; `nonce_key` signs nonces
+    /// (give every worker of one process the same key).
+    pub fn new(cfg: Arc<CoreConfig>, shared: Arc<Shared>, seed: u64, nonce_key: [u8; 32]) -> Self {
+        let nonces = Nonces::new(nonce_key, cfg.nonce_lifetime.as_secs());
+        Self {
+            cfg,
+            shared,
+            nonces,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            allocs: Slab::new(),
+            by_client: HashMap::default(),
+            routes: HashMap::default(),
+            timers: BinaryHeap::new(),
+            commands: VecDeque::new(),
+            next_serial: 1,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Replaces the configuration (secrets, users, policy, quotas); live
+    /// allocations keep their lifetimes.
+    pub fn set_config(&mut self, cfg: Arc<CoreConfig>) {
+        self.cfg = cfg;
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// Live (and opening) allocations of this core.
+    pub fn allocation_count(&self) -> usize {
+        self.allocs.len()
+    }
+
+    /// The relayed address advertised for the allocation of `client`.
+    pub fn relayed_address(&self, client: &ClientAddr) -> Option<SocketAddr> {
+        let id = self.by_client.get(client)?;
+        self.allocs.get(id.index()).map(|a| a.advertised)
+    }
+
+    /// Call for every datagram a client sent to a listener. `buf` holds
+    /// exactly the datagram. What comes back must be sent before the next
+    /// call; commands may have been queued as well.
+    pub fn handle_client_input<'a>(&mut self, client: ClientAddr, buf: &'a [u8], now: Now) -> Option<Transmit<'a>> {
+        match msg::classify(buf) {
+            Kind::ChannelData => {
+                let Some((channel, len)) = msg::channel_data(buf) else {
+                    self.stats.dropped += 1;
+                    return None;
+                };
+                match self.routes.get(&(client, channel)) {
+                    Some(r) if now.mono < r.chan_expires && now.mono < r.perm_expires => {
+                        let (relay, peer) = (r.relay, r.peer);
+                        if let Some(a) = self.allocs.get_mut(relay.index()) {
+                            a.to_peer.add(len);
+                        }
+                        self.stats.relayed_to_peer += 1;
+                        Some(Transmit::ToPeer {
+                            relay,
+                            peer,
+                            payload: &buf[CHANNEL_HEADER..CHANNEL_HEADER + len],
+                        })
+                    }
+                    _ => {
+                        self.stats.dropped += 1;
+                        None
+                    }
+                }
+            }
+            Kind::Stun => self.handle_stun(client, buf, now),
+            Kind::Other => {
+                self.stats.dropped += 1;
+                None
+            }
+        }
+    }
+
+    fn handle_stun<'a>(&mut self, client: ClientAddr, buf: &'a [u8], now: Now) -> Option<Transmit<'a>> {
+        let Ok(mut req) = msg::decode(buf) else {
+            self.stats.dropped += 1;
+            return None;
+        };
+        let typ = req.msg.typ;
+        if typ.class == CLASS_INDICATION {
+            if typ.method == METHOD_SEND {
+                return self.on_send_indication(client, buf, &req, now);
+            }
+            // Binding indications are keepalives; other indications are not
+            // for a server.
+            return None;
+        }
+        if typ.class != CLASS_REQUEST {
+            self.stats.dropped += 1;
+            return None;
+        }
+        if typ.method == METHOD_BINDING {
+            self.on_binding(client, &req);
+        } else {
+            self.on_request(client, &mut req, now);
+        }
+        None
+    }
+
+    /// Call for every datagram a relay socket received. The payload must sit
+    /// at `buf[CHANNEL_HEADER..]`, with the first 4 bytes free: when the peer
+    /// has a channel, the ChannelData header is written there and the whole
+    /// buffer goes to the client without a copy.
+    pub fn handle_peer_input<'a>(
+        &mut self,
+        relay: RelayId,
+        peer: SocketAddr,
+        buf: &'a mut [u8],
+        now: Now,
+    ) -> Option<Transmit<'a>> {
+        let len = buf.len().checked_sub(CHANNEL_HEADER)?;
+        let Some(a) = self.allocs.get_mut(relay.index()) else {
+            self.stats.dropped += 1;
+            return None;
+        };
+        if a.opening.is_some() || len > u16::MAX as usize {
+            self.stats.dropped += 1;
+            return None;
+        }
+        if let Some(r) = a.by_peer.get(&peer) {
+            if now.mono < r.chan_expires && now.mono < r.perm_expires {
+                let header: &mut [u8; CHANNEL_HEADER] = (&mut buf[..CHANNEL_HEADER]).try_into().ok()?;
+                msg::write_channel_header(header, r.channel, len);
+                a.to_client.add(len);
+                self.stats.relayed_to_client += 1;
+                return Some(Transmit::ToClient {
+                    client: a.client,
+                    payload: buf,
+                });
+            }
+        }
+        if !a.permits(peer.ip(), now.mono) {
+            self.stats.dropped += 1;
+            return None;
+        }
+        a.to_client.add(len);
+        self.stats.relayed_to_client += 1;
+        let client = a.client;
+        let data = super::handlers::data_indication(&mut self.rng, peer, &buf[CHANNEL_HEADER..]);
+        self.commands.push_back(Command::SendToClient { client, data });
+        None
+    }
+
+    /// Whether [`Server::poll_command`] has something.
+    pub fn has_commands(&self) -> bool {
+        !self.commands.is_empty()
+    }
+
+    /// The next command for the driver.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Expires allocations, permissions, channels and reservations due by
+    /// `now`. Call when `poll_timeout`'s instant has passed (calling earlier
+    /// is harmless).
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(Reverse((t, timer))) = self.timers.peek().copied() {
+            if t > now.mono {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Allocation { relay, serial } => self.on_allocation_timer(relay, serial, t, now),
+                Timer::Reservation { token } => {
+                    let mut g = self.shared.lock();
+                    if let Some(r) = g.reservations.get(&token).copied() {
+                        if r.expires <= now.mono {
+                            g.reservations.remove(&token);
+                            g.ports.release(r.port);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_allocation_timer(&mut self, relay: RelayId, serial: u64, t: Instant, now: Now) {
+        let Some(a) = self.allocs.get_mut(relay.index()) else {
+            return;
+        };
+        if a.serial != serial || a.scheduled != Some(t) {
+            return; // superseded
+        }
+        a.scheduled = None;
+        if a.expires <= now.mono {
+            self.stats.allocations_expired += 1;
+            self.delete_allocation(relay, "expired");
+            return;
+        }
+        let client = a.client;
+        let (ended, next) = a.sweep(now.mono);
+        for n in ended {
+            self.routes.remove(&(client, n));
+        }
+        self.schedule(relay, next);
+    }
+
+    /// Makes sure the allocation's timer fires no later than `at`.
+    pub(super) fn schedule(&mut self, relay: RelayId, at: Instant) {
+        let Some(a) = self.allocs.get_mut(relay.index()) else {
+            return;
+        };
+        if a.scheduled.is_some_and(|s| s <= at) {
+            return;
+        }
+        a.scheduled = Some(at);
+        self.timers.push(Reverse((
+            at,
+            Timer::Allocation {
+                relay,
+                serial: a.serial,
+            },
+        )));
+    }
+
+    /// Removes an allocation and everything hanging off it.
+    pub(super) fn delete_allocation(&mut self, relay: RelayId, why: &str) {
+        if !self.allocs.contains(relay.index()) {
+            return;
+        }
+        let a = self.allocs.remove(relay.index());
+        self.by_client.remove(&a.client);
+        for n in a.channels.keys() {
+            self.routes.remove(&(a.client, *n));
+        }
+        {
+            let mut g = self.shared.lock();
+            g.ports.release(a.relay.port());
+            g.release(&a.quota_user);
+        }
+        if a.opening.is_none() {
+            self.commands.push_back(Command::CloseRelay { relay });
+            tracing::info!(
+                client = %a.client, relay = %a.advertised, user = %a.username, reason = why,
+                secs = a.expires.saturating_duration_since(a.created).as_secs(),
+                to_peer_pkts = a.to_peer.packets, to_peer_bytes = a.to_peer.bytes,
+                to_client_pkts = a.to_client.packets, to_client_bytes = a.to_client.bytes,
+                "allocation deleted"
+            );
+        }
+    }
+
+    /// The IP a relay of `family` is bound on for a client that reached `local`.
+    pub(super) fn relay_ip(&self, v6: bool, local: IpAddr) -> Option<IpAddr> {
+        let c = &self.cfg;
+        if v6 {
+            c.relay_ipv6
+                .map(IpAddr::V6)
+                .or_else(|| (local.is_ipv6() && !local.is_unspecified()).then_some(local))
+                .or(c.fallback_ipv6.map(IpAddr::V6))
+        } else {
+            c.relay_ipv4
+                .map(IpAddr::V4)
+                .or_else(|| (local.is_ipv4() && !local.is_unspecified()).then_some(local))
+                .or(c.fallback_ipv4.map(IpAddr::V4))
+        }
+    }
+
+    pub(super) fn advertised(&self, bound: SocketAddr) -> SocketAddr {
+        let ip = match bound.ip() {
+            IpAddr::V4(_) => self.cfg.external_ipv4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.cfg.external_ipv6.map(IpAddr::V6),
+        };
+        SocketAddr::new(ip.unwrap_or(bound.ip()), bound.port())
+    }
+}

@@ -1,0 +1,214 @@
+//! State the workers share. It is touched only on the control path (Allocate,
+//! expiry, reservation), never per relayed packet, so a mutex is enough.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use rand::Rng;
+
+/// The relay port range, as a bitmap of ports in use.
+#[derive(Debug)]
+pub struct PortPool {
+    min: u16,
+    max: u16,
+    used: Vec<bool>,
+    in_use: usize,
+}
+
+impl PortPool {
+    pub fn new(min: u16, max: u16) -> Self {
+        let (min, max) = (min.min(max), min.max(max));
+        Self {
+            min,
+            max,
+            used: vec![false; (max - min) as usize + 1],
+            in_use: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.used.len()
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+
+    fn idx(&self, port: u16) -> Option<usize> {
+        (self.min..=self.max)
+            .contains(&port)
+            .then(|| (port - self.min) as usize)
+    }
+
+    fn is_free(&self, port: u16) -> bool {
+        self.idx(port).is_some_and(|i| !self.used[i])
+    }
+
+    fn set(&mut self, port: u16, used: bool) {
+        if let Some(i) = self.idx(port) {
+            if self.used[i] != used {
+                self.used[i] = used;
+                if used {
+                    self.in_use += 1;
+                } else {
+                    self.in_use -= 1;
+                }
+            }
+        }
+    }
+
+    /// Takes a free port chosen at random
+    /// ([RFC 8656 §7.2](https://www.rfc-editor.org/rfc/rfc8656#section-7.2) asks for unpredictable ports).
+    /// With `even`, the port is even; with `pair`, `port + 1` is free too and
+    /// taken as well (EVEN-PORT with the R bit).
+    pub fn take(&mut self, rng: &mut impl Rng, even: bool, pair: bool) -> Option<u16> {
+        let n = self.used.len();
+        if self.in_use >= n {
+            return None;
+        }
+        let start = rng.random_range(0..n);
+        for k in 0..n {
+            let port = self.min + ((start + k) % n) as u16;
+            if even && port % 2 != 0 {
+                continue;
+            }
+            if !self.is_free(port) {
+                continue;
+            }
+            if pair {
+                let Some(next) = port.checked_add(1) else { continue };
+                if !self.is_free(next) {
+                    continue;
+                }
+                self.set(next, true);
+            }
+            self.set(port, true);
+            return Some(port);
+        }
+        None
+    }
+
+    pub fn release(&mut self, port: u16) {
+        self.set(port, false);
+    }
+}
+
+/// A port held for a later Allocate carrying RESERVATION-TOKEN
+/// ([RFC 8656 §7.2](https://www.rfc-editor.org/rfc/rfc8656#section-7.2), EVEN-PORT R bit).
+#[derive(Debug, Clone, Copy)]
+pub struct Reservation {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub expires: Instant,
+}
+
+#[derive(Debug)]
+pub struct Inner {
+    pub ports: PortPool,
+    pub per_user: HashMap<String, u32>,
+    pub total: u32,
+    pub reservations: HashMap<u64, Reservation>,
+}
+
+/// Cross-worker state: relay ports, allocation counts, reservations.
+#[derive(Debug)]
+pub struct Shared {
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub fn new(min_port: u16, max_port: u16) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                ports: PortPool::new(min_port, max_port),
+                per_user: HashMap::new(),
+                total: 0,
+                reservations: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Locks the state. A worker that panicked while holding the lock left
+    /// counts that are still consistent (every update is a single step), so
+    /// a poisoned lock is used as is.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    /// Counts one more allocation for `user`, or says which quota is full.
+    pub fn admit(&mut self, user: &str, per_user_max: u32, total_max: u32) -> Result<(), QuotaFull> {
+        if self.total >= total_max {
+            return Err(QuotaFull::Total);
+        }
+        let n = self.per_user.get(user).copied().unwrap_or(0);
+        if n >= per_user_max {
+            return Err(QuotaFull::User);
+        }
+        self.per_user.insert(user.to_owned(), n + 1);
+        self.total += 1;
+        Ok(())
+    }
+
+    pub fn release(&mut self, user: &str) {
+        if let Some(n) = self.per_user.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(user);
+            }
+        }
+        self.total = self.total.saturating_sub(1);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaFull {
+    User,
+    Total,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn ports_are_unique_until_exhausted_and_reusable() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut pool = PortPool::new(50000, 50009);
+        let mut got: Vec<u16> = (0..10)
+            .map(|_| pool.take(&mut rng, false, false).expect("free"))
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, (50000..=50009).collect::<Vec<_>>());
+        assert_eq!(pool.take(&mut rng, false, false), None);
+        pool.release(50003);
+        assert_eq!(pool.take(&mut rng, false, false), Some(50003));
+    }
+
+    #[test]
+    fn even_pairs() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let mut pool = PortPool::new(50001, 50004);
+        let p = pool.take(&mut rng, true, true).expect("pair");
+        assert_eq!(p, 50002);
+        assert_eq!(pool.in_use(), 2);
+        assert_eq!(pool.take(&mut rng, true, true), None);
+        assert_eq!(pool.take(&mut rng, true, false), Some(50004));
+    }
+
+    #[test]
+    fn quotas() {
+        let s = Shared::new(1, 2);
+        let mut g = s.lock();
+        assert!(g.admit("a", 1, 2).is_ok());
+        assert_eq!(g.admit("a", 1, 2), Err(QuotaFull::User));
+        assert!(g.admit("b", 1, 2).is_ok());
+        assert_eq!(g.admit("c", 1, 2), Err(QuotaFull::Total));
+        g.release("a");
+        assert!(g.admit("a", 1, 2).is_ok());
+    }
+}
