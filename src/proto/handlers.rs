@@ -432,7 +432,7 @@ impl Server {
                 // Still "opening": deleting it releases port and quota but
                 // closes no socket.
                 a.opening = Some(opening);
-                self.delete_allocation(relay, "relay socket failed");
+                self.delete_allocation(relay, "relay socket failed", now.mono);
                 let e = ErrorCodeAttribute {
                     code: ErrorCode(508),
                     reason: reason(508).as_bytes().to_vec(),
@@ -506,7 +506,7 @@ impl Server {
         };
         if lifetime.is_zero() {
             self.stats.allocations_deleted += 1;
-            self.delete_allocation(relay, "deleted by client");
+            self.delete_allocation(relay, "deleted by client", now.mono);
         } else if let Some(a) = self.allocs.get_mut(relay.index()) {
             a.expires = now.mono + lifetime;
             // An earlier expiry than scheduled needs a new timer.

@@ -372,7 +372,7 @@ impl Server {
         a.scheduled = None;
         if a.expires <= now.mono {
             self.stats.allocations_expired += 1;
-            self.delete_allocation(relay, "expired");
+            self.delete_allocation(relay, "expired", now.mono);
             return;
         }
         let client = a.client;
@@ -402,7 +402,7 @@ impl Server {
     }
 
     /// Removes an allocation and everything hanging off it.
-    pub(super) fn delete_allocation(&mut self, relay: RelayId, why: &str) {
+    pub(super) fn delete_allocation(&mut self, relay: RelayId, why: &str, now: Instant) {
         if !self.allocs.contains(relay.index()) {
             return;
         }
@@ -420,7 +420,7 @@ impl Server {
             self.commands.push_back(Command::CloseRelay { relay });
             tracing::info!(
                 client = %a.client, relay = %a.advertised, user = %a.username, reason = why,
-                secs = a.expires.saturating_duration_since(a.created).as_secs(),
+                secs = now.saturating_duration_since(a.created).as_secs(),
                 to_peer_pkts = a.to_peer.packets, to_peer_bytes = a.to_peer.bytes,
                 to_client_pkts = a.to_client.packets, to_client_bytes = a.to_client.bytes,
                 "allocation deleted"

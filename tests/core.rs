@@ -1,0 +1,1113 @@
+//! The protocol core driven with injected time: every method and error code
+//! of RFC 8489/8656 that turnd implements, without sockets or sleeping.
+//! (Addresses here never leave the process: the core sends nothing.)
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::stunc::*;
+use stun::attributes::*;
+use stun::message::*;
+use turn::proto::reqfamily::{RequestedAddressFamily, REQUESTED_FAMILY_IPV4, REQUESTED_FAMILY_IPV6};
+use turn::proto::rsrvtoken::ReservationToken;
+use turnd::auth::{self, Credentials, StaticSecret};
+use turnd::proto::policy::PeerPolicy;
+use turnd::proto::{ClientAddr, Command, CoreConfig, Now, OpenError, RelayId, Server, Shared, Transmit};
+
+const REALM: &str = "example.org";
+const SECRET: &[u8] = b"north";
+const LOCAL: &str = "203.0.113.1:3478";
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+fn client(port: u16) -> ClientAddr {
+    ClientAddr::udp(SocketAddr::new("198.51.100.7".parse().expect("ip"), port), sa(LOCAL))
+}
+
+fn base_config() -> CoreConfig {
+    let mut c = Credentials::new(REALM);
+    c.secrets = vec![b"old-secret".to_vec(), SECRET.to_vec()];
+    c.users
+        .insert("alice".into(), StaticSecret::Password("wonderland".into()));
+    c.users.insert(
+        "bob".into(),
+        StaticSecret::parse(&format!("0x{}", hex(&auth::long_term_key("bob", REALM, "builder")))),
+    );
+    let mut cfg = CoreConfig::new(c);
+    cfg.max_allocations_per_user = 3;
+    cfg.max_allocations = 5;
+    cfg
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// What a test client saw for one input.
+#[derive(Default, Debug)]
+struct Out {
+    replies: Vec<Vec<u8>>,
+    to_peer: Vec<(RelayId, SocketAddr, Vec<u8>)>,
+    to_client: Vec<Vec<u8>>,
+}
+
+struct H {
+    s: Server,
+    now: Now,
+    shared: Arc<Shared>,
+    open: HashMap<RelayId, SocketAddr>,
+    /// Outcomes for the next relay opens (default: success).
+    open_results: Vec<Result<(), OpenError>>,
+    nonces: HashMap<ClientAddr, String>,
+    /// The REST username and password each client keeps using, as real
+    /// clients do for the life of an allocation.
+    rest_creds: HashMap<ClientAddr, (String, String)>,
+}
+
+impl H {
+    fn new(cfg: CoreConfig) -> Self {
+        Self::with_ports(cfg, 50000, 50099)
+    }
+
+    fn with_ports(cfg: CoreConfig, min: u16, max: u16) -> Self {
+        let shared = Arc::new(Shared::new(min, max));
+        Self {
+            s: Server::new(Arc::new(cfg), shared.clone(), 7, [3; 32]),
+            now: Now {
+                mono: std::time::Instant::now(),
+                unix: 1_800_000_000,
+            },
+            shared,
+            open: HashMap::new(),
+            open_results: Vec::new(),
+            nonces: HashMap::new(),
+            rest_creds: HashMap::new(),
+        }
+    }
+
+    fn drain(&mut self, out: &mut Out) {
+        while let Some(c) = self.s.poll_command() {
+            match c {
+                Command::SendToClient { data, .. } => out.replies.push(data),
+                Command::OpenRelay { relay, addr } => {
+                    let r = if self.open_results.is_empty() {
+                        Ok(())
+                    } else {
+                        self.open_results.remove(0)
+                    };
+                    match r {
+                        Ok(()) => {
+                            assert!(!self.open.contains_key(&relay), "relay id reused while open");
+                            assert!(!self.open.values().any(|a| *a == addr), "port {addr} handed out twice");
+                            self.open.insert(relay, addr);
+                            self.s.handle_relay_opened(relay, Ok(addr), self.now);
+                        }
+                        Err(e) => self.s.handle_relay_opened(relay, Err(e), self.now),
+                    }
+                }
+                Command::CloseRelay { relay } => {
+                    assert!(self.open.remove(&relay).is_some(), "closing a relay that is not open");
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, c: ClientAddr, bytes: &[u8]) -> Out {
+        let mut out = Out::default();
+        match self.s.handle_client_input(c, bytes, self.now) {
+            Some(Transmit::ToPeer { relay, peer, payload }) => out.to_peer.push((relay, peer, payload.to_vec())),
+            Some(Transmit::ToClient { payload, .. }) => out.to_client.push(payload.to_vec()),
+            None => {}
+        }
+        self.drain(&mut out);
+        out
+    }
+
+    fn from_peer(&mut self, relay: RelayId, peer: SocketAddr, payload: &[u8]) -> Out {
+        let mut buf = vec![0u8; 4];
+        buf.extend_from_slice(payload);
+        let mut out = Out::default();
+        if let Some(t) = self.s.handle_peer_input(relay, peer, &mut buf, self.now) {
+            match t {
+                Transmit::ToClient { payload, .. } => out.to_client.push(payload.to_vec()),
+                Transmit::ToPeer { .. } => panic!("peer data goes to the client"),
+            }
+        }
+        self.drain(&mut out);
+        out.to_client.extend(out.replies.drain(..));
+        out
+    }
+
+    /// One message in, exactly one reply out.
+    fn ask(&mut self, c: ClientAddr, m: &Message) -> Message {
+        let out = self.send(c, &m.raw);
+        assert_eq!(out.replies.len(), 1, "expected one reply, got {out:?}");
+        let r = decode(&out.replies[0]);
+        assert_eq!(r.transaction_id, m.transaction_id);
+        r
+    }
+
+    fn cred(&mut self, c: ClientAddr, user: &str, pass: &str) -> Cred {
+        let nonce = match self.nonces.get(&c) {
+            Some(n) => n.clone(),
+            None => {
+                let r = self.ask(c, &build(req(METHOD_ALLOCATE), vec![transport_udp()], None, false));
+                assert_eq!(error_code(&r), Some(401));
+                assert_eq!(text(&r, ATTR_REALM).as_deref(), Some(REALM));
+                let n = text(&r, ATTR_NONCE).expect("401 has a nonce");
+                self.nonces.insert(c, n.clone());
+                n
+            }
+        };
+        Cred {
+            user: user.into(),
+            realm: REALM.into(),
+            pass: pass.into(),
+            nonce,
+        }
+    }
+
+    fn rest(&mut self, c: ClientAddr, user: &str) -> Cred {
+        let now = self.now.unix;
+        let (u, p) = self
+            .rest_creds
+            .entry(c)
+            .or_insert_with(|| auth::rest_credentials(SECRET, Some(user), Duration::from_secs(7200), now, ':'))
+            .clone();
+        self.cred(c, &u, &p)
+    }
+
+    /// An authenticated request as user "carol" (REST), following a 438
+    /// with the new nonce like a real client.
+    fn authed(&mut self, c: ClientAddr, method: Method, attrs: Attrs) -> Message {
+        let cred = self.rest(c, "carol");
+        let m = build(req(method), attrs, Some(&cred), false);
+        let r = self.ask(c, &m);
+        if error_code(&r) != Some(438) {
+            return r;
+        }
+        let nonce = text(&r, ATTR_NONCE).expect("438 has a nonce");
+        self.nonces.insert(c, nonce.clone());
+        let cred = Cred { nonce, ..cred };
+        let mut again = m.clone();
+        // Same attributes, new nonce: rebuild from the raw attributes.
+        let attrs: Attrs = m
+            .attributes
+            .0
+            .iter()
+            .filter(|a| ![ATTR_USERNAME, ATTR_REALM, ATTR_NONCE, ATTR_MESSAGE_INTEGRITY].contains(&a.typ))
+            .map(|a| Box::new(a.clone()) as Box<dyn Setter>)
+            .collect();
+        again = build(again.typ, attrs, Some(&cred), false);
+        self.ask(c, &again)
+    }
+
+    fn allocate(&mut self, c: ClientAddr) -> (SocketAddr, RelayId) {
+        let r = self.authed(c, METHOD_ALLOCATE, vec![transport_udp()]);
+        assert!(is_success(&r), "allocate failed: {:?}", error_code(&r));
+        let relayed = relayed(&r).expect("XOR-RELAYED-ADDRESS");
+        let id = *self
+            .open
+            .iter()
+            .find(|(_, a)| a.port() == relayed.port())
+            .expect("relay opened")
+            .0;
+        (relayed, id)
+    }
+
+    fn advance(&mut self, secs: u64) {
+        self.now = self.now.after(Duration::from_secs(secs));
+        self.s.handle_timeout(self.now);
+        let mut out = Out::default();
+        self.drain(&mut out);
+    }
+
+    fn advance_ms(&mut self, ms: u64) {
+        self.now.mono += Duration::from_millis(ms);
+        self.s.handle_timeout(self.now);
+        let mut out = Out::default();
+        self.drain(&mut out);
+    }
+
+    fn ports_in_use(&self) -> usize {
+        self.shared.lock().ports.in_use()
+    }
+}
+
+const PEER: &str = "1.2.3.4:7000";
+
+// ---------------------------------------------------------------- Binding
+
+#[test]
+fn binding_answers_with_xor_mapped_address_and_echoes_fingerprint() {
+    let mut h = H::new(base_config());
+    let c = client(5000);
+    let r = h.ask(c, &build(req(METHOD_BINDING), vec![], None, false));
+    assert!(is_success(&r));
+    assert_eq!(mapped(&r), Some(c.remote));
+    assert!(r.get(ATTR_FINGERPRINT).is_err(), "no FINGERPRINT unless asked");
+    let r = h.ask(c, &build(req(METHOD_BINDING), vec![], None, true));
+    assert!(r.get(ATTR_FINGERPRINT).is_ok());
+    stun::fingerprint::FINGERPRINT.check(&r).expect("valid fingerprint");
+}
+
+#[test]
+fn unknown_comprehension_required_attributes_get_420() {
+    let mut h = H::new(base_config());
+    let c = client(5000);
+    let r = h.ask(
+        c,
+        &build(
+            req(METHOD_BINDING),
+            vec![raw(0x0003, &[0, 0, 0, 4]), raw(0x7777, b"xx")],
+            None,
+            false,
+        ),
+    );
+    assert_eq!(error_code(&r), Some(420));
+    let mut u = stun::uattrs::UnknownAttributes(vec![]);
+    stun::message::Getter::get_from(&mut u, &r).expect("UNKNOWN-ATTRIBUTES");
+    assert_eq!(u.0, vec![AttrType(0x0003), AttrType(0x7777)]);
+    // Comprehension-optional ones are ignored.
+    let r = h.ask(c, &build(req(METHOD_BINDING), vec![raw(0x8077, b"ok")], None, false));
+    assert!(is_success(&r));
+    // Authenticated requests: 420 after authentication.
+    let r = h.authed(c, METHOD_ALLOCATE, vec![transport_udp(), raw(0x0031, b"zz")]);
+    assert_eq!(error_code(&r), Some(420));
+    assert!(r.get(ATTR_MESSAGE_INTEGRITY).is_ok());
+}
+
+#[test]
+fn non_stun_and_non_requests_are_dropped_silently() {
+    let mut h = H::new(base_config());
+    let c = client(5000);
+    for junk in [&b""[..], b"\x80\x00\x00\x00", b"hello world, not stun", &[0xff; 64]] {
+        let out = h.send(c, junk);
+        assert!(out.replies.is_empty() && out.to_peer.is_empty());
+    }
+    let ind = build(MessageType::new(METHOD_BINDING, CLASS_INDICATION), vec![], None, false);
+    assert!(h.send(c, &ind.raw).replies.is_empty());
+    let resp = build(
+        MessageType::new(METHOD_BINDING, CLASS_SUCCESS_RESPONSE),
+        vec![],
+        None,
+        false,
+    );
+    assert!(h.send(c, &resp.raw).replies.is_empty());
+    // Bad fingerprint: not STUN.
+    let mut m = build(req(METHOD_BINDING), vec![], None, true);
+    let n = m.raw.len();
+    m.raw[n - 1] ^= 1;
+    assert!(h.send(c, &m.raw).replies.is_empty());
+}
+
+#[test]
+fn unknown_request_method_gets_400() {
+    let mut h = H::new(base_config());
+    let r = h.ask(client(1), &build(req(METHOD_CONNECT), vec![], None, false));
+    assert_eq!(error_code(&r), Some(400));
+}
+
+// ---------------------------------------------------------------- Authentication
+
+#[test]
+fn long_term_auth_401_400_438_and_success() {
+    let mut h = H::new(base_config());
+    let c = client(5000);
+    // No MESSAGE-INTEGRITY: 401 with REALM and NONCE and no integrity.
+    let r = h.ask(c, &build(req(METHOD_ALLOCATE), vec![transport_udp()], None, false));
+    assert_eq!(error_code(&r), Some(401));
+    assert!(text(&r, ATTR_NONCE).is_some() && r.get(ATTR_MESSAGE_INTEGRITY).is_err());
+    // MESSAGE-INTEGRITY without USERNAME: 400.
+    let mut m = build(req(METHOD_ALLOCATE), vec![transport_udp()], None, false);
+    stun::message::Setter::add_to(&stun::integrity::MessageIntegrity(vec![1; 16]), &mut m).expect("mi");
+    assert_eq!(error_code(&h.ask(c, &m)), Some(400));
+    // Wrong password: 401.
+    let mut cred = h.rest(c, "carol");
+    cred.pass = "wrong".into();
+    let r = h.ask(
+        c,
+        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
+    );
+    assert_eq!(error_code(&r), Some(401));
+    // Stale nonce after its lifetime: 438 with a fresh nonce.
+    let cred = h.rest(c, "carol");
+    h.advance(600);
+    let r = h.ask(
+        c,
+        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
+    );
+    assert_eq!(error_code(&r), Some(438));
+    let fresh = text(&r, ATTR_NONCE).expect("438 carries a nonce");
+    assert_ne!(fresh, cred.nonce);
+    // Garbage nonce: 438 too.
+    let mut bad = cred.clone();
+    bad.nonce = "nonsense".into();
+    assert_eq!(
+        error_code(&h.ask(
+            c,
+            &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&bad), false)
+        )),
+        Some(438)
+    );
+    // With the fresh nonce (and a fresh credential): success, integrity on the answer.
+    let (u, p) = auth::rest_credentials(SECRET, Some("carol"), Duration::from_secs(60), h.now.unix, ':');
+    let ok = Cred {
+        user: u.clone(),
+        realm: REALM.into(),
+        pass: p.clone(),
+        nonce: fresh,
+    };
+    let r = h.ask(c, &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&ok), false));
+    assert!(is_success(&r));
+    stun::integrity::MessageIntegrity::new_long_term_integrity(u, REALM.into(), p)
+        .check(&mut r.clone())
+        .expect("response integrity");
+}
+
+#[test]
+fn nonce_is_bound_to_the_client_address() {
+    let mut h = H::new(base_config());
+    let a = client(5000);
+    let mut cred = h.rest(a, "carol");
+    let other = ClientAddr::udp(sa("198.51.100.8:5000"), sa(LOCAL));
+    cred.nonce = h.nonces[&a].clone();
+    let r = h.ask(
+        other,
+        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
+    );
+    assert_eq!(error_code(&r), Some(438));
+}
+
+#[test]
+fn rest_credentials_expire_and_rotate() {
+    let mut h = H::new(base_config());
+    let c = client(5000);
+    // Minted with the older of two configured secrets: accepted.
+    let (u, p) = auth::rest_credentials(b"old-secret", Some("dave"), Duration::from_secs(10), h.now.unix, ':');
+    let cred = h.cred(c, &u, &p);
+    let r = h.ask(
+        c,
+        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
+    );
+    assert!(is_success(&r));
+    // Expired username: 401 (a new 5-tuple, so no allocation applies).
+    let c2 = client(5001);
+    let (u, p) = auth::rest_credentials(SECRET, Some("dave"), Duration::from_secs(10), h.now.unix - 20, ':');
+    let cred = h.cred(c2, &u, &p);
+    let r = h.ask(
+        c2,
+        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
+    );
+    assert_eq!(error_code(&r), Some(401));
+    // A secret nobody configured: 401.
+    let (u, p) = auth::rest_credentials(b"other", Some("dave"), Duration::from_secs(10), h.now.unix, ':');
+    let cred = h.cred(c2, &u, &p);
+    assert_eq!(
+        error_code(&h.ask(
+            c2,
+            &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false)
+        )),
+        Some(401)
+    );
+}
+
+#[test]
+fn an_allocation_outlives_its_rest_username() {
+    let mut h = H::new(base_config());
+    let c = client(5000);
+    let (u, p) = auth::rest_credentials(SECRET, Some("erin"), Duration::from_secs(30), h.now.unix, ':');
+    let cred = h.cred(c, &u, &p);
+    assert!(is_success(&h.ask(
+        c,
+        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false)
+    )));
+    h.advance(300);
+    let cred = h.cred(c, &u, &p); // same nonce still valid (600 s)
+    let r = h.ask(
+        c,
+        &build(req(METHOD_REFRESH), vec![lifetime_attr(600)], Some(&cred), false),
+    );
+    assert!(is_success(&r), "refresh of a live allocation after username expiry");
+}
+
+#[test]
+fn static_users_with_password_and_coturn_key() {
+    let mut h = H::new(base_config());
+    for (port, user, pass) in [(1, "alice", "wonderland"), (2, "bob", "builder")] {
+        let c = client(port);
+        let cred = h.cred(c, user, pass);
+        let r = h.ask(
+            c,
+            &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
+        );
+        assert!(is_success(&r), "{user}");
+    }
+    let c = client(3);
+    let cred = h.cred(c, "mallory", "x");
+    assert_eq!(
+        error_code(&h.ask(
+            c,
+            &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false)
+        )),
+        Some(401)
+    );
+}
+
+#[test]
+fn requests_with_another_username_on_an_allocation_get_441() {
+    let mut h = H::new(base_config());
+    let c = client(5000);
+    h.allocate(c);
+    let cred = h.cred(c, "alice", "wonderland");
+    let r = h.ask(c, &build(req(METHOD_REFRESH), vec![], Some(&cred), false));
+    assert_eq!(error_code(&r), Some(441));
+}
+
+// ---------------------------------------------------------------- Allocate
+
+#[test]
+fn allocate_success_has_relayed_mapped_lifetime() {
+    let mut h = H::new(base_config());
+    let c = client(5000);
+    let r = h.authed(
+        c,
+        METHOD_ALLOCATE,
+        vec![transport_udp(), Box::new(turn::proto::dontfrag::DontFragmentAttr)],
+    );
+    assert!(is_success(&r));
+    let relayed = relayed(&r).expect("relayed");
+    assert_eq!(
+        relayed.ip(),
+        sa(LOCAL).ip(),
+        "relay bound on the address the client reached"
+    );
+    assert!((50000..=50099).contains(&relayed.port()));
+    assert_eq!(mapped(&r), Some(c.remote));
+    assert_eq!(lifetime(&r), Some(Duration::from_secs(600)));
+    assert_eq!(h.s.allocation_count(), 1);
+}
+
+#[test]
+fn allocate_lifetime_is_clamped() {
+    let mut h = H::new(base_config());
+    let r = h.authed(client(1), METHOD_ALLOCATE, vec![transport_udp(), lifetime_attr(7200)]);
+    assert_eq!(lifetime(&r), Some(Duration::from_secs(3600)));
+    let r = h.authed(client(2), METHOD_ALLOCATE, vec![transport_udp(), lifetime_attr(30)]);
+    assert_eq!(lifetime(&r), Some(Duration::from_secs(600)), "never below the default");
+    let mut cfg = base_config();
+    cfg.default_lifetime = Duration::from_secs(120);
+    cfg.max_lifetime = Duration::from_secs(900);
+    let mut h = H::new(cfg);
+    assert_eq!(
+        lifetime(&h.authed(client(1), METHOD_ALLOCATE, vec![transport_udp()])),
+        Some(Duration::from_secs(120))
+    );
+    let r = h.authed(client(2), METHOD_ALLOCATE, vec![transport_udp(), lifetime_attr(1000)]);
+    assert_eq!(lifetime(&r), Some(Duration::from_secs(900)));
+}
+
+#[test]
+fn allocate_transport_errors() {
+    let mut h = H::new(base_config());
+    assert_eq!(error_code(&h.authed(client(1), METHOD_ALLOCATE, vec![])), Some(400));
+    let tcp = Box::new(turn::proto::reqtrans::RequestedTransport {
+        protocol: turn::proto::PROTO_TCP,
+    });
+    assert_eq!(error_code(&h.authed(client(1), METHOD_ALLOCATE, vec![tcp])), Some(442));
+    assert_eq!(h.s.allocation_count(), 0);
+    assert_eq!(h.ports_in_use(), 0);
+}
+
+#[test]
+fn second_allocate_is_437_and_retransmission_gets_the_same_answer() {
+    let mut h = H::new(base_config());
+    let c = client(5000);
+    let cred = h.rest(c, "carol");
+    let m = build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false);
+    let first = h.send(c, &m.raw).replies;
+    assert_eq!(first.len(), 1);
+    let again = h.send(c, &m.raw).replies;
+    assert_eq!(again, first, "retransmission answered byte for byte like the first");
+    assert_eq!(h.s.allocation_count(), 1);
+    let r = h.authed(c, METHOD_ALLOCATE, vec![transport_udp()]);
+    assert_eq!(error_code(&r), Some(437));
+    assert!(r.get(ATTR_MESSAGE_INTEGRITY).is_ok());
+}
+
+#[test]
+fn requested_address_family() {
+    let mut h = H::new(base_config());
+    let v6 = Box::new(REQUESTED_FAMILY_IPV6);
+    assert_eq!(
+        error_code(&h.authed(client(1), METHOD_ALLOCATE, vec![transport_udp(), v6])),
+        Some(440)
+    );
+    let bad = Box::new(RequestedAddressFamily(0x03));
+    assert_eq!(
+        error_code(&h.authed(client(2), METHOD_ALLOCATE, vec![transport_udp(), bad])),
+        Some(440)
+    );
+    let v4 = Box::new(REQUESTED_FAMILY_IPV4);
+    assert!(is_success(&h.authed(
+        client(3),
+        METHOD_ALLOCATE,
+        vec![transport_udp(), v4]
+    )));
+    let mut cfg = base_config();
+    cfg.relay_ipv6 = Some("2001:db8::10".parse().expect("ip"));
+    let mut h = H::new(cfg);
+    let r = h.authed(
+        client(1),
+        METHOD_ALLOCATE,
+        vec![transport_udp(), Box::new(REQUESTED_FAMILY_IPV6)],
+    );
+    assert_eq!(
+        relayed(&r).map(|a| a.ip()),
+        Some("2001:db8::10".parse::<IpAddr>().expect("ip"))
+    );
+    // IPv6 client without the attribute: IPv4 relay (RFC 8656 §7.2) — none here.
+    let c6 = ClientAddr::udp(sa("[2001:db8::7]:5000"), sa("[2001:db8::1]:3478"));
+    assert_eq!(
+        error_code(&h.authed(c6, METHOD_ALLOCATE, vec![transport_udp()])),
+        Some(440)
+    );
+}
+
+#[test]
+fn external_ip_is_advertised() {
+    let mut cfg = base_config();
+    cfg.external_ipv4 = Some("192.0.2.99".parse().expect("ip"));
+    let mut h = H::new(cfg);
+    let (relayed, id) = h.allocate(client(1));
+    assert_eq!(relayed.ip(), "192.0.2.99".parse::<IpAddr>().expect("ip"));
+    assert_eq!(h.open[&id].ip(), sa(LOCAL).ip(), "bound locally");
+}
+
+#[test]
+fn even_port_and_reservation_token() {
+    let mut cfg = base_config();
+    cfg.max_allocations_per_user = 10;
+    cfg.max_allocations = 10;
+    let mut h = H::new(cfg);
+    let r = h.authed(client(1), METHOD_ALLOCATE, vec![transport_udp(), raw(0x0018, &[0x00])]);
+    assert_eq!(relayed(&r).map(|a| a.port() % 2), Some(0));
+    let r = h.authed(client(2), METHOD_ALLOCATE, vec![transport_udp(), raw(0x0018, &[0x80])]);
+    let port = relayed(&r).expect("relayed").port();
+    assert_eq!(port % 2, 0);
+    let mut tok = ReservationToken::default();
+    stun::message::Getter::get_from(&mut tok, &r).expect("RESERVATION-TOKEN");
+    assert_eq!(tok.0.len(), 8);
+    assert_eq!(h.ports_in_use(), 3, "the reserved port is held");
+    // Token with EVEN-PORT: 400.
+    let both: Attrs = vec![
+        transport_udp(),
+        Box::new(ReservationToken(tok.0.clone())),
+        raw(0x0018, &[0x00]),
+    ];
+    assert_eq!(error_code(&h.authed(client(3), METHOD_ALLOCATE, both)), Some(400));
+    // Redeem: port + 1.
+    let r = h.authed(
+        client(3),
+        METHOD_ALLOCATE,
+        vec![transport_udp(), Box::new(ReservationToken(tok.0.clone()))],
+    );
+    assert_eq!(relayed(&r).map(|a| a.port()), Some(port + 1));
+    // Used up: 508.
+    let r = h.authed(client(4), METHOD_ALLOCATE, vec![transport_udp(), Box::new(tok)]);
+    assert_eq!(error_code(&r), Some(508));
+    let bogus = Box::new(ReservationToken(vec![9; 8]));
+    assert_eq!(
+        error_code(&h.authed(client(4), METHOD_ALLOCATE, vec![transport_udp(), bogus])),
+        Some(508)
+    );
+}
+
+#[test]
+fn unredeemed_reservation_expires_after_30s() {
+    let mut h = H::new(base_config());
+    let r = h.authed(client(2), METHOD_ALLOCATE, vec![transport_udp(), raw(0x0018, &[0x80])]);
+    let mut tok = ReservationToken::default();
+    stun::message::Getter::get_from(&mut tok, &r).expect("token");
+    assert_eq!(h.ports_in_use(), 2);
+    h.advance(31);
+    assert_eq!(h.ports_in_use(), 1);
+    let r = h.authed(client(3), METHOD_ALLOCATE, vec![transport_udp(), Box::new(tok)]);
+    assert_eq!(error_code(&r), Some(508));
+}
+
+#[test]
+fn quotas_486_and_508_and_release() {
+    let mut h = H::new(base_config()); // 3 per user, 5 in total
+    for p in 1..=3 {
+        h.allocate(client(p));
+    }
+    assert_eq!(
+        error_code(&h.authed(client(4), METHOD_ALLOCATE, vec![transport_udp()])),
+        Some(486)
+    );
+    for (p, user) in [(5, "alice"), (6, "bob")] {
+        let pass = if user == "alice" { "wonderland" } else { "builder" };
+        let cred = h.cred(client(p), user, pass);
+        assert!(is_success(&h.ask(
+            client(p),
+            &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false)
+        )));
+    }
+    let cred = h.cred(client(7), "alice", "wonderland");
+    let r = h.ask(
+        client(7),
+        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
+    );
+    assert_eq!(error_code(&r), Some(508));
+    // Deleting one frees a place.
+    assert!(is_success(&h.authed(client(1), METHOD_REFRESH, vec![lifetime_attr(0)])));
+    let r = h.ask(
+        client(7),
+        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
+    );
+    assert!(is_success(&r));
+}
+
+#[test]
+fn relay_port_range_exhaustion_is_508() {
+    let mut cfg = base_config();
+    cfg.max_allocations_per_user = 100;
+    cfg.max_allocations = 100;
+    let mut h = H::with_ports(cfg, 40000, 40001);
+    h.allocate(client(1));
+    h.allocate(client(2));
+    assert_eq!(
+        error_code(&h.authed(client(3), METHOD_ALLOCATE, vec![transport_udp()])),
+        Some(508)
+    );
+    h.advance(601);
+    assert_eq!(h.ports_in_use(), 0);
+    h.allocate(client(3));
+}
+
+#[test]
+fn busy_ports_are_retried_and_failures_leak_nothing() {
+    let mut h = H::new(base_config());
+    h.open_results = vec![Err(OpenError::InUse), Err(OpenError::InUse)];
+    let (_, _) = h.allocate(client(1));
+    assert_eq!(h.ports_in_use(), 1);
+    h.open_results = vec![Err(OpenError::Failed)];
+    let r = h.authed(client(2), METHOD_ALLOCATE, vec![transport_udp()]);
+    assert_eq!(error_code(&r), Some(508));
+    assert_eq!(h.ports_in_use(), 1);
+    assert_eq!(h.s.allocation_count(), 1);
+    h.open_results = vec![Err(OpenError::InUse); 8];
+    assert_eq!(
+        error_code(&h.authed(client(3), METHOD_ALLOCATE, vec![transport_udp()])),
+        Some(508)
+    );
+    assert_eq!(h.ports_in_use(), 1);
+    h.allocate(client(4));
+    assert_eq!(h.ports_in_use(), 2);
+    assert_eq!(h.shared.lock().total, 2, "quota released after failures");
+}
+
+// ---------------------------------------------------------------- Refresh and expiry
+
+#[test]
+fn refresh_extends_and_zero_deletes() {
+    let mut h = H::new(base_config());
+    let c = client(5000);
+    let (_, id) = h.allocate(c);
+    h.advance(500);
+    let r = h.authed(c, METHOD_REFRESH, vec![lifetime_attr(7200)]);
+    assert_eq!(lifetime(&r), Some(Duration::from_secs(3600)));
+    h.advance(3599);
+    assert!(h.open.contains_key(&id));
+    let r = h.authed(c, METHOD_REFRESH, vec![]);
+    assert_eq!(
+        lifetime(&r),
+        Some(Duration::from_secs(600)),
+        "no LIFETIME means the default"
+    );
+    let r = h.authed(c, METHOD_REFRESH, vec![lifetime_attr(30)]);
+    assert_eq!(lifetime(&r), Some(Duration::from_secs(30)), "refresh may shorten");
+    h.advance(29);
+    assert!(h.open.contains_key(&id));
+    h.advance(1);
+    assert!(!h.open.contains_key(&id), "expired after exactly 30 s");
+    assert_eq!(h.ports_in_use(), 0);
+    let r = h.authed(c, METHOD_REFRESH, vec![]);
+    assert_eq!(error_code(&r), Some(437));
+    // Delete with lifetime 0.
+    let (_, id) = h.allocate(c);
+    let r = h.authed(c, METHOD_REFRESH, vec![lifetime_attr(0)]);
+    assert_eq!(lifetime(&r), Some(Duration::ZERO));
+    assert!(!h.open.contains_key(&id));
+    assert_eq!(h.s.allocation_count(), 0);
+}
+
+#[test]
+fn allocation_expires_exactly_at_its_lifetime() {
+    let mut h = H::new(base_config());
+    let (_, id) = h.allocate(client(1));
+    h.advance(599);
+    h.advance_ms(999);
+    assert!(h.open.contains_key(&id));
+    h.advance_ms(1);
+    assert!(!h.open.contains_key(&id));
+    assert_eq!(h.s.stats.allocations_expired, 1);
+    assert_eq!(h.shared.lock().total, 0);
+}
+
+#[test]
+fn refresh_family_mismatch_is_443() {
+    let mut h = H::new(base_config());
+    let c = client(1);
+    h.allocate(c);
+    let r = h.authed(c, METHOD_REFRESH, vec![Box::new(REQUESTED_FAMILY_IPV6)]);
+    assert_eq!(error_code(&r), Some(443));
+}
+
+// ---------------------------------------------------------------- Permissions
+
+#[test]
+fn create_permission_several_peers_denied_and_mismatched() {
+    let mut h = H::new(base_config());
+    let c = client(1);
+    let (_, id) = h.allocate(c);
+    let p1 = sa("1.2.3.4:1000");
+    let p2 = sa("5.6.7.8:2000");
+    assert!(is_success(&h.authed(
+        c,
+        METHOD_CREATE_PERMISSION,
+        vec![peer(p1), peer(p2)]
+    )));
+    assert_eq!(
+        h.from_peer(id, sa("1.2.3.4:9999"), b"x").to_client.len(),
+        1,
+        "permission is per IP"
+    );
+    assert_eq!(h.from_peer(id, p2, b"x").to_client.len(), 1);
+    assert_eq!(error_code(&h.authed(c, METHOD_CREATE_PERMISSION, vec![])), Some(400));
+    let denied = sa("10.0.0.1:80");
+    let p3 = sa("9.9.9.9:1");
+    let r = h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p3), peer(denied)]);
+    assert_eq!(error_code(&r), Some(403));
+    assert!(h.from_peer(id, p3, b"x").to_client.is_empty(), "all or nothing");
+    let r = h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(sa("[2606:4700::1]:80"))]);
+    assert_eq!(error_code(&r), Some(443));
+    let r = h.authed(client(99), METHOD_CREATE_PERMISSION, vec![peer(p1)]);
+    assert_eq!(error_code(&r), Some(437));
+}
+
+#[test]
+fn permissions_expire_after_300s_and_refresh() {
+    let mut h = H::new(base_config());
+    let c = client(1);
+    let (_, id) = h.allocate(c);
+    let p = sa(PEER);
+    h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p)]);
+    h.advance(299);
+    assert_eq!(h.from_peer(id, p, b"a").to_client.len(), 1);
+    h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p)]);
+    h.advance(299);
+    assert_eq!(h.from_peer(id, p, b"b").to_client.len(), 1, "refreshed at 299 s");
+    h.advance(1);
+    assert!(
+        h.from_peer(id, p, b"c").to_client.is_empty(),
+        "expired 300 s after the refresh"
+    );
+    let send = build(
+        MessageType::new(METHOD_SEND, CLASS_INDICATION),
+        vec![peer(p), data(b"d")],
+        None,
+        false,
+    );
+    assert!(h.send(c, &send.raw).to_peer.is_empty());
+}
+
+#[test]
+fn policy_from_config_allows_ranges() {
+    let mut cfg = base_config();
+    cfg.policy = PeerPolicy::new(
+        vec!["10.1.0.0/16".parse().expect("net")],
+        vec!["1.2.3.0/24".parse().expect("net")],
+    );
+    let mut h = H::new(cfg);
+    let c = client(1);
+    h.allocate(c);
+    assert!(is_success(&h.authed(
+        c,
+        METHOD_CREATE_PERMISSION,
+        vec![peer(sa("10.1.2.3:4"))]
+    )));
+    assert_eq!(
+        error_code(&h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(sa("10.2.0.1:4"))])),
+        Some(403)
+    );
+    assert_eq!(
+        error_code(&h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(sa(PEER))])),
+        Some(403)
+    );
+}
+
+// ---------------------------------------------------------------- Send / Data indications
+
+#[test]
+fn send_and_data_indications() {
+    let mut h = H::new(base_config());
+    let c = client(1);
+    let (_, id) = h.allocate(c);
+    let p = sa(PEER);
+    let send = build(
+        MessageType::new(METHOD_SEND, CLASS_INDICATION),
+        vec![peer(p), data(b"hello")],
+        None,
+        false,
+    );
+    assert!(h.send(c, &send.raw).to_peer.is_empty(), "no permission yet");
+    assert!(h.from_peer(id, p, b"early").to_client.is_empty());
+    h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p)]);
+    let out = h.send(c, &send.raw);
+    assert_eq!(out.to_peer, vec![(id, p, b"hello".to_vec())]);
+    // DONT-FRAGMENT in a Send indication is accepted.
+    let send_df = build(
+        MessageType::new(METHOD_SEND, CLASS_INDICATION),
+        vec![peer(p), data(b"df"), Box::new(turn::proto::dontfrag::DontFragmentAttr)],
+        None,
+        false,
+    );
+    assert_eq!(h.send(c, &send_df.raw).to_peer.len(), 1);
+    let back = h.from_peer(id, p, b"world");
+    assert_eq!(back.to_client.len(), 1);
+    assert_eq!(
+        data_indication(&decode(&back.to_client[0])),
+        Some((p, b"world".to_vec()))
+    );
+    // From another allocation's client: nothing.
+    assert!(h.send(client(2), &send.raw).to_peer.is_empty());
+}
+
+// ---------------------------------------------------------------- Channels
+
+#[test]
+fn channel_bind_ranges_and_data_both_ways() {
+    let mut h = H::new(base_config());
+    let c = client(1);
+    let (_, id) = h.allocate(c);
+    let p = sa(PEER);
+    assert_eq!(
+        error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x3FFF), peer(p)])),
+        Some(400)
+    );
+    assert_eq!(
+        error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x8000), peer(p)])),
+        Some(400)
+    );
+    assert_eq!(
+        error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000)])),
+        Some(400)
+    );
+    assert_eq!(error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![peer(p)])), Some(400));
+    assert_eq!(
+        error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(sa("127.0.0.1:1"))])),
+        Some(403)
+    );
+    assert!(is_success(&h.authed(
+        c,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4000), peer(p)]
+    )));
+    assert!(is_success(&h.authed(
+        c,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4FFF), peer(sa("1.2.3.4:7001"))]
+    )));
+    // Client to peer, with and without padding.
+    for pad in [false, true] {
+        let out = h.send(c, &channel_data(0x4000, b"abc", pad));
+        assert_eq!(out.to_peer, vec![(id, p, b"abc".to_vec())]);
+    }
+    // Declared length past the datagram: dropped.
+    let mut bad = channel_data(0x4000, b"abcd", false);
+    bad.truncate(6);
+    assert!(h.send(c, &bad).to_peer.is_empty());
+    // Unbound channel: dropped.
+    assert!(h.send(c, &channel_data(0x4001, b"x", false)).to_peer.is_empty());
+    // Peer to client: ChannelData built in place.
+    let out = h.from_peer(id, p, b"pong");
+    assert_eq!(out.to_client, vec![channel_data(0x4000, b"pong", false)]);
+    // The channel implies the permission for the IP: other ports get Data indications.
+    let out = h.from_peer(id, sa("1.2.3.4:9"), b"di");
+    assert!(data_indication(&decode(&out.to_client[0])).is_some());
+}
+
+#[test]
+fn channel_rebinding_rules() {
+    let mut h = H::new(base_config());
+    let c = client(1);
+    h.allocate(c);
+    let p = sa(PEER);
+    let q = sa("1.2.3.4:7001");
+    assert!(is_success(&h.authed(
+        c,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4000), peer(p)]
+    )));
+    // Same number, other peer: 400. Same peer, other number: 400.
+    assert_eq!(
+        error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(q)])),
+        Some(400)
+    );
+    assert_eq!(
+        error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4001), peer(p)])),
+        Some(400)
+    );
+    // Same pair: a refresh.
+    assert!(is_success(&h.authed(
+        c,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4000), peer(p)]
+    )));
+}
+
+#[test]
+fn channels_expire_at_600s_and_cool_down_for_300s() {
+    let mut h = H::new(base_config());
+    let c = client(1);
+    let (_, id) = h.allocate(c);
+    h.authed(c, METHOD_REFRESH, vec![lifetime_attr(3600)]);
+    let p = sa(PEER);
+    let q = sa("1.2.3.4:7001");
+    h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(p)]);
+    h.advance(299);
+    // Keep the permission alive without touching the channel.
+    h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p)]);
+    h.advance(299);
+    h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p)]);
+    h.advance(1); // 599 s
+    assert_eq!(h.send(c, &channel_data(0x4000, b"x", false)).to_peer.len(), 1);
+    assert_eq!(
+        h.from_peer(id, p, b"y").to_client,
+        vec![channel_data(0x4000, b"y", false)]
+    );
+    h.advance(1); // 600 s: the binding has expired
+    assert!(h.send(c, &channel_data(0x4000, b"x", false)).to_peer.is_empty());
+    let out = h.from_peer(id, p, b"y");
+    assert!(
+        data_indication(&decode(&out.to_client[0])).is_some(),
+        "permission still there: Data indication"
+    );
+    // During the cool-down the number and the peer stay reserved.
+    h.advance(100);
+    assert_eq!(
+        error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(q)])),
+        Some(400)
+    );
+    assert_eq!(
+        error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4002), peer(p)])),
+        Some(400)
+    );
+    h.advance(200); // 900 s
+    assert!(is_success(&h.authed(
+        c,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4000), peer(q)]
+    )));
+    // Rebinding the same pair right after expiry revives it.
+    h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4003), peer(p)]);
+    assert_eq!(h.send(c, &channel_data(0x4003, b"z", false)).to_peer.len(), 1);
+}
+
+#[test]
+fn channel_data_stops_when_the_permission_lapses() {
+    let mut h = H::new(base_config());
+    let c = client(1);
+    let (_, id) = h.allocate(c);
+    let p = sa(PEER);
+    h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(p)]);
+    h.advance(300);
+    assert!(h.send(c, &channel_data(0x4000, b"x", false)).to_peer.is_empty());
+    assert!(h.from_peer(id, p, b"y").to_client.is_empty());
+    h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p)]);
+    assert_eq!(h.send(c, &channel_data(0x4000, b"x", false)).to_peer.len(), 1);
+    assert_eq!(h.from_peer(id, p, b"y").to_client.len(), 1);
+}
+
+// ---------------------------------------------------------------- Robustness
+
+#[test]
+fn random_and_mutated_input_never_panics_or_leaks() {
+    use rand::{Rng, SeedableRng};
+    let mut h = H::new(base_config());
+    let c = client(1);
+    let (_, id) = h.allocate(c);
+    let p = sa(PEER);
+    h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(p)]);
+    let cred = h.rest(c, "carol");
+    let seeds: Vec<Vec<u8>> = vec![
+        build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), true).raw,
+        build(
+            req(METHOD_CHANNEL_BIND),
+            vec![channel(0x4001), peer(p)],
+            Some(&cred),
+            false,
+        )
+        .raw,
+        build(
+            req(METHOD_CREATE_PERMISSION),
+            vec![peer(p), peer(sa("1.1.1.1:1"))],
+            Some(&cred),
+            true,
+        )
+        .raw,
+        build(req(METHOD_REFRESH), vec![lifetime_attr(600)], Some(&cred), false).raw,
+        build(
+            MessageType::new(METHOD_SEND, CLASS_INDICATION),
+            vec![peer(p), data(b"z")],
+            None,
+            false,
+        )
+        .raw,
+        build(req(METHOD_BINDING), vec![], None, true).raw,
+        channel_data(0x4000, b"payload", true),
+    ];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    for i in 0..60_000 {
+        let mut m = seeds[i % seeds.len()].clone();
+        match rng.random_range(0..5) {
+            0 => {
+                let k = rng.random_range(0..m.len());
+                m[k] = rng.random();
+            }
+            1 => m.truncate(rng.random_range(0..m.len())),
+            2 => {
+                let extra = rng.random_range(1..40);
+                m.extend((0..extra).map(|_| rng.random::<u8>()));
+            }
+            3 => m = (0..rng.random_range(0..200)).map(|_| rng.random()).collect(),
+            _ => {
+                for _ in 0..rng.random_range(1..6) {
+                    let k = rng.random_range(0..m.len());
+                    m[k] ^= 1 << rng.random_range(0..8);
+                }
+            }
+        }
+        let from = if i % 3 == 0 { client(1000 + (i % 50) as u16) } else { c };
+        let _ = h.send(from, &m);
+        if i % 7 == 0 {
+            let _ = h.from_peer(id, p, &m);
+        }
+    }
+    // The real client still works.
+    assert_eq!(h.send(c, &channel_data(0x4000, b"still", false)).to_peer.len(), 1);
+    // Everything created expires and gives back its ports and quota.
+    h.advance(3601);
+    assert_eq!(h.s.allocation_count(), 0);
+    assert_eq!(h.ports_in_use(), 0);
+    assert_eq!(h.shared.lock().total, 0);
+    assert!(h.open.is_empty());
+}
