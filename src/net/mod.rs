@@ -29,6 +29,8 @@ pub struct Spec {
 /// A running relay: its bound addresses and the means to stop it.
 pub struct Running {
     pub udp: Vec<SocketAddr>,
+    /// Cross-worker state: ports in use and allocation counts.
+    pub shared: Arc<Shared>,
     shutdown: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
     threads: Vec<JoinHandle<()>>,
@@ -72,6 +74,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
     }
     Ok(Running {
         udp: addrs,
+        shared: spec.shared,
         shutdown,
         wakers,
         threads,

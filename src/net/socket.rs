@@ -20,10 +20,14 @@ fn udp_socket(addr: SocketAddr) -> io::Result<Socket> {
 pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = udp_socket(addr)?;
     s.set_reuse_port(true)?;
-    // Bursts from many clients at once: ask for a larger receive buffer (the
-    // kernel caps it at net.core.rmem_max).
-    let _ = s.set_recv_buffer_size(8 << 20);
-    let _ = s.set_send_buffer_size(8 << 20);
+    // Bursts from many clients at once need a deep queue. SO_RCVBUFFORCE
+    // passes net.core.rmem_max when privileged; otherwise ask within it.
+    if !force_buffer(&s, libc::SO_RCVBUFFORCE, 8 << 20) {
+        let _ = s.set_recv_buffer_size(8 << 20);
+    }
+    if !force_buffer(&s, libc::SO_SNDBUFFORCE, 4 << 20) {
+        let _ = s.set_send_buffer_size(4 << 20);
+    }
     s.bind(&addr.into())?;
     Ok(s.into())
 }
@@ -34,4 +38,20 @@ pub fn bind_relay(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let _ = s.set_recv_buffer_size(1 << 20);
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// Sets a buffer size past the sysctl limit (needs CAP_NET_ADMIN).
+fn force_buffer(s: &Socket, opt: libc::c_int, bytes: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket descriptor and a c_int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
 }

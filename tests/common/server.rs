@@ -1,0 +1,202 @@
+//! turnd started in-process on 127.0.0.1:0, plus loopback helpers: a UDP echo
+//! peer and a counting proxy. Everything stops on drop.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use turnd::config::Config;
+use turnd::net::Running;
+
+pub const SECRET: &str = "north";
+pub const REALM: &str = "turnd-test";
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    running: Option<Running>,
+}
+
+impl TestServer {
+    /// turnd with the REST secret, loopback peers allowed, generous quotas,
+    /// and `extra` TOML appended (top-level keys must come before tables, so
+    /// `extra` holds whole tables or `[relay]`-style overrides).
+    pub fn start(extra: &str) -> Self {
+        let toml = format!(
+            r#"realm = "{REALM}"
+workers = 2
+log-level = "warn"
+[[listener]]
+address = "127.0.0.1"
+port = 0
+[auth]
+static-auth-secrets = ["{SECRET}"]
+[peers]
+allow = ["127.0.0.0/8"]
+{extra}"#
+        );
+        let cfg = Config::parse(&toml, "test.toml").expect("test config");
+        let secrets = cfg.secrets("test.toml").expect("secrets");
+        let running = turnd::serve::start(&cfg, secrets).expect("turnd starts");
+        Self {
+            addr: running.udp[0],
+            running: Some(running),
+        }
+    }
+
+    pub fn allocations(&self) -> u32 {
+        self.running.as_ref().map_or(0, |r| r.shared.lock().total)
+    }
+
+    pub fn ports_in_use(&self) -> usize {
+        self.running.as_ref().map_or(0, |r| r.shared.lock().ports.in_use())
+    }
+
+    /// Waits (bounded) until no allocation and no relay port is left.
+    pub fn wait_idle(&self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if self.allocations() == 0 && self.ports_in_use() == 0 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop();
+        }
+    }
+}
+
+/// A REST username/password valid for an hour.
+pub fn rest_creds(user: &str) -> (String, String) {
+    let now = turnd::serve::unix_now();
+    turnd::auth::rest_credentials(SECRET.as_bytes(), Some(user), Duration::from_secs(3600), now, ':')
+}
+
+/// A background thread that runs until dropped (bounded by `limit`).
+pub struct Bg {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Bg {
+    pub fn spawn(limit: Duration, f: impl FnOnce(Arc<AtomicBool>, Instant) + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let end = Instant::now() + limit;
+        let handle = std::thread::spawn(move || f(s, end));
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn running(stop: &AtomicBool, end: Instant) -> bool {
+    !stop.load(Ordering::Relaxed) && Instant::now() < end
+}
+
+/// A UDP echo peer on 127.0.0.1.
+pub fn echo_peer() -> (SocketAddr, Bg) {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind echo");
+    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let addr = sock.local_addr().expect("addr");
+    let bg = Bg::spawn(Duration::from_secs(300), move |stop, end| {
+        let mut buf = vec![0u8; 65536];
+        while running(&stop, end) {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(&buf[..n], from);
+            }
+        }
+    });
+    (addr, bg)
+}
+
+/// What passed through a [`counting_proxy`].
+#[derive(Default)]
+pub struct Counts {
+    pub send_indications: AtomicU64,
+    pub channel_data_up: AtomicU64,
+    pub data_indications: AtomicU64,
+    pub channel_data_down: AtomicU64,
+}
+
+fn kind(b: &[u8]) -> Option<u16> {
+    (b.len() >= 2).then(|| u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// Forwards one client's datagrams to `server` and back, counting the TURN
+/// data message kinds in each direction.
+pub fn counting_proxy(server: SocketAddr) -> (SocketAddr, Arc<Counts>, Bg) {
+    let front = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let back = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    front.set_nonblocking(true).expect("nb");
+    back.set_nonblocking(true).expect("nb");
+    let addr = front.local_addr().expect("addr");
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    let bg = Bg::spawn(Duration::from_secs(300), move |stop, end| {
+        let mut buf = vec![0u8; 65536];
+        let mut client: Option<SocketAddr> = None;
+        while running(&stop, end) {
+            let mut idle = true;
+            if let Ok((n, from)) = front.recv_from(&mut buf) {
+                idle = false;
+                client = Some(from);
+                match kind(&buf[..n]) {
+                    Some(0x0016) => c.send_indications.fetch_add(1, Ordering::Relaxed),
+                    Some(k) if (0x4000..0x8000).contains(&k) => c.channel_data_up.fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
+                };
+                let _ = back.send_to(&buf[..n], server);
+            }
+            if let Ok((n, _)) = back.recv_from(&mut buf) {
+                idle = false;
+                match kind(&buf[..n]) {
+                    Some(0x0017) => c.data_indications.fetch_add(1, Ordering::Relaxed),
+                    Some(k) if (0x4000..0x8000).contains(&k) => c.channel_data_down.fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
+                };
+                if let Some(cl) = client {
+                    let _ = front.send_to(&buf[..n], cl);
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    });
+    (addr, counts, bg)
+}
+
+/// The path of a Debian `coturn` tool, or `None`. Under `CI=true` a missing
+/// tool fails the test instead of skipping it.
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let p = std::path::PathBuf::from("/usr/bin").join(name);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{name} is missing (install Debian package coturn; the README test command does)");
+    }
+    eprintln!("SKIP: {name} not installed (apt-get install coturn)");
+    None
+}

@@ -1,0 +1,129 @@
+//! Interop with the `turn` crate's client over real sockets: allocate, create
+//! a permission, and echo through a UDP peer, first via Send/Data
+//! indications and then via a channel.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::server::*;
+use turn::client::{Client, ClientConfig};
+use webrtc_util::Conn;
+
+async fn client(server: SocketAddr, user: &str, pass: &str) -> Client {
+    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let cfg = ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: user.into(),
+        password: pass.into(),
+        realm: String::new(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(conn),
+        vnet: None,
+    };
+    let c = Client::new(cfg).await.expect("client");
+    c.listen().await.expect("listen");
+    c
+}
+
+/// Sends `n` messages to the echo peer through the relay and checks each
+/// comes back from it.
+async fn echo_through(relay: &impl Conn, peer: SocketAddr, n: usize) {
+    let mut buf = vec![0u8; 2048];
+    for i in 0..n {
+        let msg = format!("message {i} through turnd");
+        relay.send_to(msg.as_bytes(), peer).await.expect("send_to");
+        let (len, from) = tokio::time::timeout(Duration::from_secs(3), relay.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("echo {i} timed out"))
+            .expect("recv_from");
+        assert_eq!(from, peer);
+        assert_eq!(&buf[..len], msg.as_bytes());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocate_permission_send_indications_then_channel() {
+    let srv = TestServer::start("");
+    let (peer, _echo) = echo_peer();
+    let (proxy, counts, _p) = counting_proxy(srv.addr);
+    let (user, pass) = rest_creds("alice");
+    let c = client(proxy, &user, &pass).await;
+    let mapped = c.send_binding_request().await.expect("binding");
+    assert_eq!(mapped.ip().to_string(), "127.0.0.1");
+    let relay = c.allocate().await.expect("allocate");
+    let relayed = relay.local_addr().expect("relayed address");
+    assert_eq!(relayed.ip().to_string(), "127.0.0.1");
+    assert_eq!(srv.allocations(), 1);
+    echo_through(&relay, peer, 40).await;
+    let up_ind = counts.send_indications.load(Ordering::Relaxed);
+    let up_chan = counts.channel_data_up.load(Ordering::Relaxed);
+    let down = counts.data_indications.load(Ordering::Relaxed) + counts.channel_data_down.load(Ordering::Relaxed);
+    assert!(up_ind >= 1, "some data went as Send indications ({up_ind})");
+    assert!(up_chan >= 1, "then over the channel ({up_chan})");
+    assert_eq!(up_ind + up_chan, 40);
+    assert_eq!(down, 40);
+    assert!(
+        counts.channel_data_down.load(Ordering::Relaxed) >= 1,
+        "echoes came back as ChannelData"
+    );
+    relay.close().await.expect("close");
+    c.close().await.expect("close client");
+    assert!(
+        srv.wait_idle(Duration::from_secs(5)),
+        "allocation and port released after Refresh 0"
+    );
+}
+
+/// Credentials computed the way Matrix Synapse does for `turn_shared_secret`
+/// (synapse/rest/client/voip.py): username "<expiry>:<mxid>", password
+/// base64(HMAC-SHA1(secret, username)); the expiry is the clock in ms plus
+/// `turn_user_lifetime` (default 1 h), divided by 1000 and printed with %d.
+/// Computed in Python, as Synapse does, not with turnd's code.
+fn synapse_credentials(user_id: &str) -> (String, String) {
+    let script = r#"
+import base64, hashlib, hmac, sys, time
+secret, user_id = sys.argv[1], sys.argv[2]
+user_lifetime = 3600000
+expiry = (int(time.time() * 1000) + user_lifetime) / 1000
+username = "%d:%s" % (expiry, user_id)
+mac = hmac.new(secret.encode(), msg=username.encode(), digestmod=hashlib.sha1)
+print(username)
+print(base64.b64encode(mac.digest()).decode("ascii"))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, SECRET, user_id])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let mut lines = text.lines();
+    (
+        lines.next().expect("username").into(),
+        lines.next().expect("password").into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_synapse_turn_shared_secret_credentials_work() {
+    let srv = TestServer::start("");
+    let (peer, _echo) = echo_peer();
+    let (user, pass) = synapse_credentials("@alice:matrix.example.org");
+    assert!(user.ends_with(":@alice:matrix.example.org"));
+    let c = client(srv.addr, &user, &pass).await;
+    let relay = c.allocate().await.expect("allocate with Synapse credentials");
+    echo_through(&relay, peer, 5).await;
+    relay.close().await.expect("close");
+    c.close().await.expect("close client");
+    // A wrong secret is refused.
+    let (bad_user, _) = synapse_credentials("@mallory:matrix.example.org");
+    let c = client(srv.addr, &bad_user, "AAAAAAAAAAAAAAAAAAAAAAAAAAA=").await;
+    assert!(c.allocate().await.is_err());
+    c.close().await.expect("close client");
+}
