@@ -129,7 +129,7 @@ impl H {
         out
     }
 
-    fn from_peer(&mut self, relay: RelayId, peer: SocketAddr, payload: &[u8]) -> Out {
+    fn peer_sends(&mut self, relay: RelayId, peer: SocketAddr, payload: &[u8]) -> Out {
         let mut buf = vec![0u8; 4];
         buf.extend_from_slice(payload);
         let mut out = Out::default();
@@ -140,7 +140,7 @@ impl H {
             }
         }
         self.drain(&mut out);
-        out.to_client.extend(out.replies.drain(..));
+        out.to_client.append(&mut out.replies);
         out
     }
 
@@ -786,17 +786,17 @@ fn create_permission_several_peers_denied_and_mismatched() {
         vec![peer(p1), peer(p2)]
     )));
     assert_eq!(
-        h.from_peer(id, sa("1.2.3.4:9999"), b"x").to_client.len(),
+        h.peer_sends(id, sa("1.2.3.4:9999"), b"x").to_client.len(),
         1,
         "permission is per IP"
     );
-    assert_eq!(h.from_peer(id, p2, b"x").to_client.len(), 1);
+    assert_eq!(h.peer_sends(id, p2, b"x").to_client.len(), 1);
     assert_eq!(error_code(&h.authed(c, METHOD_CREATE_PERMISSION, vec![])), Some(400));
     let denied = sa("10.0.0.1:80");
     let p3 = sa("9.9.9.9:1");
     let r = h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p3), peer(denied)]);
     assert_eq!(error_code(&r), Some(403));
-    assert!(h.from_peer(id, p3, b"x").to_client.is_empty(), "all or nothing");
+    assert!(h.peer_sends(id, p3, b"x").to_client.is_empty(), "all or nothing");
     let r = h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(sa("[2606:4700::1]:80"))]);
     assert_eq!(error_code(&r), Some(443));
     let r = h.authed(client(99), METHOD_CREATE_PERMISSION, vec![peer(p1)]);
@@ -811,13 +811,13 @@ fn permissions_expire_after_300s_and_refresh() {
     let p = sa(PEER);
     h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p)]);
     h.advance(299);
-    assert_eq!(h.from_peer(id, p, b"a").to_client.len(), 1);
+    assert_eq!(h.peer_sends(id, p, b"a").to_client.len(), 1);
     h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p)]);
     h.advance(299);
-    assert_eq!(h.from_peer(id, p, b"b").to_client.len(), 1, "refreshed at 299 s");
+    assert_eq!(h.peer_sends(id, p, b"b").to_client.len(), 1, "refreshed at 299 s");
     h.advance(1);
     assert!(
-        h.from_peer(id, p, b"c").to_client.is_empty(),
+        h.peer_sends(id, p, b"c").to_client.is_empty(),
         "expired 300 s after the refresh"
     );
     let send = build(
@@ -869,7 +869,7 @@ fn send_and_data_indications() {
         false,
     );
     assert!(h.send(c, &send.raw).to_peer.is_empty(), "no permission yet");
-    assert!(h.from_peer(id, p, b"early").to_client.is_empty());
+    assert!(h.peer_sends(id, p, b"early").to_client.is_empty());
     h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p)]);
     let out = h.send(c, &send.raw);
     assert_eq!(out.to_peer, vec![(id, p, b"hello".to_vec())]);
@@ -881,7 +881,7 @@ fn send_and_data_indications() {
         false,
     );
     assert_eq!(h.send(c, &send_df.raw).to_peer.len(), 1);
-    let back = h.from_peer(id, p, b"world");
+    let back = h.peer_sends(id, p, b"world");
     assert_eq!(back.to_client.len(), 1);
     assert_eq!(
         data_indication(&decode(&back.to_client[0])),
@@ -938,10 +938,10 @@ fn channel_bind_ranges_and_data_both_ways() {
     // Unbound channel: dropped.
     assert!(h.send(c, &channel_data(0x4001, b"x", false)).to_peer.is_empty());
     // Peer to client: ChannelData built in place.
-    let out = h.from_peer(id, p, b"pong");
+    let out = h.peer_sends(id, p, b"pong");
     assert_eq!(out.to_client, vec![channel_data(0x4000, b"pong", false)]);
     // The channel implies the permission for the IP: other ports get Data indications.
-    let out = h.from_peer(id, sa("1.2.3.4:9"), b"di");
+    let out = h.peer_sends(id, sa("1.2.3.4:9"), b"di");
     assert!(data_indication(&decode(&out.to_client[0])).is_some());
 }
 
@@ -991,12 +991,12 @@ fn channels_expire_at_600s_and_cool_down_for_300s() {
     h.advance(1); // 599 s
     assert_eq!(h.send(c, &channel_data(0x4000, b"x", false)).to_peer.len(), 1);
     assert_eq!(
-        h.from_peer(id, p, b"y").to_client,
+        h.peer_sends(id, p, b"y").to_client,
         vec![channel_data(0x4000, b"y", false)]
     );
     h.advance(1); // 600 s: the binding has expired
     assert!(h.send(c, &channel_data(0x4000, b"x", false)).to_peer.is_empty());
-    let out = h.from_peer(id, p, b"y");
+    let out = h.peer_sends(id, p, b"y");
     assert!(
         data_indication(&decode(&out.to_client[0])).is_some(),
         "permission still there: Data indication"
@@ -1031,10 +1031,10 @@ fn channel_data_stops_when_the_permission_lapses() {
     h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(p)]);
     h.advance(300);
     assert!(h.send(c, &channel_data(0x4000, b"x", false)).to_peer.is_empty());
-    assert!(h.from_peer(id, p, b"y").to_client.is_empty());
+    assert!(h.peer_sends(id, p, b"y").to_client.is_empty());
     h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p)]);
     assert_eq!(h.send(c, &channel_data(0x4000, b"x", false)).to_peer.len(), 1);
-    assert_eq!(h.from_peer(id, p, b"y").to_client.len(), 1);
+    assert_eq!(h.peer_sends(id, p, b"y").to_client.len(), 1);
 }
 
 // ---------------------------------------------------------------- Robustness
@@ -1099,7 +1099,7 @@ fn random_and_mutated_input_never_panics_or_leaks() {
         let from = if i % 3 == 0 { client(1000 + (i % 50) as u16) } else { c };
         let _ = h.send(from, &m);
         if i % 7 == 0 {
-            let _ = h.from_peer(id, p, &m);
+            let _ = h.peer_sends(id, p, &m);
         }
     }
     // The real client still works.

@@ -1,0 +1,165 @@
+//! Malformed input of every shape, as a storm from several sockets, while a
+//! real client (the `turn` crate's) keeps relaying: no panic, the client
+//! loses nothing, the server keeps answering, and nothing leaks.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::server::*;
+use common::stunc::*;
+use rand::{Rng, SeedableRng};
+use stun::message::*;
+use turn::client::{Client, ClientConfig};
+use webrtc_util::Conn;
+
+/// One malformed datagram of kind `k`.
+fn junk(rng: &mut impl Rng, k: u32, cred: &Cred) -> Vec<u8> {
+    let valid = || build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(cred), true).raw;
+    match k % 10 {
+        // Truncated header.
+        0 => valid()[..rng.random_range(0..20)].to_vec(),
+        // Wrong magic cookie.
+        1 => {
+            let mut m = valid();
+            m[4] ^= 0xff;
+            m
+        }
+        // Length past the datagram.
+        2 => {
+            let mut m = valid();
+            let l = (m.len() - 20 + 4 * rng.random_range(1..100)) as u16;
+            m[2..4].copy_from_slice(&l.to_be_bytes());
+            m
+        }
+        // Attributes after MESSAGE-INTEGRITY.
+        3 => {
+            let mut m = build(req(METHOD_CREATE_PERMISSION), vec![], Some(cred), false).raw;
+            m.extend_from_slice(&[0x00, 0x12, 0x00, 0x08, 0x00, 0x01, 0x00, 0x50, 0x7f, 0x00, 0x00, 0x01]);
+            let l = (m.len() - 20) as u16;
+            m[2..4].copy_from_slice(&l.to_be_bytes());
+            m
+        }
+        // Oversized datagram (a few of them: they fill socket buffers fast).
+        4 if rng.random_range(0..20) == 0 => {
+            let mut m = vec![0u8; 65000];
+            rng.fill(&mut m[..]);
+            m[0] &= 0x3f;
+            m
+        }
+        // Random bytes.
+        5 | 4 => (0..rng.random_range(1..600)).map(|_| rng.random()).collect(),
+        // ChannelData on unbound channels, with bad lengths.
+        6 => {
+            let mut m = channel_data(rng.random_range(0x4000..0x8000), &[7; 40], false);
+            if rng.random() {
+                m[2] = 0xff;
+            }
+            m
+        }
+        // Unauthenticated Allocate (answered with a small 401).
+        7 => build(req(METHOD_ALLOCATE), vec![transport_udp()], None, false).raw,
+        // Bit flips in a valid authenticated request.
+        8 => {
+            let mut m = valid();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..m.len());
+                m[i] ^= 1 << rng.random_range(0..8);
+            }
+            m
+        }
+        // Unknown attributes and garbage attribute lengths.
+        _ => {
+            let mut m = build(req(METHOD_BINDING), vec![raw(0x7fff, &[1, 2, 3])], None, false).raw;
+            if rng.random() {
+                m[22] = 0xff;
+            }
+            m
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_of_malformed_datagrams_while_a_client_relays() {
+    let srv = TestServer::start("");
+    let server = srv.addr;
+    let (peer, _echo) = echo_peer();
+    let sent = Arc::new(AtomicU64::new(0));
+    let (u, p) = rest_creds("stormy");
+    let cred = Cred {
+        user: u,
+        realm: REALM.into(),
+        pass: p,
+        nonce: "00000000000000000000000000000000".into(),
+    };
+    let counter = sent.clone();
+    // ~8000 datagrams/s from 8 sockets, bounded to 20 s.
+    let storm = Bg::spawn(Duration::from_secs(20), move |stop, end| {
+        let socks: Vec<UdpSocket> = (0..8).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut k = 0u32;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+            for s in &socks {
+                for _ in 0..10 {
+                    let m = junk(&mut rng, k, &cred);
+                    k += 1;
+                    let _ = s.send_to(&m, server);
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+
+    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let (user, pass) = rest_creds("alice");
+    let c = Client::new(ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: user,
+        password: pass,
+        realm: String::new(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(conn),
+        vnet: None,
+    })
+    .await
+    .expect("client");
+    c.listen().await.expect("listen");
+    let relay = c.allocate().await.expect("allocate under storm");
+    let mut buf = vec![0u8; 2048];
+    for i in 0..300 {
+        let msg = format!("real traffic {i}");
+        relay.send_to(msg.as_bytes(), peer).await.expect("send");
+        let (n, from) = tokio::time::timeout(Duration::from_secs(3), relay.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("message {i} lost under the storm"))
+            .expect("recv");
+        assert_eq!((from, &buf[..n]), (peer, msg.as_bytes()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    relay.close().await.expect("close");
+    c.close().await.expect("close client");
+    drop(storm);
+    assert!(sent.load(Ordering::Relaxed) > 10_000, "the storm ran");
+
+    // Still answering.
+    let probe = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    probe.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let m = build(req(METHOD_BINDING), vec![], None, false);
+    probe.send_to(&m.raw, server).expect("send");
+    let mut b = [0u8; 512];
+    let (n, _) = probe.recv_from(&mut b).expect("Binding answered after the storm");
+    assert_eq!(mapped(&decode(&b[..n])), Some(probe.local_addr().expect("addr")));
+    // Nothing the storm sent created anything, and the client's allocation is gone.
+    assert!(
+        srv.wait_idle(Duration::from_secs(5)),
+        "allocations {} ports {}",
+        srv.allocations(),
+        srv.ports_in_use()
+    );
+}

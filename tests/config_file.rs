@@ -1,0 +1,113 @@
+//! The shipped sample configuration loads, its commented defaults are the real
+//! defaults, and the command line validates files.
+
+use std::process::Command;
+use std::time::Duration;
+
+use turnd::config::Config;
+
+#[test]
+fn sample_config_loads_and_matches_defaults() {
+    let c = Config::load(std::path::Path::new("conf/turnd.toml")).expect("conf/turnd.toml is valid");
+    let d = Config::default();
+    assert_eq!(c.realm, d.realm);
+    assert_eq!(c.relay.min_port, 49152);
+    assert_eq!(c.relay.max_port, 65535);
+    assert_eq!(c.relay.default_lifetime, Duration::from_secs(600));
+    assert_eq!(c.relay.max_lifetime, Duration::from_secs(3600));
+    assert_eq!(c.auth.nonce_lifetime, Duration::from_secs(600));
+    assert_eq!(c.relay.max_allocations_per_user, d.relay.max_allocations_per_user);
+    // Every commented key, uncommented, is still a valid config.
+    let text = std::fs::read_to_string("conf/turnd.toml").expect("read");
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.contains(" = ") || rest.starts_with('[') => rest.split("   #").next().unwrap_or(rest),
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let all = Config::parse(&uncommented, "uncommented").expect("every documented key parses");
+    assert_eq!(all.auth.users.len(), 2);
+    assert_eq!(all.listener.as_ref().map(|l| l.len()), Some(2));
+}
+
+fn turnd(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args(args)
+        .output()
+        .expect("turnd runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn check_config_exit_codes_and_messages() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (code, out) = turnd(&["check-config", "conf/turnd.toml"]);
+    assert_eq!(code, 0, "{out}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[relay]\nmax-lifetime = \"sometimes\"\n").expect("write");
+    let (code, out) = turnd(&["check-config", bad.to_str().expect("utf8")]);
+    assert_eq!(code, 1);
+    assert!(out.contains("bad.toml") && out.contains("relay.max-lifetime"), "{out}");
+    std::fs::write(&bad, "[auth]\nstatic-auth-secret-files = [\"/nonexistent/secret\"]\n").expect("write");
+    let (code, out) = turnd(&["check-config", bad.to_str().expect("utf8")]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("auth.static-auth-secret-files") && out.contains("/nonexistent/secret"),
+        "{out}"
+    );
+    // `serve` refuses to start on a bad file, naming it.
+    let (code, out) = turnd(&["--config", bad.to_str().expect("utf8")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("bad.toml"), "{out}");
+}
+
+#[test]
+fn credentials_command_mints_from_the_configured_secret() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "north\n").expect("write");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "realm = \"r\"\npublic-host = \"turn.example.org\"\n[auth]\nstatic-auth-secret-files = [{:?}]\n",
+            secret
+        ),
+    )
+    .expect("write");
+    let (code, out) = turnd(&[
+        "credentials",
+        "--user",
+        "alice",
+        "--ttl",
+        "12h",
+        "--config",
+        cfg.to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let username = out
+        .lines()
+        .find_map(|l| l.strip_prefix("username: "))
+        .expect("username line");
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .expect("password line");
+    let (expiry, user) = username.split_once(':').expect("expiry:user");
+    assert_eq!(user, "alice");
+    let ttl = expiry.parse::<u64>().expect("number") as i64 - turnd::serve::unix_now() as i64;
+    assert!((12 * 3600 - 5..=12 * 3600).contains(&ttl), "ttl {ttl}");
+    assert_eq!(password, turnd::auth::rest_password(b"north", username));
+    let json_start = out.find('{').expect("json");
+    let v: serde_json::Value = serde_json::from_str(&out[json_start..]).expect("valid JSON");
+    assert_eq!(v["iceServers"][0]["username"], username);
+    assert_eq!(
+        v["iceServers"][0]["urls"][1],
+        "turn:turn.example.org:3478?transport=udp"
+    );
+}
