@@ -588,6 +588,21 @@ fn external_ip_is_advertised() {
     let (relayed, id) = h.allocate(client(1));
     assert_eq!(relayed.ip(), "192.0.2.99".parse::<IpAddr>().expect("ip"));
     assert_eq!(h.open[&id].ip(), sa(LOCAL).ip(), "bound locally");
+    // IPv6: bound on relay-ipv6, advertised as external IPv6.
+    let mut cfg = base_config();
+    cfg.relay_ipv6 = Some("2001:db8::10".parse().expect("ip"));
+    cfg.external_ipv6 = Some("2001:db8:ffff::1".parse().expect("ip"));
+    let mut h = H::new(cfg);
+    let r = h.authed(
+        client(1),
+        METHOD_ALLOCATE,
+        vec![transport_udp(), Box::new(REQUESTED_FAMILY_IPV6)],
+    );
+    let advertised = common::stunc::relayed(&r).expect("relayed");
+    assert_eq!(advertised.ip(), "2001:db8:ffff::1".parse::<IpAddr>().expect("ip"));
+    let bound = h.open.values().next().expect("open");
+    assert_eq!(bound.ip(), "2001:db8::10".parse::<IpAddr>().expect("ip"));
+    assert_eq!(bound.port(), advertised.port());
 }
 
 #[test]

@@ -96,7 +96,12 @@ pub fn embedded_ipv4(ip: Ipv6Addr) -> [Option<Ipv4Addr>; 2] {
     let o = ip.octets();
     let seg = ip.segments();
     let last32 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
-    if seg[..5] == [0, 0, 0, 0, 0] && (seg[5] == 0xffff || seg[5] == 0) {
+    if seg[..5] == [0, 0, 0, 0, 0] && seg[5] == 0xffff {
+        return [Some(last32), None];
+    }
+    // IPv4-compatible, but `::` and `::1` are themselves (RFC 4291 §2.5.5.1);
+    // both are on the deny list by their own right.
+    if seg[..6] == [0, 0, 0, 0, 0, 0] && u32::from(last32) > 1 {
         return [Some(last32), None];
     }
     if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || seg[..3] == [0x64, 0xff9b, 1] {
@@ -186,6 +191,10 @@ mod tests {
         assert!(pol.permits(p("::ffff:127.0.0.1")));
         assert!(!pol.permits(p("::1")));
         assert!(!pol.permits(p("10.0.0.1")));
+        let v6 = PeerPolicy::new(vec!["::1/128".parse().expect("net")], vec![]);
+        assert!(v6.permits(p("::1")));
+        assert!(!v6.permits(p("::")));
+        assert!(!v6.permits(p("::127.0.0.1")));
         assert!(!pol.permits(p("8.8.8.8")));
         // A broad allow does not undo a more specific default deny.
         let broad = PeerPolicy::new(vec!["0.0.0.0/0".parse().expect("net")], vec![]);

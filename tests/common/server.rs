@@ -25,18 +25,27 @@ impl TestServer {
     /// and `extra` TOML appended (top-level keys must come before tables, so
     /// `extra` holds whole tables or `[relay]`-style overrides).
     pub fn start(extra: &str) -> Self {
+        Self::start_on("127.0.0.1", extra)
+    }
+
+    /// Like [`TestServer::start`], listening on `address` (e.g. "::1"); the
+    /// `[peers]` table comes from `extra` when it has one.
+    pub fn start_on(address: &str, extra: &str) -> Self {
+        let peers = if extra.contains("[peers]") {
+            ""
+        } else {
+            "[peers]\nallow = [\"127.0.0.0/8\"]\n"
+        };
         let toml = format!(
             r#"realm = "{REALM}"
 workers = 2
 log-level = "warn"
 [[listener]]
-address = "127.0.0.1"
+address = "{address}"
 port = 0
 [auth]
 static-auth-secrets = ["{SECRET}"]
-[peers]
-allow = ["127.0.0.0/8"]
-{extra}"#
+{peers}{extra}"#
         );
         let cfg = Config::parse(&toml, "test.toml").expect("test config");
         let secrets = cfg.secrets("test.toml").expect("secrets");
