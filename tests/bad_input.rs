@@ -13,7 +13,6 @@ use common::server::*;
 use common::stunc::*;
 use rand::{Rng, SeedableRng};
 use stun::message::*;
-use turn::client::{Client, ClientConfig};
 use webrtc_util::Conn;
 
 /// One malformed datagram of kind `k`.
@@ -114,22 +113,8 @@ async fn storm_of_malformed_datagrams_while_a_client_relays() {
         }
     });
 
-    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let (user, pass) = rest_creds("alice");
-    let c = Client::new(ClientConfig {
-        stun_serv_addr: server.to_string(),
-        turn_serv_addr: server.to_string(),
-        username: user,
-        password: pass,
-        realm: String::new(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(conn),
-        vnet: None,
-    })
-    .await
-    .expect("client");
-    c.listen().await.expect("listen");
+    let c = turn_client(server, &user, &pass).await;
     let relay = c.allocate().await.expect("allocate under storm");
     let mut buf = vec![0u8; 2048];
     for i in 0..300 {

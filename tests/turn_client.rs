@@ -7,30 +7,10 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::server::*;
-use turn::client::{Client, ClientConfig};
 use webrtc_util::Conn;
-
-async fn client(server: SocketAddr, user: &str, pass: &str) -> Client {
-    let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let cfg = ClientConfig {
-        stun_serv_addr: server.to_string(),
-        turn_serv_addr: server.to_string(),
-        username: user.into(),
-        password: pass.into(),
-        realm: String::new(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(conn),
-        vnet: None,
-    };
-    let c = Client::new(cfg).await.expect("client");
-    c.listen().await.expect("listen");
-    c
-}
 
 /// Sends `n` messages to the echo peer through the relay and checks each
 /// comes back from it.
@@ -55,7 +35,7 @@ async fn allocate_permission_send_indications_then_channel() {
     let (peer, _echo) = echo_peer();
     let (proxy, counts, _p) = counting_proxy(srv.addr);
     let (user, pass) = rest_creds("alice");
-    let c = client(proxy, &user, &pass).await;
+    let c = turn_client(proxy, &user, &pass).await;
     let mapped = c.send_binding_request().await.expect("binding");
     assert_eq!(mapped.ip().to_string(), "127.0.0.1");
     let relay = c.allocate().await.expect("allocate");
@@ -117,14 +97,14 @@ async fn matrix_synapse_turn_shared_secret_credentials_work() {
     let (peer, _echo) = echo_peer();
     let (user, pass) = synapse_credentials("@alice:matrix.example.org");
     assert!(user.ends_with(":@alice:matrix.example.org"));
-    let c = client(srv.addr, &user, &pass).await;
+    let c = turn_client(srv.addr, &user, &pass).await;
     let relay = c.allocate().await.expect("allocate with Synapse credentials");
     echo_through(&relay, peer, 5).await;
     relay.close().await.expect("close");
     c.close().await.expect("close client");
     // A wrong secret is refused.
     let (bad_user, _) = synapse_credentials("@mallory:matrix.example.org");
-    let c = client(srv.addr, &bad_user, "AAAAAAAAAAAAAAAAAAAAAAAAAAA=").await;
+    let c = turn_client(srv.addr, &bad_user, "AAAAAAAAAAAAAAAAAAAAAAAAAAA=").await;
     assert!(c.allocate().await.is_err());
     c.close().await.expect("close client");
 }
@@ -139,7 +119,7 @@ async fn a_dead_peer_never_tears_down_the_allocation() {
         s.local_addr().expect("addr")
     };
     let (user, pass) = rest_creds("alice");
-    let c = client(srv.addr, &user, &pass).await;
+    let c = turn_client(srv.addr, &user, &pass).await;
     let relay = c.allocate().await.expect("allocate");
     echo_through(&relay, peer, 3).await;
     for _ in 0..50 {
@@ -171,22 +151,8 @@ async fn relays_over_ipv6() {
             }
         }
     });
-    let conn = tokio::net::UdpSocket::bind("[::1]:0").await.expect("bind");
     let (user, pass) = rest_creds("alice");
-    let c = Client::new(ClientConfig {
-        stun_serv_addr: srv.addr.to_string(),
-        turn_serv_addr: srv.addr.to_string(),
-        username: user,
-        password: pass,
-        realm: String::new(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(conn),
-        vnet: None,
-    })
-    .await
-    .expect("client");
-    c.listen().await.expect("listen");
+    let c = turn_client(srv.addr, &user, &pass).await;
     // The turn crate's client sends no REQUESTED-ADDRESS-FAMILY; turnd's
     // relay for an IPv6 client without it is IPv4 (RFC 8656 §7.2), so ask
     // the wire directly for the IPv6 case via a raw Allocate below.

@@ -555,12 +555,8 @@ impl Server {
             for p in peers {
                 a.refresh_permission(p.ip(), expires);
             }
-            for r in self.routes.values_mut() {
-                if r.relay == relay && a.permits(r.peer.ip(), now.mono) {
-                    r.perm_expires = a.perms.get(&r.peer.ip()).copied().unwrap_or(r.perm_expires);
-                }
-            }
         }
+        self.sync_routes(relay);
         self.schedule(relay, expires);
         self.reply(client, req, true, &[], Some(key));
     }
@@ -620,13 +616,23 @@ impl Server {
                 perm_expires,
             },
         );
-        for r in self.routes.values_mut() {
-            if r.relay == relay && r.peer.ip() == peer.ip() {
-                r.perm_expires = perm_expires;
-            }
-        }
+        self.sync_routes(relay);
         self.schedule(relay, perm_expires);
         self.reply(client, req, true, &[], Some(key));
+    }
+
+    /// Copies the allocation's permission expiries into the client-side
+    /// hot-path routes of its channels (control path: touches only this
+    /// allocation's channels, not every route of the worker).
+    fn sync_routes(&mut self, relay: RelayId) {
+        let Some(a) = self.allocs.get(relay.index()) else {
+            return;
+        };
+        for (n, ch) in &a.channels {
+            if let (Some(r), Some(t)) = (self.routes.get_mut(&(a.client, *n)), a.perms.get(&ch.peer.ip())) {
+                r.perm_expires = *t;
+            }
+        }
     }
 
     pub(super) fn on_send_indication<'a>(
