@@ -168,9 +168,9 @@ impl Credentials {
 mod tests {
     use super::*;
 
-    // Known answers computed independently with
-    // `printf %s USER | openssl dgst -binary -sha1 -hmac SECRET | base64`
-    // and `printf %s USER:REALM:PASS | md5sum`.
+    // Known answers computed independently with Python's standard library:
+    // `base64.b64encode(hmac.new(SECRET, USER, hashlib.sha1).digest())` and
+    // `hashlib.md5(b"USER:REALM:PASS").hexdigest()`.
     #[test]
     fn rest_password_known_answer() {
         assert_eq!(
