@@ -410,7 +410,6 @@ mod tests {
     fn errors_name_file_and_key() {
         let e = err("[relay]\nmax-prot = 5\n");
         assert!(e.starts_with("t.toml: key `relay.max-prot`: unknown field"), "{e}");
-
         let e = err("[relay]\nmax-lifetime = \"forever\"\n");
         assert!(e.contains("t.toml: key `relay.max-lifetime`"), "{e}");
         let e = err("[relay]\nmin-port = 70000\n");

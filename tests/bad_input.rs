@@ -116,17 +116,7 @@ async fn storm_of_malformed_datagrams_while_a_client_relays() {
     let (user, pass) = rest_creds("alice");
     let c = turn_client(server, &user, &pass).await;
     let relay = c.allocate().await.expect("allocate under storm");
-    let mut buf = vec![0u8; 2048];
-    for i in 0..300 {
-        let msg = format!("real traffic {i}");
-        relay.send_to(msg.as_bytes(), peer).await.expect("send");
-        let (n, from) = tokio::time::timeout(Duration::from_secs(3), relay.recv_from(&mut buf))
-            .await
-            .unwrap_or_else(|_| panic!("message {i} lost under the storm"))
-            .expect("recv");
-        assert_eq!((from, &buf[..n]), (peer, msg.as_bytes()));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    echo_through(&relay, peer, 300, Duration::from_millis(10)).await;
     relay.close().await.expect("close");
     c.close().await.expect("close client");
     drop(storm);

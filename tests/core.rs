@@ -195,7 +195,6 @@ impl H {
         let nonce = text(&r, ATTR_NONCE).expect("438 has a nonce");
         self.nonces.insert(c, nonce.clone());
         let cred = Cred { nonce, ..cred };
-        let mut again = m.clone();
         // Same attributes, new nonce: rebuild from the raw attributes.
         let attrs: Attrs = m
             .attributes
@@ -204,8 +203,16 @@ impl H {
             .filter(|a| ![ATTR_USERNAME, ATTR_REALM, ATTR_NONCE, ATTR_MESSAGE_INTEGRITY].contains(&a.typ))
             .map(|a| Box::new(a.clone()) as Box<dyn Setter>)
             .collect();
-        again = build(again.typ, attrs, Some(&cred), false);
+        let again = build(m.typ, attrs, Some(&cred), false);
         self.ask(c, &again)
+    }
+
+    /// A plain UDP Allocate signed with `cred`.
+    fn allocate_with(&mut self, c: ClientAddr, cred: &Cred) -> Message {
+        self.ask(
+            c,
+            &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(cred), false),
+        )
     }
 
     fn allocate(&mut self, c: ClientAddr) -> (SocketAddr, RelayId) {
@@ -222,14 +229,16 @@ impl H {
     }
 
     fn advance(&mut self, secs: u64) {
-        self.now = self.now.after(Duration::from_secs(secs));
-        self.s.handle_timeout(self.now);
-        let mut out = Out::default();
-        self.drain(&mut out);
+        self.advance_by(Duration::from_secs(secs));
     }
 
     fn advance_ms(&mut self, ms: u64) {
-        self.now.mono += Duration::from_millis(ms);
+        self.advance_by(Duration::from_millis(ms));
+    }
+
+    /// Moves both clocks and runs what fell due.
+    fn advance_by(&mut self, d: Duration) {
+        self.now = self.now.after(d);
         self.s.handle_timeout(self.now);
         let mut out = Out::default();
         self.drain(&mut out);
@@ -331,31 +340,19 @@ fn long_term_auth_401_400_438_and_success() {
     // Wrong password: 401.
     let mut cred = h.rest(c, "carol");
     cred.pass = "wrong".into();
-    let r = h.ask(
-        c,
-        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
-    );
+    let r = h.allocate_with(c, &cred);
     assert_eq!(error_code(&r), Some(401));
     // Stale nonce after its lifetime: 438 with a fresh nonce.
     let cred = h.rest(c, "carol");
     h.advance(600);
-    let r = h.ask(
-        c,
-        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
-    );
+    let r = h.allocate_with(c, &cred);
     assert_eq!(error_code(&r), Some(438));
     let fresh = text(&r, ATTR_NONCE).expect("438 carries a nonce");
     assert_ne!(fresh, cred.nonce);
     // Garbage nonce: 438 too.
     let mut bad = cred.clone();
     bad.nonce = "nonsense".into();
-    assert_eq!(
-        error_code(&h.ask(
-            c,
-            &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&bad), false)
-        )),
-        Some(438)
-    );
+    assert_eq!(error_code(&h.allocate_with(c, &bad)), Some(438));
     // With the fresh nonce (and a fresh credential): success, integrity on the answer.
     let (u, p) = auth::rest_credentials(SECRET, Some("carol"), Duration::from_secs(60), h.now.unix, ':');
     let ok = Cred {
@@ -364,7 +361,7 @@ fn long_term_auth_401_400_438_and_success() {
         pass: p.clone(),
         nonce: fresh,
     };
-    let r = h.ask(c, &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&ok), false));
+    let r = h.allocate_with(c, &ok);
     assert!(is_success(&r));
     stun::integrity::MessageIntegrity::new_long_term_integrity(u, REALM.into(), p)
         .check(&mut r.clone())
@@ -378,10 +375,7 @@ fn nonce_is_bound_to_the_client_address() {
     let mut cred = h.rest(a, "carol");
     let other = ClientAddr::udp(sa("198.51.100.8:5000"), sa(LOCAL));
     cred.nonce = h.nonces[&a].clone();
-    let r = h.ask(
-        other,
-        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
-    );
+    let r = h.allocate_with(other, &cred);
     assert_eq!(error_code(&r), Some(438));
 }
 
@@ -392,30 +386,18 @@ fn rest_credentials_expire_and_rotate() {
     // Minted with the older of two configured secrets: accepted.
     let (u, p) = auth::rest_credentials(b"old-secret", Some("dave"), Duration::from_secs(10), h.now.unix, ':');
     let cred = h.cred(c, &u, &p);
-    let r = h.ask(
-        c,
-        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
-    );
+    let r = h.allocate_with(c, &cred);
     assert!(is_success(&r));
     // Expired username: 401 (a new 5-tuple, so no allocation applies).
     let c2 = client(5001);
     let (u, p) = auth::rest_credentials(SECRET, Some("dave"), Duration::from_secs(10), h.now.unix - 20, ':');
     let cred = h.cred(c2, &u, &p);
-    let r = h.ask(
-        c2,
-        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
-    );
+    let r = h.allocate_with(c2, &cred);
     assert_eq!(error_code(&r), Some(401));
     // A secret nobody configured: 401.
     let (u, p) = auth::rest_credentials(b"other", Some("dave"), Duration::from_secs(10), h.now.unix, ':');
     let cred = h.cred(c2, &u, &p);
-    assert_eq!(
-        error_code(&h.ask(
-            c2,
-            &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false)
-        )),
-        Some(401)
-    );
+    assert_eq!(error_code(&h.allocate_with(c2, &cred)), Some(401));
 }
 
 #[test]
@@ -424,10 +406,7 @@ fn an_allocation_outlives_its_rest_username() {
     let c = client(5000);
     let (u, p) = auth::rest_credentials(SECRET, Some("erin"), Duration::from_secs(30), h.now.unix, ':');
     let cred = h.cred(c, &u, &p);
-    assert!(is_success(&h.ask(
-        c,
-        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false)
-    )));
+    assert!(is_success(&h.allocate_with(c, &cred)));
     h.advance(300);
     let cred = h.cred(c, &u, &p); // same nonce still valid (600 s)
     let r = h.ask(
@@ -443,21 +422,12 @@ fn static_users_with_password_and_coturn_key() {
     for (port, user, pass) in [(1, "alice", "wonderland"), (2, "bob", "builder")] {
         let c = client(port);
         let cred = h.cred(c, user, pass);
-        let r = h.ask(
-            c,
-            &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
-        );
+        let r = h.allocate_with(c, &cred);
         assert!(is_success(&r), "{user}");
     }
     let c = client(3);
     let cred = h.cred(c, "mallory", "x");
-    assert_eq!(
-        error_code(&h.ask(
-            c,
-            &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false)
-        )),
-        Some(401)
-    );
+    assert_eq!(error_code(&h.allocate_with(c, &cred)), Some(401));
 }
 
 #[test]
@@ -670,23 +640,14 @@ fn quotas_486_and_508_and_release() {
     for (p, user) in [(5, "alice"), (6, "bob")] {
         let pass = if user == "alice" { "wonderland" } else { "builder" };
         let cred = h.cred(client(p), user, pass);
-        assert!(is_success(&h.ask(
-            client(p),
-            &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false)
-        )));
+        assert!(is_success(&h.allocate_with(client(p), &cred)));
     }
     let cred = h.cred(client(7), "alice", "wonderland");
-    let r = h.ask(
-        client(7),
-        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
-    );
+    let r = h.allocate_with(client(7), &cred);
     assert_eq!(error_code(&r), Some(508));
     // Deleting one frees a place.
     assert!(is_success(&h.authed(client(1), METHOD_REFRESH, vec![lifetime_attr(0)])));
-    let r = h.ask(
-        client(7),
-        &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
-    );
+    let r = h.allocate_with(client(7), &cred);
     assert!(is_success(&r));
 }
 

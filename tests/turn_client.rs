@@ -10,24 +10,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::server::*;
-use webrtc_util::Conn;
 
-/// Sends `n` messages to the echo peer through the relay and checks each
-/// comes back from it.
-async fn echo_through(relay: &impl Conn, peer: SocketAddr, n: usize) {
-    let mut buf = vec![0u8; 2048];
-    for i in 0..n {
-        let msg = format!("message {i} through turnd");
-        relay.send_to(msg.as_bytes(), peer).await.expect("send_to");
-        let (len, from) = tokio::time::timeout(Duration::from_secs(3), relay.recv_from(&mut buf))
-            .await
-            .unwrap_or_else(|_| panic!("echo {i} timed out"))
-            .expect("recv_from");
-        assert_eq!(from, peer);
-        assert_eq!(&buf[..len], msg.as_bytes());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// Between two echoes: long enough for the client to finish binding its channel.
+const PAUSE: Duration = Duration::from_millis(20);
+use webrtc_util::Conn;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocate_permission_send_indications_then_channel() {
@@ -42,7 +28,7 @@ async fn allocate_permission_send_indications_then_channel() {
     let relayed = relay.local_addr().expect("relayed address");
     assert_eq!(relayed.ip().to_string(), "127.0.0.1");
     assert_eq!(srv.allocations(), 1);
-    echo_through(&relay, peer, 40).await;
+    echo_through(&relay, peer, 40, PAUSE).await;
     let up_ind = counts.send_indications.load(Ordering::Relaxed);
     let up_chan = counts.channel_data_up.load(Ordering::Relaxed);
     let down = counts.data_indications.load(Ordering::Relaxed) + counts.channel_data_down.load(Ordering::Relaxed);
@@ -99,7 +85,7 @@ async fn matrix_synapse_turn_shared_secret_credentials_work() {
     assert!(user.ends_with(":@alice:matrix.example.org"));
     let c = turn_client(srv.addr, &user, &pass).await;
     let relay = c.allocate().await.expect("allocate with Synapse credentials");
-    echo_through(&relay, peer, 5).await;
+    echo_through(&relay, peer, 5, PAUSE).await;
     relay.close().await.expect("close");
     c.close().await.expect("close client");
     // A wrong secret is refused.
@@ -121,12 +107,12 @@ async fn a_dead_peer_never_tears_down_the_allocation() {
     let (user, pass) = rest_creds("alice");
     let c = turn_client(srv.addr, &user, &pass).await;
     let relay = c.allocate().await.expect("allocate");
-    echo_through(&relay, peer, 3).await;
+    echo_through(&relay, peer, 3, PAUSE).await;
     for _ in 0..50 {
         relay.send_to(b"into the void", dead).await.expect("send_to");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    echo_through(&relay, peer, 10).await;
+    echo_through(&relay, peer, 10, PAUSE).await;
     assert_eq!(srv.allocations(), 1);
     relay.close().await.expect("close");
     c.close().await.expect("close client");

@@ -230,3 +230,20 @@ pub async fn turn_client(server: SocketAddr, user: &str, pass: &str) -> turn::cl
     c.listen().await.expect("listen");
     c
 }
+
+/// Sends `n` messages to `peer` through `relay`, `pause` apart, and checks
+/// each one comes back from `peer`, unchanged, within 3 s.
+pub async fn echo_through(relay: &impl webrtc_util::Conn, peer: SocketAddr, n: usize, pause: Duration) {
+    let mut buf = vec![0u8; 2048];
+    for i in 0..n {
+        let msg = format!("message {i} through turnd");
+        relay.send_to(msg.as_bytes(), peer).await.expect("send_to");
+        let (len, from) = tokio::time::timeout(Duration::from_secs(3), relay.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("echo {i} lost: not back within 3 s"))
+            .expect("recv_from");
+        assert_eq!(from, peer);
+        assert_eq!(&buf[..len], msg.as_bytes());
+        tokio::time::sleep(pause).await;
+    }
+}
