@@ -98,14 +98,29 @@ fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
         .init();
     let (secrets, generated) = serve::resolve_secrets(&cfg, &file, true)?;
     let running = serve::start(&cfg, secrets.clone())?;
-    for a in &running.udp {
+    for a in &running.relay.udp {
         tracing::info!(listen = %a, transport = "udp", "listening");
+    }
+    if let Some(h) = &running.http {
+        for a in &h.http {
+            tracing::info!(listen = %a, "serving the call page over http");
+        }
+        for a in &h.https {
+            tracing::info!(listen = %a, "serving the call page over https");
+        }
+        if let Some((fp, self_signed)) = &h.certificate {
+            let kind = if *self_signed { "self-signed " } else { "" };
+            println!("turnd: https {kind}certificate SHA-256 {fp}");
+        }
+        for link in h.join_links() {
+            println!("turnd: join link: {link}");
+        }
     }
     if let Some(secret) = secrets.first() {
         let (username, password) = serve::mint(&cfg, secret, "turnd", Duration::from_secs(24 * 3600));
         let json = serve::ice_servers_json(
             &serve::public_host(&cfg),
-            serve::first_port(&running.udp),
+            serve::first_port(&running.relay.udp),
             &username,
             &password,
         );

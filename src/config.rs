@@ -43,6 +43,8 @@ pub struct Config {
     pub relay: Relay,
     #[serde(default)]
     pub peers: Peers,
+    #[serde(default)]
+    pub http: Http,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -126,10 +128,84 @@ pub struct Peers {
     pub deny: Vec<IpNet>,
 }
 
+/// Who may use the page, `/api/ice` and the WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Only holders of the access key (the join link carries it).
+    Key,
+    /// Anyone who can reach the HTTP listener.
+    Open,
+}
+
+/// The signaling page, its credential endpoint and WebSocket rooms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Http {
+    /// Plain HTTP listeners; `[]` turns them off. Browsers treat
+    /// http://127.0.0.1 as a secure context (camera allowed), other plain
+    /// HTTP origins not: use `https-listen` for them.
+    #[serde(default = "defaults::http_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// HTTPS listeners, e.g. ["0.0.0.0:8443"].
+    #[serde(default)]
+    pub https_listen: Vec<SocketAddr>,
+    /// PEM certificate chain and private key for HTTPS; without them a
+    /// self-signed certificate is generated in the data dir.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default = "defaults::access")]
+    pub access: Access,
+    /// The access key; without it one is generated in the data dir.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// Lifetime of the TURN credentials `/api/ice` hands out.
+    #[serde(default = "defaults::ice_ttl", with = "humantime_serde")]
+    pub ice_ttl: Duration,
+    /// `/api/ice` requests per minute per client address.
+    #[serde(default = "defaults::ice_rate")]
+    pub ice_requests_per_minute: u32,
+    /// Signaling messages per second per WebSocket (bursts of 10× allowed).
+    #[serde(default = "defaults::ws_rate")]
+    pub ws_messages_per_second: u32,
+    /// People per room (full mesh, so keep it small).
+    #[serde(default = "defaults::room_size")]
+    pub room_size: usize,
+    /// Open HTTP connections (WebSockets included), in total.
+    #[serde(default = "defaults::http_connections")]
+    pub max_connections: usize,
+}
+
 mod defaults {
     use std::time::Duration;
 
-    use super::ListenTransport;
+    use std::net::SocketAddr;
+
+    use super::{Access, ListenTransport};
+
+    pub fn http_listen() -> Vec<SocketAddr> {
+        vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
+    }
+    pub fn access() -> Access {
+        Access::Key
+    }
+    pub fn ice_ttl() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn ice_rate() -> u32 {
+        20
+    }
+    pub fn ws_rate() -> u32 {
+        20
+    }
+    pub fn room_size() -> usize {
+        4
+    }
+    pub fn http_connections() -> usize {
+        1024
+    }
 
     pub fn realm() -> String {
         "turnd".into()
@@ -193,6 +269,24 @@ impl Default for Relay {
             max_lifetime: defaults::max_lifetime(),
             max_allocations_per_user: defaults::max_per_user(),
             max_allocations: defaults::max_total(),
+        }
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            listen: defaults::http_listen(),
+            https_listen: Vec::new(),
+            cert_file: None,
+            key_file: None,
+            access: defaults::access(),
+            access_key: None,
+            ice_ttl: defaults::ice_ttl(),
+            ice_requests_per_minute: defaults::ice_rate(),
+            ws_messages_per_second: defaults::ws_rate(),
+            room_size: defaults::room_size(),
+            max_connections: defaults::http_connections(),
         }
     }
 }
@@ -303,6 +397,33 @@ impl Config {
             if ls.is_empty() {
                 return Err(("listener", "at least one listener is needed".into()));
             }
+        }
+        let h = &self.http;
+        if h.cert_file.is_some() != h.key_file.is_some() {
+            return Err(("http.cert-file", "cert-file and key-file go together".into()));
+        }
+        if let Some(k) = &h.access_key {
+            if k.len() < 12 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err((
+                    "http.access-key",
+                    "must be at least 12 characters of A-Z a-z 0-9 - _ (it travels in links)".into(),
+                ));
+            }
+        }
+        if h.ice_ttl.as_secs() < 60 || h.ice_ttl.as_secs() > 7 * 86400 {
+            return Err(("http.ice-ttl", "must be between 1m and 7d".into()));
+        }
+        if h.ice_requests_per_minute == 0 {
+            return Err(("http.ice-requests-per-minute", "must be at least 1".into()));
+        }
+        if h.ws_messages_per_second == 0 {
+            return Err(("http.ws-messages-per-second", "must be at least 1".into()));
+        }
+        if !(2..=16).contains(&h.room_size) {
+            return Err(("http.room-size", "must be between 2 and 16".into()));
+        }
+        if h.max_connections < 4 {
+            return Err(("http.max-connections", "must be at least 4".into()));
         }
         if self.log_level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(("log-level", format!("`{}` is not a log filter", self.log_level)));

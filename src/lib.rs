@@ -2,12 +2,14 @@
 //!
 //! - [`proto`] decides (pure, sans-IO),
 //! - [`net`] moves bytes,
+//! - [`http`] serves people: the call page, credentials, signaling,
 //! - [`auth`] derives keys, [`config`] reads the TOML file, [`cli`] the
 //!   command line.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod net;
 pub mod proto;
 pub mod serve;

@@ -11,6 +11,7 @@ use rand::Rng;
 
 use crate::auth;
 use crate::config::Config;
+use crate::http;
 use crate::net::{self, Running, Spec};
 use crate::proto::Shared;
 
@@ -42,29 +43,46 @@ pub fn secret_path(dir: &Path) -> PathBuf {
 /// Reads the generated secret, creating it (mode 0600) when missing. Returns
 /// whether it was created now.
 pub fn load_or_create_secret(dir: &Path) -> anyhow::Result<(Vec<u8>, bool)> {
-    let path = secret_path(dir);
-    if let Ok(s) = std::fs::read_to_string(&path) {
+    let (s, created) = load_or_create(&secret_path(dir), || {
+        let bytes: [u8; 32] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    })?;
+    Ok((s.into_bytes(), created))
+}
+
+/// The trimmed contents of `path`, written first (mode 0600, directory
+/// created) with `make()` when the file does not exist. Returns whether it
+/// was created now.
+pub fn load_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<(String, bool)> {
+    if let Ok(s) = std::fs::read_to_string(path) {
         let s = s.trim();
         anyhow::ensure!(
             !s.is_empty(),
-            "{} is empty; delete it to generate a new secret",
+            "{} is empty; delete it to generate a new one",
             path.display()
         );
-        return Ok((s.as_bytes().to_vec(), false));
+        return Ok((s.to_string(), false));
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
-    let bytes: [u8; 32] = rand::rng().random();
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    }
+    let value = make();
+    write_private(path, &format!("{value}\n"))?;
+    Ok((value, true))
+}
+
+/// Creates `path` with mode 0600 and writes `contents`; fails if it exists.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(f, "{secret}").with_context(|| format!("cannot write {}", path.display()))?;
-    Ok((secret.into_bytes(), true))
+    f.write_all(contents.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The secrets to run with: the configured ones, else the generated one
@@ -154,8 +172,58 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Starts the relay for `cfg` with the given secrets.
-pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Running> {
+/// A running turnd: the relay workers and, when configured, the HTTP side.
+pub struct Daemon {
+    pub relay: Running,
+    pub http: Option<http::Running>,
+}
+
+impl Daemon {
+    /// Stops the HTTP side, then the relay.
+    pub fn stop(self) {
+        if let Some(h) = self.http {
+            h.stop();
+        }
+        self.relay.stop();
+    }
+}
+
+/// Starts the relay for `cfg` with the given secrets, then the HTTP side
+/// (unless `[http]` has no listener). The page mints credentials with the
+/// first secret; when there is none (static users only), with the generated
+/// one, which the relay then accepts too.
+pub fn start(cfg: &Config, mut secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
+    let with_http = !cfg.http.listen.is_empty() || !cfg.http.https_listen.is_empty();
+    if with_http && secrets.is_empty() {
+        secrets.push(load_or_create_secret(&data_dir(cfg))?.0);
+    }
+    let page_secret = secrets.first().cloned();
+    let relay = start_relay(cfg, secrets)?;
+    let http = match page_secret.filter(|_| with_http) {
+        None => None,
+        Some(secret) => {
+            let spec = http::Spec {
+                cfg: cfg.http.clone(),
+                data_dir: data_dir(cfg),
+                public_host: public_host(cfg),
+                udp: relay.udp.clone(),
+                secret,
+                separator: cfg.auth.rest_separator,
+            };
+            match http::start(spec) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    relay.stop();
+                    return Err(e);
+                }
+            }
+        }
+    };
+    Ok(Daemon { relay, http })
+}
+
+/// Starts the relay workers alone.
+pub fn start_relay(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Running> {
     let mut core = cfg.core(cfg.credentials(secrets));
     let (v4, v6) = host_addresses();
     core.fallback_ipv4 = v4;

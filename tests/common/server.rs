@@ -10,14 +10,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use turnd::config::Config;
-use turnd::net::Running;
+use turnd::serve::Daemon;
 
 pub const SECRET: &str = "north";
 pub const REALM: &str = "turnd-test";
 
 pub struct TestServer {
     pub addr: SocketAddr,
-    running: Option<Running>,
+    running: Option<Daemon>,
 }
 
 impl TestServer {
@@ -36,6 +36,12 @@ impl TestServer {
         } else {
             "[peers]\nallow = [\"127.0.0.0/8\"]\n"
         };
+        // No HTTP side unless the test asks for one (8080 may be taken).
+        let http = if extra.contains("[http]") {
+            ""
+        } else {
+            "[http]\nlisten = []\n"
+        };
         let toml = format!(
             r#"realm = "{REALM}"
 workers = 2
@@ -45,23 +51,35 @@ address = "{address}"
 port = 0
 [auth]
 static-auth-secrets = ["{SECRET}"]
-{peers}{extra}"#
+{peers}{http}{extra}"#
         );
         let cfg = Config::parse(&toml, "test.toml").expect("test config");
         let secrets = cfg.secrets("test.toml").expect("secrets");
         let running = turnd::serve::start(&cfg, secrets).expect("turnd starts");
         Self {
-            addr: running.udp[0],
+            addr: running.relay.udp[0],
             running: Some(running),
         }
     }
 
+    /// The page's plain HTTP address, when `[http]` was configured.
+    pub fn http_addr(&self) -> SocketAddr {
+        let h = self
+            .running
+            .as_ref()
+            .and_then(|r| r.http.as_ref())
+            .expect("an [http] section");
+        h.http[0]
+    }
+
     pub fn allocations(&self) -> u32 {
-        self.running.as_ref().map_or(0, |r| r.shared.lock().total)
+        self.running.as_ref().map_or(0, |r| r.relay.shared.lock().total)
     }
 
     pub fn ports_in_use(&self) -> usize {
-        self.running.as_ref().map_or(0, |r| r.shared.lock().ports.in_use())
+        self.running
+            .as_ref()
+            .map_or(0, |r| r.relay.shared.lock().ports.in_use())
     }
 
     /// Waits (bounded) until no allocation and no relay port is left.

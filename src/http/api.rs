@@ -1,0 +1,197 @@
+//! Routes: the page and its assets, `/api/ice`, `/ws`, `/healthz`; the access
+//! key check and the security headers every answer carries.
+
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use rand::Rng;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::{ws, AppState, Remote, Spec};
+
+const INDEX: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/style.css");
+const LOCKED: &str = include_str!("assets/locked.html");
+
+/// Mints credentials for `/api/ice`.
+pub struct IceSource {
+    secret: Vec<u8>,
+    separator: char,
+    ttl: Duration,
+    stun: Vec<String>,
+    turn: Vec<String>,
+}
+
+impl IceSource {
+    pub fn new(spec: &Spec) -> Self {
+        // One URL per distinct port: 0.0.0.0:3478 and [::]:3478 are one
+        // `turn:host:3478` to a browser.
+        let ports: BTreeSet<u16> = spec.udp.iter().map(|a| a.port()).collect();
+        let host = &spec.public_host;
+        Self {
+            secret: spec.secret.clone(),
+            separator: spec.separator,
+            ttl: spec.cfg.ice_ttl,
+            stun: ports.iter().map(|p| format!("stun:{host}:{p}")).collect(),
+            turn: ports.iter().map(|p| format!("turn:{host}:{p}?transport=udp")).collect(),
+        }
+    }
+
+    /// A fresh `{"iceServers":[…],"ttl":…}`. Each caller gets its own user
+    /// name, so one page's allocations do not count against another's quota.
+    fn mint(&self) -> serde_json::Value {
+        let user = format!("web-{:08x}", rand::rng().random::<u32>());
+        let (username, credential) = crate::auth::rest_credentials(
+            &self.secret,
+            Some(&user),
+            self.ttl,
+            crate::serve::unix_now(),
+            self.separator,
+        );
+        json!({
+            "iceServers": [
+                {"urls": self.stun},
+                {"urls": self.turn, "username": username, "credential": credential},
+            ],
+            "ttl": self.ttl.as_secs(),
+        })
+    }
+}
+
+pub fn ice_quota(per_minute: u32) -> governor::Quota {
+    let n = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+    governor::Quota::per_minute(n).allow_burst(n)
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route(
+            "/assets/app.js",
+            get(|| asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route("/assets/style.css", get(|| asset("text/css; charset=utf-8", STYLE)))
+        .route("/api/ice", get(ice))
+        .route("/ws", get(websocket))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
+        h.insert(k, HeaderValue::from_static(v));
+    };
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'self'; connect-src 'self'; img-src 'self' data:; media-src 'self' blob:; \
+         object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    );
+    set(h, "x-content-type-options", "nosniff");
+    // The page URL carries the access key: never send it elsewhere.
+    set(h, "referrer-policy", "no-referrer");
+    set(
+        h,
+        "permissions-policy",
+        "camera=(self), microphone=(self), display-capture=(self)",
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        set(h, "cache-control", "no-store");
+    }
+    r
+}
+
+async fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")],
+        body,
+    )
+        .into_response()
+}
+
+/// Whether the request carries the access key, in `?key=` or as
+/// `Authorization: Bearer`.
+fn authorized(state: &AppState, query: &HashMap<String, String>, headers: &HeaderMap) -> bool {
+    let Some(want) = &state.access_key else {
+        return true;
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let given = query.get("key").map(String::as_str).or(bearer);
+    given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(want.as_bytes())))
+}
+
+fn unauthorized(json_body: bool) -> Response {
+    if json_body {
+        let body = json!({"error": "access-key", "message": "a valid access key is needed (the join link carries it)"});
+        (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+    } else {
+        (StatusCode::UNAUTHORIZED, Html(LOCKED)).into_response()
+    }
+}
+
+async fn page(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &q, &headers) {
+        return unauthorized(false);
+    }
+    let key = state.access_key.as_deref().unwrap_or("");
+    // The key is restricted to [A-Za-z0-9_-] (config check), safe in HTML.
+    Html(INDEX.replace("{{ACCESS_KEY}}", key)).into_response()
+}
+
+async fn ice(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(Remote(peer)): ConnectInfo<Remote>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &q, &headers) {
+        return unauthorized(true);
+    }
+    if let Err(not_until) = state.ice_limiter.check_key(&peer.ip()) {
+        use governor::clock::Clock;
+        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        let secs = wait.as_secs() + 1;
+        let body = json!({"error": "rate-limited", "message": format!("too many requests; retry in {secs}s")});
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            Json(body),
+        )
+            .into_response();
+    }
+    Json(state.ice.mint()).into_response()
+}
+
+async fn websocket(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(Remote(peer)): ConnectInfo<Remote>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !authorized(&state, &q, &headers) {
+        return unauthorized(true);
+    }
+    upgrade
+        .max_message_size(ws::MAX_FRAME)
+        .max_frame_size(ws::MAX_FRAME)
+        .on_upgrade(move |socket| ws::serve(socket, state, peer))
+}

@@ -1,0 +1,594 @@
+// turnd call page: WebSocket signaling (rooms of up to 4, full mesh), camera
+// and microphone, screen share, data-channel chat and a live view of the path
+// each connection took. Plain JavaScript, no build step, no external assets.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const accessKey = document.querySelector('meta[name="turnd-key"]').content;
+// `servers=stun` keeps only the STUN URLs (shows why TURN is needed).
+const serverMode = params.get('servers') === 'stun' ? 'stun' : 'turn';
+
+const call = {
+  ws: null,
+  me: null,
+  room: null,
+  ice: null, // {iceServers, ttl}
+  relayOnly: false,
+  peers: new Map(), // id -> Peer
+  stream: new MediaStream(), // what we send: one audio and one video track at most
+  camera: null, // the camera track while a screen is shared
+  screen: null,
+  negotiations: 0, // offers created, for tests: switching cameras must not add any
+};
+window.turnd = call; // for the browser tests and for curious users in the console
+
+// ---- notices and status ----------------------------------------------------
+
+function notice(text, kind = 'info') {
+  const n = $('notice');
+  n.textContent = text;
+  n.className = kind;
+  n.hidden = !text;
+}
+
+function status(text) {
+  $('status').textContent = text;
+}
+
+// ---- access and credentials ------------------------------------------------
+
+function withKey(path) {
+  return accessKey ? `${path}${path.includes('?') ? '&' : '?'}key=${encodeURIComponent(accessKey)}` : path;
+}
+
+async function fetchIce() {
+  const r = await fetch(withKey('/api/ice'), { cache: 'no-store' });
+  if (r.status === 401) throw new Error('The access key is wrong or has changed: ask for a new join link.');
+  if (r.status === 429) throw new Error('Too many attempts from this address; wait a minute and try again.');
+  if (!r.ok) throw new Error(`turnd answered ${r.status} for credentials.`);
+  const ice = await r.json();
+  if (serverMode === 'stun') {
+    ice.iceServers = ice.iceServers
+      .map((s) => ({ urls: [].concat(s.urls).filter((u) => u.startsWith('stun:')) }))
+      .filter((s) => s.urls.length);
+  }
+  return ice;
+}
+
+function rtcConfig() {
+  return { iceServers: call.ice.iceServers, iceTransportPolicy: call.relayOnly ? 'relay' : 'all' };
+}
+
+// ---- local media -------------------------------------------------------------
+
+async function startMedia() {
+  const tries = [{ audio: true, video: true }, { audio: true }, { video: true }];
+  let lastError = null;
+  for (const constraints of tries) {
+    try {
+      const s = await navigator.mediaDevices.getUserMedia(constraints);
+      s.getTracks().forEach((t) => call.stream.addTrack(t));
+      break;
+    } catch (e) {
+      lastError = e;
+      if (e.name === 'NotAllowedError' || e.name === 'SecurityError') break;
+    }
+  }
+  $('local-video').srcObject = call.stream;
+  const got = call.stream.getTracks().map((t) => t.kind);
+  if (got.length === 2) return;
+  if (lastError && (lastError.name === 'NotAllowedError' || lastError.name === 'SecurityError')) {
+    notice('Camera and microphone were refused, so you joined receive-only. Allow them in the site settings ' +
+      '(the icon left of the address) and join again to be seen and heard.', 'error');
+  } else if (!navigator.mediaDevices) {
+    notice('This page is not a secure context (use https:// or http://127.0.0.1), so the browser hides the ' +
+      'camera: you joined receive-only.', 'error');
+  } else if (got.length === 0) {
+    notice('No camera or microphone found: you joined receive-only (you can still see, hear and chat).');
+  } else {
+    notice(`No ${got.includes('audio') ? 'camera' : 'microphone'} found: joined with ${got[0]} only.`);
+  }
+  $('local-note').textContent = got.length ? `(${got.join(' + ')} only)` : '(receive-only)';
+}
+
+function track(kind) {
+  return call.stream.getTracks().find((t) => t.kind === kind) || null;
+}
+
+async function listCameras() {
+  const sel = $('camera-select');
+  sel.replaceChildren();
+  const devices = navigator.mediaDevices ? await navigator.mediaDevices.enumerateDevices() : [];
+  const cams = devices.filter((d) => d.kind === 'videoinput');
+  const current = track('video')?.getSettings().deviceId;
+  cams.forEach((d, i) => {
+    const o = new Option(d.label || `Camera ${i + 1}`, d.deviceId);
+    o.selected = d.deviceId === current;
+    sel.add(o);
+  });
+  sel.disabled = cams.length < 2 || !track('video');
+}
+
+// Puts `t` in place of our video track on every connection, without
+// renegotiation (RTCRtpSender.replaceTrack).
+async function replaceVideo(t) {
+  const old = track('video');
+  if (old) call.stream.removeTrack(old);
+  call.stream.addTrack(t);
+  for (const p of call.peers.values()) {
+    const tx = p.transceiver('video');
+    if (tx) await tx.sender.replaceTrack(t);
+  }
+  $('local-video').srcObject = call.stream;
+  return old;
+}
+
+async function switchCamera(deviceId) {
+  const s = await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: deviceId } } });
+  const t = s.getVideoTracks()[0];
+  const old = track('video');
+  t.enabled = old ? old.enabled : true;
+  if (call.screen) {
+    call.camera?.stop();
+    call.camera = t; // used again when sharing stops
+  } else {
+    (await replaceVideo(t))?.stop();
+  }
+}
+
+async function toggleShare() {
+  if (call.screen) return stopShare();
+  let s;
+  try {
+    s = await navigator.mediaDevices.getDisplayMedia({ video: true });
+  } catch (e) {
+    if (e.name !== 'NotAllowedError') notice(`Screen sharing failed: ${e.message}`, 'error');
+    return;
+  }
+  call.screen = s.getVideoTracks()[0];
+  call.screen.addEventListener('ended', stopShare);
+  call.camera = await replaceVideo(call.screen);
+  for (const p of call.peers.values()) p.ensureSending('video');
+  $('share').setAttribute('aria-pressed', 'true');
+  $('share').textContent = 'Stop sharing';
+}
+
+async function stopShare() {
+  if (!call.screen) return;
+  const screen = call.screen;
+  call.screen = null;
+  if (call.camera) {
+    await replaceVideo(call.camera);
+  } else {
+    call.stream.removeTrack(screen);
+    for (const p of call.peers.values()) await p.transceiver('video')?.sender.replaceTrack(null);
+  }
+  call.camera = null;
+  screen.stop();
+  $('share').setAttribute('aria-pressed', 'false');
+  $('share').textContent = 'Share screen';
+}
+
+// ---- one remote peer -------------------------------------------------------------
+
+class Peer {
+  constructor(id) {
+    this.id = id;
+    // Perfect negotiation (W3C WebRTC §10.7): the polite side yields on glare.
+    this.polite = call.me < id;
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.queue = Promise.resolve();
+    this.candidateErrors = [];
+    this.gathered = { host: 0, srflx: 0, prflx: 0, relay: 0 };
+    this.prevBytes = null;
+    this.pc = new RTCPeerConnection(rtcConfig());
+    this.dc = this.pc.createDataChannel('chat', { negotiated: true, id: 0 });
+    this.dc.onmessage = (e) => chatLine(this.id, e.data);
+    this.dc.onopen = () => this.render();
+    this.pc.onnegotiationneeded = () => this.offer();
+    this.pc.onicecandidate = ({ candidate }) => {
+      if (candidate?.type) this.gathered[candidate.type] += 1;
+      send({ type: 'candidate', to: this.id, payload: candidate ? candidate.toJSON() : null });
+    };
+    this.pc.onicecandidateerror = (e) => {
+      this.candidateErrors.push({ code: e.errorCode, url: e.url, text: e.errorText });
+    };
+    this.pc.ontrack = ({ track: t }) => {
+      this.remote.addTrack(t);
+      this.video.srcObject = this.remote;
+    };
+    this.pc.oniceconnectionstatechange = () => this.iceChanged();
+    this.pc.onconnectionstatechange = () => this.render();
+    this.remote = new MediaStream();
+    this.tile = document.createElement('figure');
+    this.tile.className = 'tile remote';
+    this.tile.dataset.peer = id;
+    this.video = document.createElement('video');
+    this.video.autoplay = true;
+    this.video.playsInline = true;
+    const cap = document.createElement('figcaption');
+    cap.textContent = `Peer ${id}`;
+    this.panel = document.createElement('dl');
+    this.panel.className = 'path';
+    this.tile.append(this.video, cap, this.panel);
+    $('videos').append(this.tile);
+    this.path = {};
+    this.timer = setInterval(() => this.readStats(), 1000);
+  }
+
+  transceiver(kind) {
+    return this.pc.getTransceivers().find((t) => !t.stopped && (t.sender.track?.kind || t.receiver.track.kind) === kind);
+  }
+
+  // Offer our tracks: a transceiver per kind, send-receive when we have
+  // the track, receive-only when not (no camera still sees the others).
+  attachMedia() {
+    for (const kind of ['audio', 'video']) {
+      const t = track(kind);
+      const tx = this.transceiver(kind);
+      if (!tx) {
+        this.pc.addTransceiver(t || kind, { direction: t ? 'sendrecv' : 'recvonly', streams: [call.stream] });
+      } else if (t && !tx.sender.track) {
+        tx.sender.replaceTrack(t);
+        tx.sender.setStreams(call.stream);
+        tx.direction = 'sendrecv';
+      }
+    }
+  }
+
+  // Called when we start sending a kind we had none of (screen share from
+  // a receive-only page): needs renegotiation, which perfect negotiation handles.
+  ensureSending(kind) {
+    const tx = this.transceiver(kind);
+    if (tx && tx.direction === 'recvonly') tx.direction = 'sendrecv';
+  }
+
+  async offer() {
+    try {
+      this.makingOffer = true;
+      call.negotiations += 1;
+      await this.pc.setLocalDescription();
+      send({ type: 'offer', to: this.id, payload: this.pc.localDescription.toJSON() });
+    } catch (e) {
+      console.warn('offer failed', e);
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  // Signaling messages for this peer run one at a time, in order.
+  receive(msg) {
+    this.queue = this.queue.then(() => this.handle(msg)).catch((e) => console.warn('signaling', msg.type, e));
+  }
+
+  async handle({ type, payload }) {
+    if (type === 'candidate') {
+      try {
+        await this.pc.addIceCandidate(payload);
+      } catch (e) {
+        if (!this.ignoreOffer) throw e;
+      }
+      return;
+    }
+    const collision = type === 'offer' && (this.makingOffer || this.pc.signalingState !== 'stable');
+    this.ignoreOffer = !this.polite && collision;
+    if (this.ignoreOffer) return;
+    await this.pc.setRemoteDescription(payload); // rolls back our own offer when polite
+    if (type === 'offer') {
+      this.attachMedia();
+      await this.pc.setLocalDescription();
+      send({ type: 'answer', to: this.id, payload: this.pc.localDescription.toJSON() });
+    }
+  }
+
+  iceChanged() {
+    const s = this.pc.iceConnectionState;
+    if (s === 'failed') notice(this.explainFailure(), 'error');
+    if (s === 'connected' || s === 'completed') notice('');
+    this.render();
+  }
+
+  explainFailure() {
+    const e401 = this.candidateErrors.find((e) => e.code === 401);
+    const unreachable = this.candidateErrors.find((e) => e.code === 701);
+    if (e401) return `turnd refused the TURN credentials (401 at ${e401.url}): reload the page for fresh ones; if it ` +
+      'persists, the server clock or shared secret is off.';
+    if (call.relayOnly && this.gathered.relay === 0) {
+      return `No relay address from turnd${unreachable ? ` (${unreachable.url} did not answer)` : ''}: this network ` +
+        'probably blocks UDP to port 3478. Try another network, or a TURN-over-TCP/TLS server.';
+    }
+    if (serverMode === 'stun' && this.gathered.relay === 0) {
+      return 'No direct path: one side is behind a NAT that STUN alone cannot traverse (symmetric or ' +
+        'carrier-grade NAT). This is what a TURN relay is for: reload without servers=stun.';
+    }
+    return 'The connection failed: the other side may be on a network that blocks UDP, or went away.';
+  }
+
+  async readStats() {
+    if (this.pc.connectionState === 'closed') return;
+    const stats = await this.pc.getStats();
+    let pair = null;
+    let framesDecoded = 0;
+    let framesSent = 0;
+    stats.forEach((r) => {
+      if (r.type === 'transport' && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId);
+      if (r.type === 'inbound-rtp' && r.kind === 'video') framesDecoded += r.framesDecoded || 0;
+      if (r.type === 'outbound-rtp' && r.kind === 'video') framesSent += r.framesSent || 0;
+    });
+    const path = { state: this.pc.connectionState, framesDecoded, framesSent };
+    if (pair) {
+      const local = stats.get(pair.localCandidateId) || {};
+      const remote = stats.get(pair.remoteCandidateId) || {};
+      const now = performance.now();
+      const bytes = { sent: pair.bytesSent || 0, received: pair.bytesReceived || 0, at: now };
+      const prev = this.prevBytes;
+      this.prevBytes = bytes;
+      Object.assign(path, {
+        local: local.candidateType,
+        remote: remote.candidateType,
+        protocol: local.relayProtocol || local.protocol,
+        url: local.url || '',
+        localAddress: `${local.address || local.ip || '?'}:${local.port}`,
+        remoteAddress: `${remote.address || remote.ip || '?'}:${remote.port}`,
+        rttMs: pair.currentRoundTripTime !== undefined ? Math.round(pair.currentRoundTripTime * 1000) : null,
+        kbpsOut: prev ? Math.round(((bytes.sent - prev.sent) * 8) / (now - prev.at)) : null,
+        kbpsIn: prev ? Math.round(((bytes.received - prev.received) * 8) / (now - prev.at)) : null,
+      });
+    }
+    this.path = path;
+    this.render();
+  }
+
+  render() {
+    const p = this.path;
+    const rows = [
+      ['state', `${this.pc.connectionState} (ice ${this.pc.iceConnectionState})`],
+      ['path', p.local ? `${p.local} → ${p.remote} over ${p.protocol}` : '—'],
+      ['via', p.local === 'relay' ? p.url : p.localAddress ? `${p.localAddress} → ${p.remoteAddress}` : '—'],
+      ['rtt', p.rttMs != null ? `${p.rttMs} ms` : '—'],
+      ['rate', p.kbpsIn != null ? `↓ ${p.kbpsIn} kbit/s ↑ ${p.kbpsOut} kbit/s` : '—'],
+      ['chat', this.dc.readyState],
+    ];
+    this.panel.replaceChildren(
+      ...rows.flatMap(([k, v]) => {
+        const dt = document.createElement('dt');
+        dt.textContent = k;
+        const dd = document.createElement('dd');
+        dd.textContent = v;
+        if (k === 'path' && p.local) dd.className = p.local;
+        dd.dataset.field = k;
+        return [dt, dd];
+      })
+    );
+  }
+
+  close() {
+    clearInterval(this.timer);
+    this.pc.close();
+    this.tile.remove();
+  }
+}
+
+// ---- signaling -------------------------------------------------------------------
+
+function send(msg) {
+  if (call.ws?.readyState === WebSocket.OPEN) call.ws.send(JSON.stringify(msg));
+}
+
+function peer(id) {
+  let p = call.peers.get(id);
+  if (!p) {
+    p = new Peer(id);
+    call.peers.set(id, p);
+  }
+  return p;
+}
+
+function onSignal(msg) {
+  switch (msg.type) {
+    case 'peers':
+      call.me = msg.you;
+      status(`in room ${msg.room} as ${msg.you}`);
+      // The newcomer calls everyone already there; they answer.
+      for (const id of msg.peers) peer(id).attachMedia();
+      break;
+    case 'join':
+      chatLine(null, `${msg.from} joined`);
+      break;
+    case 'offer':
+    case 'answer':
+    case 'candidate':
+      peer(msg.from).receive(msg);
+      break;
+    case 'leave': {
+      const p = call.peers.get(msg.from);
+      if (p) {
+        p.close();
+        call.peers.delete(msg.from);
+        chatLine(null, `${msg.from} left`);
+      }
+      break;
+    }
+    case 'error':
+      if (msg.code === 'room-full') {
+        notice(`${msg.message}. Pick another room name.`, 'error');
+        leave();
+      } else {
+        console.warn('signaling error', msg);
+      }
+      break;
+  }
+}
+
+function connect(room) {
+  return new Promise((resolve, reject) => {
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const ws = new WebSocket(`${proto}//${location.host}${withKey('/ws')}`);
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      ws.send(JSON.stringify({ type: 'join', room }));
+      resolve(ws);
+    };
+    ws.onmessage = (e) => {
+      try {
+        onSignal(JSON.parse(e.data));
+      } catch (err) {
+        console.warn('bad signaling message', err);
+      }
+    };
+    ws.onclose = () => {
+      if (!opened) reject(new Error('Cannot reach the signaling server (or the access key was refused).'));
+      else if (call.ws === ws) {
+        notice('Lost the connection to the signaling server; calls already connected go on.', 'error');
+      }
+    };
+  });
+}
+
+// ---- joining and leaving -------------------------------------------------------
+
+function roomLink(room) {
+  const u = new URL(location.origin + '/');
+  if (accessKey) u.searchParams.set('key', accessKey);
+  u.searchParams.set('room', room);
+  return u.toString();
+}
+
+async function join(room) {
+  notice('');
+  $('join').disabled = true;
+  try {
+    call.relayOnly = $('relay-only').checked;
+    $('relay-only-live').checked = call.relayOnly;
+    call.ice = await fetchIce();
+    await startMedia();
+    await listCameras();
+    call.room = room;
+    $('link').value = roomLink(room);
+    history.replaceState(null, '', roomLink(room));
+    $('lobby').hidden = true;
+    $('call').hidden = false;
+    call.ws = await connect(room);
+  } catch (e) {
+    notice(e.message, 'error');
+    leave();
+  } finally {
+    $('join').disabled = false;
+  }
+}
+
+function leave() {
+  send({ type: 'leave' });
+  const ws = call.ws;
+  call.ws = null;
+  ws?.close();
+  for (const p of call.peers.values()) p.close();
+  call.peers.clear();
+  call.screen?.stop();
+  call.camera?.stop();
+  call.screen = call.camera = null;
+  call.stream.getTracks().forEach((t) => {
+    t.stop();
+    call.stream.removeTrack(t);
+  });
+  $('call').hidden = true;
+  $('lobby').hidden = false;
+  $('chat-log').replaceChildren();
+  status('not in a call');
+}
+
+// ---- chat -------------------------------------------------------------------------
+
+function chatLine(from, text) {
+  const li = document.createElement('li');
+  const who = document.createElement('span');
+  who.className = 'who';
+  who.textContent = from === null ? '·' : from === call.me ? 'you' : from;
+  li.append(who, document.createTextNode(text));
+  $('chat-log').append(li);
+  li.scrollIntoView({ block: 'nearest' });
+}
+
+function sendChat(text) {
+  let sent = 0;
+  for (const p of call.peers.values()) {
+    if (p.dc.readyState === 'open') {
+      p.dc.send(text);
+      sent += 1;
+    }
+  }
+  chatLine(call.me, sent ? text : `${text} (nobody connected yet: not delivered)`);
+}
+
+// ---- controls ---------------------------------------------------------------------
+
+$('room').value = params.get('room') || '';
+$('relay-only').checked = params.get('relay') === '1';
+
+$('join-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  join($('room').value.trim());
+});
+
+$('copy').addEventListener('click', async () => {
+  try {
+    await navigator.clipboard.writeText($('link').value);
+    $('copy').textContent = 'Copied';
+  } catch {
+    $('link').select();
+  }
+});
+
+$('mute').addEventListener('click', () => {
+  const t = track('audio');
+  if (!t) return;
+  t.enabled = !t.enabled;
+  $('mute').setAttribute('aria-pressed', String(!t.enabled));
+  $('mute').textContent = t.enabled ? 'Mute' : 'Unmute';
+});
+
+$('camera-toggle').addEventListener('click', () => {
+  const t = track('video');
+  if (!t) return;
+  t.enabled = !t.enabled;
+  $('camera-toggle').setAttribute('aria-pressed', String(!t.enabled));
+  $('camera-toggle').textContent = t.enabled ? 'Camera off' : 'Camera on';
+});
+
+$('camera-select').addEventListener('change', (e) => {
+  switchCamera(e.target.value).catch((err) => notice(`Cannot switch camera: ${err.message}`, 'error'));
+});
+
+$('share').addEventListener('click', () => {
+  if (!navigator.mediaDevices?.getDisplayMedia) {
+    notice('This browser cannot share its screen (most phones cannot).', 'error');
+    return;
+  }
+  toggleShare();
+});
+
+// Relay only, live: new ICE configuration and an ICE restart on every
+// connection, so the path moves to (or away from) the relay mid-call.
+$('relay-only-live').addEventListener('change', (e) => {
+  call.relayOnly = e.target.checked;
+  $('relay-only').checked = call.relayOnly;
+  for (const p of call.peers.values()) {
+    p.pc.setConfiguration(rtcConfig());
+    p.pc.restartIce();
+  }
+});
+
+$('hangup').addEventListener('click', leave);
+
+$('chat-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = $('chat-input').value.trim();
+  if (!text) return;
+  sendChat(text);
+  $('chat-input').value = '';
+});
+
+window.addEventListener('pagehide', () => send({ type: 'leave' }));

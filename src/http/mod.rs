@@ -1,0 +1,210 @@
+//! The people-facing side, in the same process as the relay: the signaling
+//! page (assets embedded in the binary), `GET /api/ice` handing out
+//! short-lived TURN credentials, `GET /ws` signaling rooms and `GET /healthz`.
+//! It runs on its own small tokio runtime; the relay workers never wait on it.
+
+mod api;
+mod listener;
+pub mod rooms;
+pub mod tls;
+mod ws;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use rand::Rng;
+use tokio::sync::Semaphore;
+
+pub use listener::Remote;
+
+use crate::config::{Access, Http};
+
+/// What the HTTP side needs from the rest of turnd.
+pub struct Spec {
+    pub cfg: Http,
+    /// Where a generated access key and certificate are kept.
+    pub data_dir: std::path::PathBuf,
+    /// Host name or address for URLs (`public-host`, else external IP, else
+    /// a host address).
+    pub public_host: String,
+    /// The bound UDP listener addresses, for `stun:`/`turn:` URLs.
+    pub udp: Vec<SocketAddr>,
+    /// The REST secret credentials are minted with.
+    pub secret: Vec<u8>,
+    pub separator: char,
+}
+
+/// The running HTTP side.
+pub struct Running {
+    /// Bound plain HTTP and HTTPS addresses.
+    pub http: Vec<SocketAddr>,
+    pub https: Vec<SocketAddr>,
+    /// The access key (None with `access = "open"`).
+    pub access_key: Option<String>,
+    /// The HTTPS certificate's SHA-256 fingerprint and whether it is the
+    /// generated self-signed one.
+    pub certificate: Option<(String, bool)>,
+    public_host: String,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+/// Shared by every request.
+pub(crate) struct AppState {
+    access_key: Option<String>,
+    ice: api::IceSource,
+    ice_limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
+    hub: ws::Hub,
+    ws_rate: u32,
+}
+
+/// Binds every HTTP and HTTPS listener and starts serving. Nothing runs if a
+/// bind fails.
+pub fn start(spec: Spec) -> anyhow::Result<Running> {
+    let cfg = &spec.cfg;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("turnd-http")
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP runtime")?;
+    let access_key = match (cfg.access, &cfg.access_key) {
+        (Access::Open, _) => None,
+        (Access::Key, Some(k)) => Some(k.clone()),
+        (Access::Key, None) => Some(generated_key(&spec.data_dir)?),
+    };
+    let identity = if cfg.https_listen.is_empty() {
+        None
+    } else {
+        Some(match (&cfg.cert_file, &cfg.key_file) {
+            (Some(c), Some(k)) => tls::load(c, k)?,
+            _ => {
+                let host = spec
+                    .public_host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let mut names = vec![host, "localhost".to_string()];
+                names.dedup();
+                tls::self_signed(&spec.data_dir, &names)?
+            }
+        })
+    };
+    let state = Arc::new(AppState {
+        access_key: access_key.clone(),
+        ice: api::IceSource::new(&spec),
+        ice_limiter: governor::RateLimiter::keyed(api::ice_quota(cfg.ice_requests_per_minute)),
+        hub: ws::Hub::new(cfg.room_size),
+        ws_rate: cfg.ws_messages_per_second,
+    });
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let _guard = rt.enter();
+    let mut bound = (Vec::new(), Vec::new());
+    let mut accepted = Vec::new();
+    for (addr, tls) in cfg
+        .listen
+        .iter()
+        .map(|a| (a, false))
+        .chain(cfg.https_listen.iter().map(|a| (a, true)))
+    {
+        let scheme = if tls { "https" } else { "http" };
+        let l = bind(*addr).with_context(|| format!("cannot listen for {scheme} on {addr}"))?;
+        let local = l.local_addr()?;
+        let acceptor = identity
+            .as_ref()
+            .filter(|_| tls)
+            .map(|id| tokio_rustls::TlsAcceptor::from(id.config.clone()));
+        accepted.push(listener::accept(l, acceptor, permits.clone())?);
+        if tls { &mut bound.1 } else { &mut bound.0 }.push(local);
+    }
+    for a in accepted {
+        let app = api::router(state.clone()).into_make_service_with_connect_info::<Remote>();
+        rt.spawn(async move {
+            if let Err(e) = axum::serve(a, app).await {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        });
+    }
+    let limiter_state = state.clone();
+    rt.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limiter_state.ice_limiter.retain_recent();
+        }
+    });
+    drop(_guard);
+    Ok(Running {
+        http: bound.0,
+        https: bound.1,
+        access_key,
+        certificate: identity.map(|i| (i.fingerprint, i.self_signed)),
+        public_host: spec.public_host,
+        rt: Some(rt),
+    })
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(s.into())
+}
+
+/// The access key kept in `dir`, generated when missing.
+fn generated_key(dir: &Path) -> anyhow::Result<String> {
+    let (key, created) = crate::serve::load_or_create(&dir.join("access-key"), || {
+        let bytes: [u8; 16] = rand::rng().random();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    })?;
+    if created {
+        tracing::info!(path = %dir.join("access-key").display(), "generated an access key for the page");
+    }
+    Ok(key)
+}
+
+impl Running {
+    /// Links to the page, with the access key, one per listener. Listeners
+    /// on a wildcard address are shown with the public host.
+    pub fn join_links(&self) -> Vec<String> {
+        let query = self
+            .access_key
+            .as_ref()
+            .map(|k| format!("?key={k}"))
+            .unwrap_or_default();
+        let host = |a: &SocketAddr| {
+            if a.ip().is_unspecified() {
+                format!("{}:{}", self.public_host, a.port())
+            } else {
+                a.to_string()
+            }
+        };
+        let http = self.http.iter().map(|a| format!("http://{}/{query}", host(a)));
+        let https = self.https.iter().map(|a| format!("https://{}/{query}", host(a)));
+        http.chain(https).collect()
+    }
+
+    /// Stops serving; open connections are cut.
+    pub fn stop(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}

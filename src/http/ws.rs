@@ -1,0 +1,151 @@
+//! The WebSocket driver for [`super::rooms`]: one task per connection, an
+//! outbox per connection, a message rate limit, keepalive pings and an idle
+//! deadline. A connection whose outbox overflows (it stopped reading) is cut
+//! rather than allowed to grow memory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use tokio::sync::mpsc;
+
+use super::rooms::{self, ConnId, Rooms};
+use super::AppState;
+
+/// Protocol-level frame limit; [`rooms::MAX_MESSAGE`] is the one clients see
+/// an error for, this one only stops a connection from buffering more.
+pub const MAX_FRAME: usize = 4 * rooms::MAX_MESSAGE;
+/// Messages waiting for one connection before it counts as stuck.
+const OUTBOX: usize = 256;
+/// Pings keep NAT and proxy mappings alive; silence this long ends it.
+const PING_EVERY: Duration = Duration::from_secs(25);
+const IDLE_LIMIT: Duration = Duration::from_secs(75);
+/// Rate-limited messages tolerated before the connection is closed.
+const STRIKES: u32 = 200;
+
+/// Rooms plus the outbox of every connection.
+pub struct Hub {
+    inner: Mutex<HubInner>,
+}
+
+struct HubInner {
+    rooms: Rooms,
+    outboxes: HashMap<ConnId, mpsc::Sender<String>>,
+    next: ConnId,
+}
+
+impl Hub {
+    pub fn new(room_size: usize) -> Self {
+        Self {
+            inner: Mutex::new(HubInner {
+                rooms: Rooms::new(room_size),
+                outboxes: HashMap::new(),
+                next: 1,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn register(&self, tx: mpsc::Sender<String>) -> ConnId {
+        let mut h = self.lock();
+        let id = h.next;
+        h.next += 1;
+        h.outboxes.insert(id, tx);
+        id
+    }
+
+    fn handle(&self, from: ConnId, text: &str) {
+        let mut h = self.lock();
+        let out = h.rooms.handle(from, text);
+        h.deliver(out);
+    }
+
+    fn disconnect(&self, id: ConnId) {
+        let mut h = self.lock();
+        h.outboxes.remove(&id);
+        let out = h.rooms.disconnect(id);
+        h.deliver(out);
+    }
+
+    /// Sends `text` to `id` alone.
+    fn tell(&self, id: ConnId, text: String) {
+        self.lock().deliver(vec![(id, text)]);
+    }
+}
+
+impl HubInner {
+    fn deliver(&mut self, out: Vec<(ConnId, String)>) {
+        for (to, text) in out {
+            let stuck = match self.outboxes.get(&to) {
+                Some(tx) => tx.try_send(text).is_err(),
+                None => false,
+            };
+            if stuck {
+                // Dropping the only sender ends that connection's task,
+                // which then leaves its room.
+                tracing::debug!(conn = to, "signaling connection not reading; closing it");
+                self.outboxes.remove(&to);
+            }
+        }
+    }
+}
+
+/// Runs one signaling connection until it closes.
+pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr) {
+    let (tx, mut rx) = mpsc::channel::<String>(OUTBOX);
+    let id = state.hub.register(tx);
+    tracing::debug!(%peer, conn = id, "signaling connection opened");
+    let rate = NonZeroU32::new(state.ws_rate).unwrap_or(NonZeroU32::MIN);
+    let burst = rate.saturating_mul(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+    let limiter = governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst));
+    let mut strikes = 0u32;
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            m = socket.recv() => {
+                let m = match m {
+                    Some(Ok(m)) => m,
+                    _ => break,
+                };
+                last_heard = Instant::now();
+                match m {
+                    Message::Text(t) => {
+                        if limiter.check().is_err() {
+                            strikes += 1;
+                            if strikes > STRIKES {
+                                break;
+                            }
+                            state.hub.tell(id, rooms::error("rate-limited", "too many messages; this one was dropped"));
+                            continue;
+                        }
+                        state.hub.handle(id, t.as_str());
+                    }
+                    Message::Binary(_) => state.hub.tell(id, rooms::error("bad-json", "text messages only")),
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            out = rx.recv() => {
+                let Some(text) = out else { break };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > IDLE_LIMIT || socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    state.hub.disconnect(id);
+    tracing::debug!(%peer, conn = id, "signaling connection closed");
+}
