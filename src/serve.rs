@@ -128,7 +128,9 @@ pub fn host_addresses() -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Add
     (v4, v6)
 }
 
-/// The host name put in printed URLs.
+/// The host name put in printed URLs: `public-host`, else an external IP,
+/// else the listeners' address when they all name one, else the host's first
+/// IPv4 address.
 pub fn public_host(cfg: &Config) -> String {
     if let Some(h) = &cfg.public_host {
         return h.clone();
@@ -141,6 +143,18 @@ pub fn public_host(cfg: &Config) -> String {
         .or(cfg.relay.external_ip.first())
     {
         return url_host(*ip);
+    }
+    // Listeners on one specific address: that address is what works.
+    let (listeners, _) = cfg.listeners();
+    let specific: Vec<IpAddr> = listeners
+        .iter()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    if let Some(ip) = specific.iter().find(|i| i.is_ipv4()).or(specific.first()) {
+        if specific.len() == listeners.len() {
+            return url_host(*ip);
+        }
     }
     match host_addresses() {
         (Some(v4), _) => v4.to_string(),

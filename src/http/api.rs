@@ -83,6 +83,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/ice", get(ice))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

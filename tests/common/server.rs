@@ -218,14 +218,23 @@ pub fn counting_proxy(server: SocketAddr) -> (SocketAddr, Arc<Counts>, Bg) {
 /// tool fails the test instead of skipping it.
 pub fn tool(name: &str) -> Option<std::path::PathBuf> {
     let p = std::path::PathBuf::from("/usr/bin").join(name);
-    if p.exists() {
-        return Some(p);
+    present(&p, "Debian package coturn").then_some(p)
+}
+
+/// Whether `path` exists; under CI=true a missing one fails the test (the
+/// README test command installs it), elsewhere it is a visible skip.
+pub fn present(path: &std::path::Path, installed_by: &str) -> bool {
+    if path.exists() {
+        return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{name} is missing (install Debian package coturn; the README test command does)");
+        panic!("{} is missing ({installed_by}; bin/test installs it)", path.display());
     }
-    eprintln!("SKIP: {name} not installed (apt-get install coturn)");
-    None
+    eprintln!(
+        "SKIP: {} missing ({installed_by}; bin/test installs it)",
+        path.display()
+    );
+    false
 }
 
 /// The `turn` crate's client for `server`, listening, bound on the loopback

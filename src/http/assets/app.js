@@ -25,11 +25,18 @@ window.turnd = call; // for the browser tests and for curious users in the conso
 
 // ---- notices and status ----------------------------------------------------
 
-function notice(text, kind = 'info') {
+// One notice at a time; `topic` lets a later event clear only its own
+// (a connection that recovers clears its failure, not the camera notice).
+function notice(text, kind = 'info', topic = 'general') {
   const n = $('notice');
   n.textContent = text;
   n.className = kind;
+  n.dataset.topic = topic;
   n.hidden = !text;
+}
+
+function clearNotice(topic) {
+  if ($('notice').dataset.topic === topic) notice('');
 }
 
 function status(text) {
@@ -285,8 +292,8 @@ class Peer {
 
   iceChanged() {
     const s = this.pc.iceConnectionState;
-    if (s === 'failed') notice(this.explainFailure(), 'error');
-    if (s === 'connected' || s === 'completed') notice('');
+    if (s === 'failed') notice(this.explainFailure(), 'error', 'ice');
+    if (s === 'connected' || s === 'completed') clearNotice('ice');
     this.render();
   }
 
@@ -508,8 +515,9 @@ function chatLine(from, text) {
   who.className = 'who';
   who.textContent = from === null ? '·' : from === call.me ? 'you' : from;
   li.append(who, document.createTextNode(text));
-  $('chat-log').append(li);
-  li.scrollIntoView({ block: 'nearest' });
+  const log = $('chat-log');
+  log.append(li);
+  log.scrollTop = log.scrollHeight;
 }
 
 function sendChat(text) {

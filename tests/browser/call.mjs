@@ -1,0 +1,160 @@
+// Two Chromium pages on loopback call each other through turnd's page.
+// Usage: node call.mjs BASE_URL ACCESS_KEY SCREENSHOT_DIR
+// (turnd started by tests/browser.rs with room-size 2, so a third page is
+// refused.) Exit status 0 only when every check passed.
+import { mkdirSync } from 'node:fs';
+import { DESKTOP, PHONE, chat, check, deadline, framesDecoded, joinRoom, launch, path, waitConnected } from './lib.mjs';
+
+const [base, key, shots] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+const timer = deadline(150000);
+const url = `${base}/?key=${key}`;
+const browser = await launch();
+try {
+  // Access: the page without its key is a 401 that says what to do.
+  {
+    const page = await (await browser.newContext(DESKTOP)).newPage();
+    const r = await page.goto(`${base}/?key=wrong-key-000000`);
+    check(r.status() === 401, 'a wrong key gets 401');
+    check((await page.textContent('#locked-message')).includes('access key'), 'the 401 page explains the key');
+    await page.screenshot({ path: `${shots}/locked-desktop.png` });
+  }
+
+  const a = await (await browser.newContext(DESKTOP)).newPage();
+  const b = await (await browser.newContext(PHONE)).newPage();
+  for (const p of [a, b]) p.on('console', (m) => ['error', 'warning'].includes(m.type()) && console.log(`[page] ${m.text()}`));
+  await b.goto(url);
+  await b.screenshot({ path: `${shots}/lobby-phone.png` });
+
+  // 1. Relay only: both ends on a relay pair, video decoded both ways.
+  await joinRoom(a, url, 'loop', { relayOnly: true });
+  await joinRoom(b, url, 'loop', { relayOnly: true });
+  const pa = await waitConnected(a);
+  const pb = await waitConnected(b);
+  console.log(`path A: ${JSON.stringify(pa)}`);
+  console.log(`path B: ${JSON.stringify(pb)}`);
+  check(pa.local === 'relay' && pa.remote === 'relay', `A's selected pair is relay/relay (${pa.local}/${pa.remote})`);
+  check(pb.local === 'relay' && pb.remote === 'relay', `B's selected pair is relay/relay (${pb.local}/${pb.remote})`);
+  check(pa.url.startsWith('turn:') && pa.protocol === 'udp', `A's relay came from ${pa.url} over ${pa.protocol}`);
+  check(pa.framesDecoded > 0 && pb.framesDecoded > 0, `video decoded on both (${pa.framesDecoded}, ${pb.framesDecoded})`);
+  await a.waitForTimeout(1500); // two stats rounds: RTT and bitrates on the panel
+  const panel = await a.textContent('.tile.remote .path');
+  check(/relay → relay over udp/.test(panel) && /ms/.test(panel), `the path panel shows it: ${panel}`);
+
+  // 2. Chat both ways over the data channel.
+  await chat(a, b, 'hello from the laptop');
+  await chat(b, a, 'hello from the phone');
+  check(true, 'chat arrives both ways');
+  await a.screenshot({ path: `${shots}/call-desktop.png` });
+  await b.screenshot({ path: `${shots}/call-phone.png` });
+
+  // 3. Mute disables the audio track we send.
+  await a.click('#mute');
+  const sentAudio = await a.evaluate(() => [...window.turnd.peers.values()][0].transceiver('audio').sender.track.enabled);
+  check(sentAudio === false && (await a.textContent('#mute')) === 'Unmute', 'mute disables the sent audio track');
+  await a.click('#mute');
+
+  // 4. Camera switch: another device, frames keep coming, no renegotiation.
+  const before = await a.evaluate(() => ({
+    n: window.turnd.negotiations,
+    device: [...window.turnd.peers.values()][0].transceiver('video').sender.track.getSettings().deviceId,
+    options: [...document.querySelectorAll('#camera-select option')].map((o) => o.value),
+  }));
+  check(before.options.length === 3, `the camera list offers the fake cameras (${before.options.length})`);
+  const other = before.options[2]; // the third: an I420 one (see lib.mjs)
+  check(other !== before.device, 'switching to another camera');
+  const decodedBefore = await framesDecoded(b);
+  await a.selectOption('#camera-select', other);
+  await a.waitForFunction(
+    (d) => [...window.turnd.peers.values()][0].transceiver('video').sender.track.getSettings().deviceId === d,
+    other,
+    { timeout: 10000 }
+  );
+  await a.waitForTimeout(2000);
+  const after = await a.evaluate(() => window.turnd.negotiations);
+  const decodedAfter = await framesDecoded(b);
+  await a.waitForTimeout(2000);
+  const decodedLater = await framesDecoded(b);
+  check(after === before.n, `camera switched without renegotiation (offers ${before.n} → ${after})`);
+  check(
+    decodedLater > decodedAfter + 5,
+    `frames keep flowing after the switch (${decodedBefore} before, ${decodedAfter} → ${decodedLater} in the 2 s after)`
+  );
+
+  // 5. A third page is refused: this server's rooms hold 2.
+  {
+    const c = await (await browser.newContext(DESKTOP)).newPage();
+    await joinRoom(c, url, 'loop', { relayOnly: true });
+    await c.waitForSelector('#notice:not([hidden])', { timeout: 10000 });
+    const text = await c.textContent('#notice');
+    check(/full/.test(text), `a third page is told the room is full: ${text}`);
+    await c.screenshot({ path: `${shots}/room-full-desktop.png` });
+    await c.context().close();
+  }
+
+  // 6. Glare: both switch "relay only" off at the same moment, which
+  // restarts ICE on both ends at once; perfect negotiation sorts it out.
+  const offers = await a.evaluate(() => window.turnd.negotiations);
+  await Promise.all([a, b].map((p) => p.click('#relay-only-live')));
+  await a.waitForFunction(
+    (n) => window.turnd.negotiations > n && [...window.turnd.peers.values()][0].pc.signalingState === 'stable',
+    offers,
+    { timeout: 15000 }
+  );
+  const framesGlare = await framesDecoded(b);
+  await b.waitForFunction(
+    (n) => {
+      const p = [...window.turnd.peers.values()][0];
+      return p.pc.connectionState === 'connected' && p.path.framesDecoded > n + 20;
+    },
+    framesGlare,
+    { timeout: 20000 }
+  );
+  await chat(a, b, 'still here after the restart');
+  check(true, `both restarted ICE at once and the call went on (now ${(await path(a)).local} path)`);
+
+  // 7. Hang up: the other side closes its connection and removes the tile.
+  await a.click('#hangup');
+  await b.waitForFunction(() => window.turnd.peers.size === 0 && !document.querySelector('.tile.remote'), null, {
+    timeout: 10000,
+  });
+  check(true, 'hang up closes the peer on the other side');
+
+  // 8. No camera: the page joins receive-only, says so, and still sees B.
+  {
+    const ctx = await browser.newContext(DESKTOP);
+    await ctx.addInitScript(() => {
+      navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('none', 'NotFoundError'));
+    });
+    const c = await ctx.newPage();
+    await joinRoom(c, url, 'loop', { relayOnly: true });
+    const pc = await waitConnected(c);
+    const text = await c.textContent('#notice');
+    check(/receive-only/.test(text), `without a camera the page says so: ${text}`);
+    check(pc.framesDecoded > 0 && pc.local === 'relay', `and receives video through the relay (${pc.framesDecoded})`);
+    await c.screenshot({ path: `${shots}/receive-only-desktop.png` });
+    await ctx.close();
+  }
+
+  // 9. Camera refused: a plain explanation, receive-only.
+  {
+    const ctx = await browser.newContext(PHONE);
+    await ctx.addInitScript(() => {
+      navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('denied', 'NotAllowedError'));
+    });
+    const c = await ctx.newPage();
+    await joinRoom(c, url, 'refused', { relayOnly: false });
+    await c.waitForSelector('#notice:not([hidden])', { timeout: 10000 });
+    const text = await c.textContent('#notice');
+    check(/refused/.test(text) && /receive-only/.test(text), `a refused camera is explained: ${text}`);
+    await c.screenshot({ path: `${shots}/camera-refused-phone.png` });
+    await ctx.close();
+  }
+  console.log('all browser checks passed');
+} catch (e) {
+  console.error(e.stack || String(e));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+  clearTimeout(timer);
+}
