@@ -49,7 +49,8 @@ pub struct Running {
     /// generated self-signed one.
     pub certificate: Option<(String, bool)>,
     public_host: String,
-    rt: Option<tokio::runtime::Runtime>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Shared by every request.
@@ -137,13 +138,26 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         }
     });
     drop(_guard);
+    // The runtime lives on its own thread, so stopping works from anywhere,
+    // an async test included.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("turnd-http-main".into())
+        .spawn(move || {
+            rt.block_on(async {
+                let _ = stopped.await;
+            });
+            rt.shutdown_timeout(Duration::from_secs(1));
+        })
+        .context("cannot start the HTTP thread")?;
     Ok(Running {
         http: bound.0,
         https: bound.1,
         access_key,
         certificate: identity.map(|i| (i.fingerprint, i.self_signed)),
         public_host: spec.public_host,
-        rt: Some(rt),
+        stop: Some(stop),
+        thread: Some(thread),
     })
 }
 
@@ -195,16 +209,21 @@ impl Running {
 
     /// Stops serving; open connections are cut.
     pub fn stop(mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_timeout(Duration::from_secs(1));
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+        self.shutdown();
     }
 }

@@ -72,6 +72,16 @@ static-auth-secrets = ["{SECRET}"]
         h.http[0]
     }
 
+    /// The page's HTTPS address, when `https-listen` was configured.
+    pub fn https_addr(&self) -> SocketAddr {
+        let h = self
+            .running
+            .as_ref()
+            .and_then(|r| r.http.as_ref())
+            .expect("an [http] section");
+        h.https[0]
+    }
+
     pub fn allocations(&self) -> u32 {
         self.running.as_ref().map_or(0, |r| r.relay.shared.lock().total)
     }
