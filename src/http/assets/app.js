@@ -223,6 +223,12 @@ class Peer {
     $('videos').append(this.tile);
     this.path = {};
     this.timer = setInterval(() => this.readStats(), 1000);
+    // ICE takes up to 30 s to give up; say what is likely wrong sooner.
+    this.slow = setTimeout(() => {
+      if (!['connected', 'completed'].includes(this.pc.iceConnectionState)) {
+        notice(`Still no connection to ${this.id} after 12 s. ${this.explainFailure()}`, 'error', 'ice');
+      }
+    }, 12000);
   }
 
   transceiver(kind) {
@@ -373,6 +379,7 @@ class Peer {
 
   close() {
     clearInterval(this.timer);
+    clearTimeout(this.slow);
     this.pc.close();
     this.tile.remove();
   }

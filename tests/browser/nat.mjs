@@ -1,0 +1,103 @@
+// Driven by bin/e2e-nat: one Chromium in each client namespace (through the
+// wrapper scripts it writes), both loading turnd's page from the "internet"
+// namespace. Usage:
+//   node nat.mjs BASE KEY CHROMIUM_A CHROMIUM_B SWITCH_TO_PLAIN_NAT_CMD SHOT_DIR
+import { execSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { DESKTOP, PHONE, chat, check, deadline, launch, tryConnect, waitConnected } from './lib.mjs';
+
+const [base, key, chromiumA, chromiumB, switchNat, shots] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+const timer = deadline(160000);
+// A plain-HTTP origin other than localhost is not a secure context: allow
+// this one, or the browser hides the camera (a real deployment uses HTTPS).
+const args = [`--unsafely-treat-insecure-origin-as-secure=${base}`];
+const [ba, bb] = await Promise.all([
+  launch({ executablePath: chromiumA, args }),
+  launch({ executablePath: chromiumB, args }),
+]);
+
+async function open(browser, view, room, query) {
+  const page = await (await browser.newContext(view)).newPage();
+  page.on('console', (m) => m.type() === 'error' && console.log(`[page] ${m.text()}`));
+  const r = await page.goto(`${base}/?key=${key}&room=${room}${query}`);
+  if (r.status() !== 200) throw new Error(`page answered ${r.status()}`);
+  await page.click('#join');
+  return page;
+}
+
+async function both(room, query) {
+  const a = await open(ba, DESKTOP, room, query);
+  const b = await open(bb, PHONE, room, query);
+  return [a, b];
+}
+
+async function hangUp(pages) {
+  for (const p of pages) {
+    await p.click('#hangup').catch(() => {});
+    await p.context().close();
+  }
+}
+
+const describe = (p) => `${p.local}/${p.remote} over ${p.protocol} (${p.localAddress} → ${p.remoteAddress})`;
+
+try {
+  // (1) Relay only.
+  {
+    const [a, b] = await both('relay-only', '&relay=1');
+    const pa = await waitConnected(a, 30000);
+    const pb = await waitConnected(b, 30000);
+    check(pa.local === 'relay' && pa.remote === 'relay', `(1) relay only, A: ${describe(pa)}`);
+    check(pb.local === 'relay' && pb.remote === 'relay', `(1) relay only, B: ${describe(pb)}`);
+    check(pa.framesDecoded > 0 && pb.framesDecoded > 0, `(1) video decoded (${pa.framesDecoded}, ${pb.framesDecoded})`);
+    await chat(a, b, 'from behind the home router');
+    await chat(b, a, 'from behind the carrier NAT');
+    check(true, '(1) chat delivered both ways');
+    await a.waitForTimeout(1200);
+    await a.screenshot({ path: `${shots}/nat-relay-desktop.png` });
+    await b.screenshot({ path: `${shots}/nat-relay-phone.png` });
+    await hangUp([a, b]);
+  }
+
+  // (2) Policy "all" with turnd's TURN: ICE picks whatever works.
+  {
+    const [a, b] = await both('policy-all', '');
+    const pa = await waitConnected(a, 30000);
+    const pb = await waitConnected(b, 30000);
+    check(true, `(2) policy all connects, A: ${describe(pa)}, B: ${describe(pb)}`);
+    check(pa.local === 'relay' || pa.remote === 'relay', '(2) and needs the relay on one side (symmetric NAT)');
+    await hangUp([a, b]);
+  }
+
+  // (3) STUN only across the symmetric NAT: no path.
+  {
+    const [a, b] = await both('stun-only', '&servers=stun');
+    const [pa, pb] = await Promise.all([tryConnect(a, 15000), tryConnect(b, 15000)]);
+    const gathered = await Promise.all(
+      [a, b].map((p) => p.evaluate(() => [...window.turnd.peers.values()][0]?.gathered))
+    );
+    check(gathered[0]?.srflx > 0 && gathered[1]?.srflx > 0, `(3) STUN works: srflx candidates ${JSON.stringify(gathered)}`);
+    check(pa?.state !== 'connected' && pb?.state !== 'connected', `(3) STUN only does not connect (${pa?.state}, ${pb?.state})`);
+    const why = await a.textContent('#notice');
+    check(/STUN alone cannot traverse/.test(why), `(3) the page says why: ${why}`);
+    await a.screenshot({ path: `${shots}/nat-stun-fails-desktop.png` });
+    await hangUp([a, b]);
+  }
+
+  // (4) Control: the carrier router does ordinary NAT; STUN only connects.
+  {
+    execSync(switchNat, { stdio: 'inherit' });
+    const [a, b] = await both('stun-control', '&servers=stun');
+    const pa = await waitConnected(a, 30000);
+    const pb = await waitConnected(b, 30000);
+    check(pa.local !== 'relay' && pb.local !== 'relay', `(4) ordinary NAT: direct path, A: ${describe(pa)}`);
+    await hangUp([a, b]);
+  }
+  console.log('all NAT checks passed');
+} catch (e) {
+  console.error(e.stack || String(e));
+  process.exitCode = 1;
+} finally {
+  await Promise.all([ba.close(), bb.close()]);
+  clearTimeout(timer);
+}
