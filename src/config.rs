@@ -528,6 +528,24 @@ mod tests {
     }
 
     #[test]
+    fn http_section_is_checked() {
+        let c = Config::parse("", "t.toml").expect("valid");
+        assert_eq!(c.http.listen, vec![SocketAddr::from(([127, 0, 0, 1], 8080))]);
+        assert_eq!((c.http.access, c.http.room_size), (Access::Key, 4));
+        for (text, key) in [
+            ("[http]\naccess-key = \"short\"\n", "http.access-key"),
+            ("[http]\naccess-key = \"has spaces in it ok\"\n", "http.access-key"),
+            ("[http]\ncert-file = \"/c.pem\"\n", "http.cert-file"),
+            ("[http]\nroom-size = 1\n", "http.room-size"),
+            ("[http]\nice-ttl = \"10s\"\n", "http.ice-ttl"),
+            ("[http]\naccess = \"public\"\n", "http.access"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(&format!("key `{key}`")), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_file_and_key() {
         let e = err("[relay]\nmax-prot = 5\n");
         assert!(e.starts_with("t.toml: key `relay.max-prot`: unknown field"), "{e}");

@@ -24,6 +24,7 @@ try {
   const b = await (await browser.newContext(PHONE)).newPage();
   for (const p of [a, b]) p.on('console', (m) => ['error', 'warning'].includes(m.type()) && console.log(`[page] ${m.text()}`));
   await b.goto(url);
+  check((await b.isVisible('#join')) && (await b.isHidden('#call')), 'the lobby shows the room form, no call');
   await b.screenshot({ path: `${shots}/lobby-phone.png` });
 
   // 1. Relay only: both ends on a relay pair, video decoded both ways.
@@ -119,6 +120,7 @@ try {
     timeout: 10000,
   });
   check(true, 'hang up closes the peer on the other side');
+  check((await a.isHidden('#call')) && (await a.isVisible('#join')), 'and the page that hung up is back in the lobby');
 
   // 8. No camera: the page joins receive-only, says so, and still sees B.
   {

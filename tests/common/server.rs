@@ -64,22 +64,19 @@ static-auth-secrets = ["{SECRET}"]
 
     /// The page's plain HTTP address, when `[http]` was configured.
     pub fn http_addr(&self) -> SocketAddr {
-        let h = self
-            .running
-            .as_ref()
-            .and_then(|r| r.http.as_ref())
-            .expect("an [http] section");
-        h.http[0]
+        self.http().http[0]
     }
 
     /// The page's HTTPS address, when `https-listen` was configured.
     pub fn https_addr(&self) -> SocketAddr {
-        let h = self
-            .running
+        self.http().https[0]
+    }
+
+    fn http(&self) -> &turnd::http::Running {
+        self.running
             .as_ref()
             .and_then(|r| r.http.as_ref())
-            .expect("an [http] section");
-        h.https[0]
+            .expect("an [http] section")
     }
 
     pub fn allocations(&self) -> u32 {

@@ -557,21 +557,19 @@ $('copy').addEventListener('click', async () => {
   }
 });
 
-$('mute').addEventListener('click', () => {
-  const t = track('audio');
-  if (!t) return;
-  t.enabled = !t.enabled;
-  $('mute').setAttribute('aria-pressed', String(!t.enabled));
-  $('mute').textContent = t.enabled ? 'Mute' : 'Unmute';
-});
-
-$('camera-toggle').addEventListener('click', () => {
-  const t = track('video');
-  if (!t) return;
-  t.enabled = !t.enabled;
-  $('camera-toggle').setAttribute('aria-pressed', String(!t.enabled));
-  $('camera-toggle').textContent = t.enabled ? 'Camera off' : 'Camera on';
-});
+// Mute and camera off: the track stays (no renegotiation), disabled, so
+// the others get silence and black frames.
+function toggleButton(button, kind, onLabel, offLabel) {
+  $(button).addEventListener('click', () => {
+    const t = track(kind);
+    if (!t) return;
+    t.enabled = !t.enabled;
+    $(button).setAttribute('aria-pressed', String(!t.enabled));
+    $(button).textContent = t.enabled ? onLabel : offLabel;
+  });
+}
+toggleButton('mute', 'audio', 'Mute', 'Unmute');
+toggleButton('camera-toggle', 'video', 'Camera off', 'Camera on');
 
 $('camera-select').addEventListener('change', (e) => {
   switchCamera(e.target.value).catch((err) => notice(`Cannot switch camera: ${err.message}`, 'error'));
