@@ -93,7 +93,18 @@ try {
     await c.context().close();
   }
 
-  // 6. Glare: both switch "relay only" off at the same moment, which
+  // 6. Credentials are refreshed before they expire (here: now) and handed
+  // to the connection; the ICE restarts below then use them.
+  const oldUser = await a.evaluate(() => window.turnd.ice.iceServers[1].username);
+  await a.evaluate(() => scheduleIceRefresh(0.1));
+  await a.waitForFunction(
+    (u) => [...window.turnd.peers.values()][0].pc.getConfiguration().iceServers[1].username !== u,
+    oldUser,
+    { timeout: 10000 }
+  );
+  check(true, 'fresh TURN credentials reach the live connection');
+
+  // 7. Glare: both switch "relay only" off at the same moment, which
   // restarts ICE on both ends at once; perfect negotiation sorts it out.
   const offers = await a.evaluate(() => window.turnd.negotiations);
   await Promise.all([a, b].map((p) => p.click('#relay-only-live')));
@@ -114,7 +125,7 @@ try {
   await chat(a, b, 'still here after the restart');
   check(true, `both restarted ICE at once and the call went on (now ${(await path(a)).local} path)`);
 
-  // 7. Hang up: the other side closes its connection and removes the tile.
+  // 8. Hang up: the other side closes its connection and removes the tile.
   await a.click('#hangup');
   await b.waitForFunction(() => window.turnd.peers.size === 0 && !document.querySelector('.tile.remote'), null, {
     timeout: 10000,
@@ -122,7 +133,7 @@ try {
   check(true, 'hang up closes the peer on the other side');
   check((await a.isHidden('#call')) && (await a.isVisible('#join')), 'and the page that hung up is back in the lobby');
 
-  // 8. No camera: the page joins receive-only, says so, and still sees B.
+  // 9. No camera: the page joins receive-only, says so, and still sees B.
   {
     const ctx = await browser.newContext(DESKTOP);
     await ctx.addInitScript(() => {
@@ -138,7 +149,7 @@ try {
     await ctx.close();
   }
 
-  // 9. Camera refused: a plain explanation, receive-only.
+  // 10. Camera refused: a plain explanation, receive-only.
   {
     const ctx = await browser.newContext(PHONE);
     await ctx.addInitScript(() => {

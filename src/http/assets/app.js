@@ -20,6 +20,7 @@ const call = {
   camera: null, // the camera track while a screen is shared
   screen: null,
   negotiations: 0, // offers created, for tests: switching cameras must not add any
+  iceTimer: null,
 };
 window.turnd = call; // for the browser tests and for curious users in the console
 
@@ -61,6 +62,22 @@ async function fetchIce() {
       .filter((s) => s.urls.length);
   }
   return ice;
+}
+
+// Credentials expire after `ttl`: fetch fresh ones before that, so an ICE
+// restart late in a long call still authenticates.
+function scheduleIceRefresh(seconds) {
+  clearTimeout(call.iceTimer);
+  call.iceTimer = setTimeout(async () => {
+    try {
+      call.ice = await fetchIce();
+      for (const p of call.peers.values()) p.pc.setConfiguration(rtcConfig());
+      scheduleIceRefresh(call.ice.ttl * 0.8);
+    } catch (e) {
+      console.warn('credential refresh failed; retrying in a minute', e);
+      scheduleIceRefresh(60);
+    }
+  }, seconds * 1000);
 }
 
 function rtcConfig() {
@@ -478,6 +495,7 @@ async function join(room) {
     call.relayOnly = $('relay-only').checked;
     $('relay-only-live').checked = call.relayOnly;
     call.ice = await fetchIce();
+    scheduleIceRefresh(call.ice.ttl * 0.8);
     await startMedia();
     await listCameras();
     call.room = room;
@@ -495,6 +513,7 @@ async function join(room) {
 }
 
 function leave() {
+  clearTimeout(call.iceTimer);
   send({ type: 'leave' });
   const ws = call.ws;
   call.ws = null;
