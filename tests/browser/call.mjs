@@ -3,7 +3,19 @@
 // (turnd started by tests/browser.rs with room-size 2, so a third page is
 // refused.) Exit status 0 only when every check passed.
 import { mkdirSync } from 'node:fs';
-import { DESKTOP, PHONE, chat, check, deadline, framesDecoded, joinRoom, launch, path, waitConnected } from './lib.mjs';
+import {
+  DESKTOP,
+  PHONE,
+  chat,
+  check,
+  deadline,
+  framesDecoded,
+  joinRoom,
+  launch,
+  path,
+  waitConnected,
+  waitOr,
+} from './lib.mjs';
 
 const [base, key, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
@@ -105,14 +117,32 @@ try {
   check(true, 'fresh TURN credentials reach the live connection');
 
   // 7. Glare: both switch "relay only" off at the same moment, which
-  // restarts ICE on both ends at once; perfect negotiation sorts it out.
-  const offers = await a.evaluate(() => window.turnd.negotiations);
+  // restarts ICE on both ends at once; when the two offers cross, perfect
+  // negotiation makes the polite side roll back. Either way both ends must
+  // end up stable with new ICE credentials on each side.
+  const ufrags = (p) =>
+    p.evaluate(() => {
+      const pc = [...window.turnd.peers.values()][0].pc;
+      const u = (d) => /a=ice-ufrag:(\S+)/.exec(d?.sdp || '')?.[1];
+      return { local: u(pc.localDescription), remote: u(pc.remoteDescription), state: pc.signalingState };
+    });
+  const before7 = await Promise.all([ufrags(a), ufrags(b)]);
+  const offers = await Promise.all([a, b].map((p) => p.evaluate(() => window.turnd.negotiations)));
   await Promise.all([a, b].map((p) => p.click('#relay-only-live')));
-  await a.waitForFunction(
-    (n) => window.turnd.negotiations > n && [...window.turnd.peers.values()][0].pc.signalingState === 'stable',
-    offers,
-    { timeout: 15000 }
-  );
+  for (const [i, p] of [a, b].entries()) {
+    await waitOr(
+      p,
+      15000,
+      (old) => {
+        const pc = [...window.turnd.peers.values()][0].pc;
+        const u = (d) => /a=ice-ufrag:(\S+)/.exec(d?.sdp || '')?.[1];
+        return pc.signalingState === 'stable' && u(pc.localDescription) !== old.local && u(pc.remoteDescription) !== old.remote;
+      },
+      before7[i]
+    );
+  }
+  const made = await Promise.all([a, b].map((p, i) => p.evaluate(() => window.turnd.negotiations).then((n) => n - offers[i])));
+  console.log(`    offers made during the restart: A ${made[0]}, B ${made[1]} (one each: the offers crossed)`);
   const framesGlare = await framesDecoded(b);
   await b.waitForFunction(
     (n) => {
