@@ -40,6 +40,23 @@ pub fn bind_relay(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
+/// Turns UDP GRO off (quinn-udp turns it on): relay datagrams must arrive
+/// one per buffer, each with header room in front.
+pub fn no_gro(s: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let off: libc::c_int = 0;
+    // SAFETY: a valid socket descriptor and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Sets a buffer size past the sysctl limit (needs CAP_NET_ADMIN).
 fn force_buffer(s: &Socket, opt: libc::c_int, bytes: libc::c_int) -> bool {
     use std::os::fd::AsRawFd;

@@ -64,14 +64,23 @@ impl Listener {
     }
 }
 
+/// A relay socket and its batched-receive state (GRO off: every datagram
+/// needs its own header room).
+struct Relay {
+    sock: UdpSocket,
+    state: UdpSocketState,
+}
+
 pub struct Worker {
     poll: Poll,
     core: Server,
     listeners: Vec<Listener>,
-    relays: Vec<Option<UdpSocket>>,
+    relays: Vec<Option<Relay>>,
     shutdown: Arc<AtomicBool>,
     bufs: Vec<Vec<u8>>,
-    relay_buf: Vec<u8>,
+    /// Peer datagrams land CHANNEL_HEADER bytes in, so each becomes
+    /// ChannelData in place.
+    relay_bufs: Vec<Vec<u8>>,
     /// Sockets whose read budget ran out before WouldBlock.
     backlog: Vec<Token>,
     pub dropped_sends: u64,
@@ -89,7 +98,7 @@ impl Worker {
             relays: Vec::new(),
             shutdown,
             bufs: vec![vec![0; RX_BUF]; BATCH],
-            relay_buf: vec![0; RX_BUF + CHANNEL_HEADER],
+            relay_bufs: vec![vec![0; RX_BUF + CHANNEL_HEADER]; BATCH],
             backlog: Vec::new(),
             dropped_sends: 0,
         })
@@ -161,6 +170,7 @@ impl Worker {
                 }
             };
             let now = Now::system();
+            let short = n < BATCH;
             for (meta, buf) in metas.iter().zip(bufs.iter()).take(n) {
                 let local = SocketAddr::new(meta.dst_ip.unwrap_or(own.ip()), own.port());
                 let client = ClientAddr::udp(meta.addr, local);
@@ -169,6 +179,12 @@ impl Worker {
                     read += 1;
                     self.on_client_datagram(client, seg, now);
                 }
+            }
+            // Fewer than a batch: the queue was empty when the kernel looked,
+            // and anything that arrived since raises a new edge. No extra
+            // recvmmsg just to see WouldBlock.
+            if short {
+                break true;
             }
         };
         self.bufs = bufs;
@@ -180,8 +196,8 @@ impl Worker {
     fn on_client_datagram(&mut self, client: ClientAddr, seg: &[u8], now: Now) {
         match self.core.handle_client_input(client, seg, now) {
             Some(Transmit::ToPeer { relay, peer, payload }) => {
-                if let Some(Some(s)) = self.relays.get(relay.index()) {
-                    if s.send_to(payload, peer).is_err() {
+                if let Some(Some(r)) = self.relays.get(relay.index()) {
+                    if r.sock.send_to(payload, peer).is_err() {
                         // Unreachable peer, full buffer: one lost datagram,
                         // never a lost allocation.
                         self.dropped_sends += 1;
@@ -199,27 +215,53 @@ impl Worker {
     fn read_relay(&mut self, token: Token) {
         let idx = token.0 - RELAY_BASE;
         let relay = RelayId(idx as u32);
-        for _ in 0..READ_BUDGET {
-            let Some(Some(sock)) = self.relays.get(idx) else { return };
-            let (n, peer) = match sock.recv_from(&mut self.relay_buf[CHANNEL_HEADER..]) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::trace!(error = %e, "relay recv error");
-                    continue;
+        let mut bufs = std::mem::take(&mut self.relay_bufs);
+        let mut metas = [RecvMeta::default(); BATCH];
+        let mut read = 0;
+        let drained = loop {
+            if read >= READ_BUDGET {
+                break false;
+            }
+            let Some(Some(r)) = self.relays.get(idx) else {
+                break true;
+            };
+            let n = {
+                let mut it = bufs.iter_mut();
+                let mut iovs: [IoSliceMut<'_>; BATCH] = std::array::from_fn(|_| {
+                    IoSliceMut::new(&mut it.next().expect("BATCH buffers exist")[CHANNEL_HEADER..])
+                });
+                match r.state.recv(UdpSockRef::from(&r.sock), &mut iovs, &mut metas) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::trace!(error = %e, "relay recv error");
+                        read += 1;
+                        continue;
+                    }
                 }
             };
             let now = Now::system();
-            let buf = &mut self.relay_buf[..CHANNEL_HEADER + n];
-            if let Some(Transmit::ToClient { client, payload }) = self.core.handle_peer_input(relay, peer, buf, now) {
-                send_to_client(&self.listeners, &client, payload);
+            for (meta, buf) in metas.iter().zip(bufs.iter_mut()).take(n) {
+                read += 1;
+                let buf = &mut buf[..CHANNEL_HEADER + meta.len];
+                if let Some(Transmit::ToClient { client, payload }) =
+                    self.core.handle_peer_input(relay, meta.addr, buf, now)
+                {
+                    send_to_client(&self.listeners, &client, payload);
+                }
+                if self.core.has_commands() {
+                    self.run_commands();
+                }
             }
-            if self.core.has_commands() {
-                self.run_commands();
+            if n < BATCH {
+                break true;
             }
+        };
+        self.relay_bufs = bufs;
+        if !drained {
+            self.backlog.push(token);
         }
-        self.backlog.push(token);
     }
 
     fn run_commands(&mut self) {
@@ -232,8 +274,8 @@ impl Worker {
                 }
                 Command::CloseRelay { relay } => {
                     if let Some(slot) = self.relays.get_mut(relay.index()) {
-                        if let Some(mut s) = slot.take() {
-                            let _ = self.poll.registry().deregister(&mut s);
+                        if let Some(mut r) = slot.take() {
+                            let _ = self.poll.registry().deregister(&mut r.sock);
                         }
                     }
                 }
@@ -251,6 +293,8 @@ impl Worker {
             }
         })?;
         let bound = std.local_addr().map_err(|_| OpenError::Failed)?;
+        let state = UdpSocketState::new(UdpSockRef::from(&std)).map_err(|_| OpenError::Failed)?;
+        socket::no_gro(&std);
         let mut sock = UdpSocket::from_std(std);
         self.poll
             .registry()
@@ -259,7 +303,7 @@ impl Worker {
         if self.relays.len() <= relay.index() {
             self.relays.resize_with(relay.index() + 1, || None);
         }
-        self.relays[relay.index()] = Some(sock);
+        self.relays[relay.index()] = Some(Relay { sock, state });
         Ok(bound)
     }
 }
