@@ -153,20 +153,13 @@ impl Worker {
                 break false;
             }
             let l = &self.listeners[token.0];
-            let n = {
-                let mut it = bufs.iter_mut();
-                let mut iovs: [IoSliceMut<'_>; BATCH] =
-                    std::array::from_fn(|_| IoSliceMut::new(it.next().expect("BATCH buffers exist")));
-                match l.state.recv(UdpSockRef::from(&l.sock), &mut iovs, &mut metas) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        // ICMP errors and the like: nothing to do but read on.
-                        tracing::trace!(error = %e, "listener recv error");
-                        read += 1;
-                        continue;
-                    }
+            let n = match recv_batch(&l.state, &l.sock, &mut bufs, 0, &mut metas) {
+                Batch::Got(n) => n,
+                Batch::Drained => break true,
+                Batch::Again => continue,
+                Batch::Failed => {
+                    read += 1;
+                    continue;
                 }
             };
             let now = Now::system();
@@ -225,20 +218,13 @@ impl Worker {
             let Some(Some(r)) = self.relays.get(idx) else {
                 break true;
             };
-            let n = {
-                let mut it = bufs.iter_mut();
-                let mut iovs: [IoSliceMut<'_>; BATCH] = std::array::from_fn(|_| {
-                    IoSliceMut::new(&mut it.next().expect("BATCH buffers exist")[CHANNEL_HEADER..])
-                });
-                match r.state.recv(UdpSockRef::from(&r.sock), &mut iovs, &mut metas) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        tracing::trace!(error = %e, "relay recv error");
-                        read += 1;
-                        continue;
-                    }
+            let n = match recv_batch(&r.state, &r.sock, &mut bufs, CHANNEL_HEADER, &mut metas) {
+                Batch::Got(n) => n,
+                Batch::Drained => break true,
+                Batch::Again => continue,
+                Batch::Failed => {
+                    read += 1;
+                    continue;
                 }
             };
             let now = Now::system();
@@ -305,6 +291,40 @@ impl Worker {
         }
         self.relays[relay.index()] = Some(Relay { sock, state });
         Ok(bound)
+    }
+}
+
+/// What one recvmmsg call gave.
+enum Batch {
+    Got(usize),
+    /// WouldBlock: nothing queued.
+    Drained,
+    /// Interrupted: call again.
+    Again,
+    /// An error (ICMP errors and the like): nothing to do but read on.
+    Failed,
+}
+
+/// One recvmmsg on `sock` into `bufs`, each datagram `offset` bytes into its
+/// buffer (header room for peer data).
+fn recv_batch(
+    state: &UdpSocketState,
+    sock: &UdpSocket,
+    bufs: &mut [Vec<u8>],
+    offset: usize,
+    metas: &mut [RecvMeta; BATCH],
+) -> Batch {
+    let mut it = bufs.iter_mut();
+    let mut iovs: [IoSliceMut<'_>; BATCH] =
+        std::array::from_fn(|_| IoSliceMut::new(&mut it.next().expect("BATCH buffers exist")[offset..]));
+    match state.recv(UdpSockRef::from(sock), &mut iovs, metas) {
+        Ok(n) => Batch::Got(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Batch::Drained,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Batch::Again,
+        Err(e) => {
+            tracing::trace!(error = %e, "recv error");
+            Batch::Failed
+        }
     }
 }
 
