@@ -9,6 +9,9 @@
 //! uclient allocates about 35 sessions a second whatever the server does (it
 //! paces its own session starts), so it cannot measure allocation speed.
 
+#[path = "../tests/common/turnc.rs"]
+mod turnc;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -84,19 +87,7 @@ type Held = (turn::client::Client, Box<dyn Conn + Send + Sync>);
 
 async fn allocate(server: SocketAddr, local: &str, user: &str, pass: &str) -> Option<Held> {
     let sock = tokio::net::UdpSocket::bind(format!("{local}:0")).await.ok()?;
-    let cfg = turn::client::ClientConfig {
-        stun_serv_addr: server.to_string(),
-        turn_serv_addr: server.to_string(),
-        username: user.into(),
-        password: pass.into(),
-        realm: String::new(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(sock),
-        vnet: None,
-    };
-    let client = turn::client::Client::new(cfg).await.ok()?;
-    client.listen().await.ok()?;
+    let client = turnc::listening_client(sock, server, user, pass).await.ok()?;
     match tokio::time::timeout(Duration::from_secs(10), client.allocate()).await {
         Ok(Ok(relay)) => Some((client, Box::new(relay))),
         _ => {

@@ -245,56 +245,33 @@ mod defaults {
     }
 }
 
+/// Every section's default is what serde fills in for an empty table, so
+/// the defaults stay in one place (the `#[serde(default = …)]` attributes).
+fn from_empty<T: serde::de::DeserializeOwned>() -> T {
+    toml::from_str("").expect("an empty table takes every default")
+}
+
 impl Default for Auth {
     fn default() -> Self {
-        Self {
-            static_auth_secrets: Vec::new(),
-            static_auth_secret_files: Vec::new(),
-            users: BTreeMap::new(),
-            rest_separator: defaults::separator(),
-            nonce_lifetime: defaults::nonce_lifetime(),
-        }
+        from_empty()
     }
 }
 
 impl Default for Relay {
     fn default() -> Self {
-        Self {
-            min_port: defaults::min_port(),
-            max_port: defaults::max_port(),
-            relay_ipv4: None,
-            relay_ipv6: None,
-            external_ip: Vec::new(),
-            default_lifetime: defaults::default_lifetime(),
-            max_lifetime: defaults::max_lifetime(),
-            max_allocations_per_user: defaults::max_per_user(),
-            max_allocations: defaults::max_total(),
-        }
+        from_empty()
     }
 }
 
 impl Default for Http {
     fn default() -> Self {
-        Self {
-            listen: defaults::http_listen(),
-            https_listen: Vec::new(),
-            cert_file: None,
-            key_file: None,
-            access: defaults::access(),
-            access_key: None,
-            ice_ttl: defaults::ice_ttl(),
-            ice_requests_per_minute: defaults::ice_rate(),
-            ws_messages_per_second: defaults::ws_rate(),
-            room_size: defaults::room_size(),
-            max_connections: defaults::http_connections(),
-        }
+        from_empty()
     }
 }
 
 impl Default for Config {
     fn default() -> Self {
-        // An empty document gets every default.
-        toml::from_str("").expect("the empty config is valid")
+        from_empty()
     }
 }
 
@@ -316,6 +293,13 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl Http {
+    /// Whether any HTTP or HTTPS listener is configured.
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty() || !self.https_listen.is_empty()
+    }
+}
 
 impl Config {
     /// Reads and validates `path`.

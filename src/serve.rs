@@ -86,10 +86,12 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 /// The secrets to run with: the configured ones, else the generated one
-/// (only when no static users are configured either).
+/// (unless static users are configured and the call page is off).
 pub fn resolve_secrets(cfg: &Config, file: &str, generate: bool) -> anyhow::Result<(Vec<Vec<u8>>, Option<PathBuf>)> {
     let secrets = cfg.secrets(file)?;
-    if !secrets.is_empty() || !cfg.auth.users.is_empty() {
+    // Static users alone need no secret, unless the page is on: it mints
+    // REST credentials.
+    if !secrets.is_empty() || (!cfg.auth.users.is_empty() && !cfg.http.enabled()) {
         return Ok((secrets, None));
     }
     let dir = data_dir(cfg);
@@ -202,18 +204,17 @@ impl Daemon {
     }
 }
 
-/// Starts the relay for `cfg` with the given secrets, then the HTTP side
-/// (unless `[http]` has no listener). The page mints credentials with the
-/// first secret; when there is none (static users only), with the generated
-/// one, which the relay then accepts too.
-pub fn start(cfg: &Config, mut secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
-    let with_http = !cfg.http.listen.is_empty() || !cfg.http.https_listen.is_empty();
-    if with_http && secrets.is_empty() {
-        secrets.push(load_or_create_secret(&data_dir(cfg))?.0);
-    }
-    let page_secret = secrets.first().cloned();
+/// Starts the relay for `cfg` with the given secrets (see
+/// [`resolve_secrets`]), then the HTTP side unless `[http]` has no listener.
+/// The page mints credentials with the first secret.
+pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
+    let page_secret = match (cfg.http.enabled(), secrets.first()) {
+        (false, _) => None,
+        (true, Some(s)) => Some(s.clone()),
+        (true, None) => anyhow::bail!("the call page needs a shared secret to mint TURN credentials"),
+    };
     let relay = start_relay(cfg, secrets)?;
-    let http = match page_secret.filter(|_| with_http) {
+    let http = match page_secret {
         None => None,
         Some(secret) => {
             let spec = http::Spec {

@@ -102,7 +102,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         ws_rate: cfg.ws_messages_per_second,
     });
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
-    let _guard = rt.enter();
+    let guard = rt.enter();
     let mut bound = (Vec::new(), Vec::new());
     let mut accepted = Vec::new();
     for (addr, tls) in cfg
@@ -137,7 +137,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
             limiter_state.ice_limiter.retain_recent();
         }
     });
-    drop(_guard);
+    drop(guard);
     // The runtime lives on its own thread, so stopping works from anywhere,
     // an async test included.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

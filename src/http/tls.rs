@@ -1,7 +1,7 @@
 //! HTTPS certificates: PEM files from the operator, or a self-signed one
 //! generated once and kept in the data dir (so its fingerprint stays put).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -14,8 +14,6 @@ pub struct Identity {
     pub config: Arc<rustls::ServerConfig>,
     /// SHA-256 of the leaf certificate, `AB:CD:…`.
     pub fingerprint: String,
-    /// Where it came from (for the log).
-    pub source: PathBuf,
     pub self_signed: bool,
 }
 
@@ -27,7 +25,20 @@ pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
         .with_context(|| format!("bad PEM in {}", cert.display()))?;
     anyhow::ensure!(!chain.is_empty(), "no certificate in {}", cert.display());
     let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("cannot read key {}", key.display()))?;
-    identity(chain, key, cert.to_path_buf(), false)
+    let fingerprint = fingerprint(&chain[0]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .with_context(|| format!("certificate and key in {} do not fit together", cert.display()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Identity {
+        config: Arc::new(config),
+        fingerprint,
+        self_signed: false,
+    })
 }
 
 /// The self-signed certificate in `dir`, generated for `hosts` when missing.
@@ -43,29 +54,6 @@ pub fn self_signed(dir: &Path, hosts: &[String]) -> anyhow::Result<Identity> {
     let mut id = load(&cert, &key)?;
     id.self_signed = true;
     Ok(id)
-}
-
-fn identity(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    source: PathBuf,
-    self_signed: bool,
-) -> anyhow::Result<Identity> {
-    let fingerprint = fingerprint(&chain[0]);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .with_context(|| format!("certificate and key in {} do not fit together", source.display()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Identity {
-        config: Arc::new(config),
-        fingerprint,
-        source,
-        self_signed,
-    })
 }
 
 /// `AB:CD:…` SHA-256 of a DER certificate, as browsers show it.

@@ -43,30 +43,24 @@ pub fn bind_relay(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 /// Turns UDP GRO off (quinn-udp turns it on): relay datagrams must arrive
 /// one per buffer, each with header room in front.
 pub fn no_gro(s: &std::net::UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let off: libc::c_int = 0;
-    // SAFETY: a valid socket descriptor and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&off as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    set_int(s, libc::SOL_UDP, libc::UDP_GRO, 0);
 }
 
 /// Sets a buffer size past the sysctl limit (needs CAP_NET_ADMIN).
 fn force_buffer(s: &Socket, opt: libc::c_int, bytes: libc::c_int) -> bool {
-    use std::os::fd::AsRawFd;
+    set_int(s, libc::SOL_SOCKET, opt, bytes)
+}
+
+/// setsockopt with a c_int value, for options socket2 does not cover;
+/// whether it took.
+fn set_int(s: &impl std::os::fd::AsRawFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) -> bool {
     // SAFETY: a valid socket descriptor and a c_int option value of the right size.
     let rc = unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
-            libc::SOL_SOCKET,
+            level,
             opt,
-            (&bytes as *const libc::c_int).cast(),
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

@@ -156,7 +156,6 @@ impl Worker {
             let n = match recv_batch(&l.state, &l.sock, &mut bufs, 0, &mut metas) {
                 Batch::Got(n) => n,
                 Batch::Drained => break true,
-                Batch::Again => continue,
                 Batch::Failed => {
                     read += 1;
                     continue;
@@ -221,7 +220,6 @@ impl Worker {
             let n = match recv_batch(&r.state, &r.sock, &mut bufs, CHANNEL_HEADER, &mut metas) {
                 Batch::Got(n) => n,
                 Batch::Drained => break true,
-                Batch::Again => continue,
                 Batch::Failed => {
                     read += 1;
                     continue;
@@ -299,14 +297,12 @@ enum Batch {
     Got(usize),
     /// WouldBlock: nothing queued.
     Drained,
-    /// Interrupted: call again.
-    Again,
     /// An error (ICMP errors and the like): nothing to do but read on.
     Failed,
 }
 
-/// One recvmmsg on `sock` into `bufs`, each datagram `offset` bytes into its
-/// buffer (header room for peer data).
+/// One recvmmsg on `sock` into `bufs` (retried when interrupted), each
+/// datagram `offset` bytes into its buffer (header room for peer data).
 fn recv_batch(
     state: &UdpSocketState,
     sock: &UdpSocket,
@@ -317,14 +313,16 @@ fn recv_batch(
     let mut it = bufs.iter_mut();
     let mut iovs: [IoSliceMut<'_>; BATCH] =
         std::array::from_fn(|_| IoSliceMut::new(&mut it.next().expect("BATCH buffers exist")[offset..]));
-    match state.recv(UdpSockRef::from(sock), &mut iovs, metas) {
-        Ok(n) => Batch::Got(n),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Batch::Drained,
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Batch::Again,
-        Err(e) => {
-            tracing::trace!(error = %e, "recv error");
-            Batch::Failed
-        }
+    loop {
+        return match state.recv(UdpSockRef::from(sock), &mut iovs, metas) {
+            Ok(n) => Batch::Got(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Batch::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::trace!(error = %e, "recv error");
+                Batch::Failed
+            }
+        };
     }
 }
 

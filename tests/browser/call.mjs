@@ -12,6 +12,7 @@ import {
   framesDecoded,
   joinRoom,
   launch,
+  newPage,
   path,
   waitConnected,
   waitOr,
@@ -21,20 +22,24 @@ const [base, key, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
 const timer = deadline(150000);
 const url = `${base}/?key=${key}`;
+// Replaces getUserMedia with one that fails as the browser would (runs in
+// the page, before its scripts).
+const failingCamera = (name) => {
+  navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('camera', name));
+};
 const browser = await launch();
 try {
   // Access: the page without its key is a 401 that says what to do.
   {
-    const page = await (await browser.newContext(DESKTOP)).newPage();
+    const page = await newPage(browser, DESKTOP);
     const r = await page.goto(`${base}/?key=wrong-key-000000`);
     check(r.status() === 401, 'a wrong key gets 401');
     check((await page.textContent('#locked-message')).includes('access key'), 'the 401 page explains the key');
     await page.screenshot({ path: `${shots}/locked-desktop.png` });
   }
 
-  const a = await (await browser.newContext(DESKTOP)).newPage();
-  const b = await (await browser.newContext(PHONE)).newPage();
-  for (const p of [a, b]) p.on('console', (m) => ['error', 'warning'].includes(m.type()) && console.log(`[page] ${m.text()}`));
+  const a = await newPage(browser, DESKTOP);
+  const b = await newPage(browser, PHONE);
   await b.goto(url);
   check((await b.isVisible('#join')) && (await b.isHidden('#call')), 'the lobby shows the room form, no call');
   await b.screenshot({ path: `${shots}/lobby-phone.png` });
@@ -96,7 +101,7 @@ try {
 
   // 5. A third page is refused: this server's rooms hold 2.
   {
-    const c = await (await browser.newContext(DESKTOP)).newPage();
+    const c = await newPage(browser, DESKTOP);
     await joinRoom(c, url, 'loop', { relayOnly: true });
     await c.waitForSelector('#notice:not([hidden])', { timeout: 10000 });
     const text = await c.textContent('#notice');
@@ -165,33 +170,25 @@ try {
 
   // 9. No camera: the page joins receive-only, says so, and still sees B.
   {
-    const ctx = await browser.newContext(DESKTOP);
-    await ctx.addInitScript(() => {
-      navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('none', 'NotFoundError'));
-    });
-    const c = await ctx.newPage();
+    const c = await newPage(browser, DESKTOP, failingCamera, 'NotFoundError');
     await joinRoom(c, url, 'loop', { relayOnly: true });
     const pc = await waitConnected(c);
     const text = await c.textContent('#notice');
     check(/receive-only/.test(text), `without a camera the page says so: ${text}`);
     check(pc.framesDecoded > 0 && pc.local === 'relay', `and receives video through the relay (${pc.framesDecoded})`);
     await c.screenshot({ path: `${shots}/receive-only-desktop.png` });
-    await ctx.close();
+    await c.context().close();
   }
 
   // 10. Camera refused: a plain explanation, receive-only.
   {
-    const ctx = await browser.newContext(PHONE);
-    await ctx.addInitScript(() => {
-      navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('denied', 'NotAllowedError'));
-    });
-    const c = await ctx.newPage();
+    const c = await newPage(browser, PHONE, failingCamera, 'NotAllowedError');
     await joinRoom(c, url, 'refused', { relayOnly: false });
     await c.waitForSelector('#notice:not([hidden])', { timeout: 10000 });
     const text = await c.textContent('#notice');
     check(/refused/.test(text) && /receive-only/.test(text), `a refused camera is explained: ${text}`);
     await c.screenshot({ path: `${shots}/camera-refused-phone.png` });
-    await ctx.close();
+    await c.context().close();
   }
   console.log('all browser checks passed');
 } catch (e) {

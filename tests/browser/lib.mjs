@@ -35,6 +35,17 @@ export async function launch({ executablePath = CHROMIUM, args = [] } = {}) {
 export const DESKTOP = { viewport: { width: 1280, height: 800 } };
 export const PHONE = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
 
+// A page in a fresh context (its own permissions and storage) whose console
+// errors and warnings show in the test output; `init(arg)`, when given, runs
+// before the page's own scripts.
+export async function newPage(browser, view, init, arg) {
+  const ctx = await browser.newContext(view);
+  if (init) await ctx.addInitScript(init, arg);
+  const page = await ctx.newPage();
+  page.on('console', (m) => ['error', 'warning'].includes(m.type()) && console.log(`[page] ${m.text()}`));
+  return page;
+}
+
 export function check(cond, what) {
   if (!cond) throw new Error(`check failed: ${what}`);
   console.log(`ok - ${what}`);

@@ -4,7 +4,7 @@
 //   node nat.mjs BASE KEY CHROMIUM_A CHROMIUM_B SWITCH_TO_PLAIN_NAT_CMD SHOT_DIR
 import { execSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import { DESKTOP, PHONE, chat, check, deadline, launch, tryConnect, waitConnected } from './lib.mjs';
+import { DESKTOP, PHONE, chat, check, deadline, joinRoom, launch, newPage, tryConnect, waitConnected } from './lib.mjs';
 
 const [base, key, chromiumA, chromiumB, switchNat, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
@@ -17,19 +17,10 @@ const [ba, bb] = await Promise.all([
   launch({ executablePath: chromiumB, args }),
 ]);
 
-async function open(browser, view, room, query) {
-  const page = await (await browser.newContext(view)).newPage();
-  page.on('console', (m) => m.type() === 'error' && console.log(`[page] ${m.text()}`));
-  const r = await page.goto(`${base}/?key=${key}&room=${room}${query}`);
-  if (r.status() !== 200) throw new Error(`page answered ${r.status()}`);
-  await page.click('#join');
-  return page;
-}
-
-async function both(room, query) {
-  const a = await open(ba, DESKTOP, room, query);
-  const b = await open(bb, PHONE, room, query);
-  return [a, b];
+async function both(room, query, relayOnly = false) {
+  const pages = [await newPage(ba, DESKTOP), await newPage(bb, PHONE)];
+  for (const p of pages) await joinRoom(p, `${base}/?key=${key}${query}`, room, { relayOnly });
+  return pages;
 }
 
 async function hangUp(pages) {
@@ -44,7 +35,7 @@ const describe = (p) => `${p.local}/${p.remote} over ${p.protocol} (${p.localAdd
 try {
   // (1) Relay only.
   {
-    const [a, b] = await both('relay-only', '&relay=1');
+    const [a, b] = await both('relay-only', '', true);
     const pa = await waitConnected(a, 30000);
     const pb = await waitConnected(b, 30000);
     check(pa.local === 'relay' && pa.remote === 'relay', `(1) relay only, A: ${describe(pa)}`);

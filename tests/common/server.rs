@@ -249,20 +249,9 @@ pub fn present(path: &std::path::Path, installed_by: &str) -> bool {
 pub async fn turn_client(server: SocketAddr, user: &str, pass: &str) -> turn::client::Client {
     let bind = if server.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
     let conn = tokio::net::UdpSocket::bind(bind).await.expect("bind");
-    let cfg = turn::client::ClientConfig {
-        stun_serv_addr: server.to_string(),
-        turn_serv_addr: server.to_string(),
-        username: user.into(),
-        password: pass.into(),
-        realm: String::new(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(conn),
-        vnet: None,
-    };
-    let c = turn::client::Client::new(cfg).await.expect("client");
-    c.listen().await.expect("listen");
-    c
+    super::turnc::listening_client(conn, server, user, pass)
+        .await
+        .expect("turn client listens")
 }
 
 /// Sends `n` messages to `peer` through `relay`, `pause` apart, and checks

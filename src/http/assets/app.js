@@ -341,13 +341,11 @@ class Peer {
     const stats = await this.pc.getStats();
     let pair = null;
     let framesDecoded = 0;
-    let framesSent = 0;
     stats.forEach((r) => {
       if (r.type === 'transport' && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId);
       if (r.type === 'inbound-rtp' && r.kind === 'video') framesDecoded += r.framesDecoded || 0;
-      if (r.type === 'outbound-rtp' && r.kind === 'video') framesSent += r.framesSent || 0;
     });
-    const path = { state: this.pc.connectionState, framesDecoded, framesSent };
+    const path = { state: this.pc.connectionState, framesDecoded };
     if (pair) {
       const local = stats.get(pair.localCandidateId) || {};
       const remote = stats.get(pair.remoteCandidateId) || {};
