@@ -40,12 +40,6 @@ pub fn bind_relay(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-/// Turns UDP GRO off (quinn-udp turns it on): relay datagrams must arrive
-/// one per buffer, each with header room in front.
-pub fn no_gro(s: &std::net::UdpSocket) {
-    set_int(s, libc::SOL_UDP, libc::UDP_GRO, 0);
-}
-
 /// Sets a buffer size past the sysctl limit (needs CAP_NET_ADMIN).
 fn force_buffer(s: &Socket, opt: libc::c_int, bytes: libc::c_int) -> bool {
     set_int(s, libc::SOL_SOCKET, opt, bytes)

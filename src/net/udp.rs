@@ -64,18 +64,18 @@ impl Listener {
     }
 }
 
-/// A relay socket and its batched-receive state (GRO off: every datagram
-/// needs its own header room).
-struct Relay {
-    sock: UdpSocket,
-    state: UdpSocketState,
-}
-
 pub struct Worker {
     poll: Poll,
     core: Server,
     listeners: Vec<Listener>,
-    relays: Vec<Option<Relay>>,
+    relays: Vec<Option<UdpSocket>>,
+    /// One batched-receive state for every relay socket. quinn-udp's
+    /// `UdpSocketState::new` turns UDP GRO on and probes the kernel with
+    /// throwaway sockets; per relay socket that toggled a kernel static key
+    /// (code patching with IPIs to every CPU) twice per allocation: ~60 % of
+    /// the CPU an allocation cost. Relay sockets keep GRO off, so each
+    /// datagram arrives alone in its buffer with header room in front.
+    relay_state: UdpSocketState,
     shutdown: Arc<AtomicBool>,
     bufs: Vec<Vec<u8>>,
     /// Peer datagrams land CHANNEL_HEADER bytes in, so each becomes
@@ -91,11 +91,14 @@ impl Worker {
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry().register(&mut l.sock, Token(i), Interest::READABLE)?;
         }
+        let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+        let relay_state = UdpSocketState::new(UdpSockRef::from(&probe))?;
         Ok(Self {
             poll,
             core,
             listeners,
             relays: Vec::new(),
+            relay_state,
             shutdown,
             bufs: vec![vec![0; RX_BUF]; BATCH],
             relay_bufs: vec![vec![0; RX_BUF + CHANNEL_HEADER]; BATCH],
@@ -189,7 +192,7 @@ impl Worker {
         match self.core.handle_client_input(client, seg, now) {
             Some(Transmit::ToPeer { relay, peer, payload }) => {
                 if let Some(Some(r)) = self.relays.get(relay.index()) {
-                    if r.sock.send_to(payload, peer).is_err() {
+                    if r.send_to(payload, peer).is_err() {
                         // Unreachable peer, full buffer: one lost datagram,
                         // never a lost allocation.
                         self.dropped_sends += 1;
@@ -217,7 +220,7 @@ impl Worker {
             let Some(Some(r)) = self.relays.get(idx) else {
                 break true;
             };
-            let n = match recv_batch(&r.state, &r.sock, &mut bufs, CHANNEL_HEADER, &mut metas) {
+            let n = match recv_batch(&self.relay_state, r, &mut bufs, CHANNEL_HEADER, &mut metas) {
                 Batch::Got(n) => n,
                 Batch::Drained => break true,
                 Batch::Failed => {
@@ -259,7 +262,7 @@ impl Worker {
                 Command::CloseRelay { relay } => {
                     if let Some(slot) = self.relays.get_mut(relay.index()) {
                         if let Some(mut r) = slot.take() {
-                            let _ = self.poll.registry().deregister(&mut r.sock);
+                            let _ = self.poll.registry().deregister(&mut r);
                         }
                     }
                 }
@@ -277,8 +280,6 @@ impl Worker {
             }
         })?;
         let bound = std.local_addr().map_err(|_| OpenError::Failed)?;
-        let state = UdpSocketState::new(UdpSockRef::from(&std)).map_err(|_| OpenError::Failed)?;
-        socket::no_gro(&std);
         let mut sock = UdpSocket::from_std(std);
         self.poll
             .registry()
@@ -287,7 +288,7 @@ impl Worker {
         if self.relays.len() <= relay.index() {
             self.relays.resize_with(relay.index() + 1, || None);
         }
-        self.relays[relay.index()] = Some(Relay { sock, state });
+        self.relays[relay.index()] = Some(sock);
         Ok(bound)
     }
 }
