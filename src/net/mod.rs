@@ -2,6 +2,8 @@
 //! [`crate::proto`] core.
 
 pub mod socket;
+pub mod stream;
+pub mod tcp;
 pub mod udp;
 
 use std::io;
@@ -15,10 +17,19 @@ use mio::{Poll, Waker};
 
 use crate::proto::{CoreConfig, Server, Shared};
 
+/// A TCP listener for TURN, with TLS when `tls` is set.
+pub struct StreamListener {
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// What to start.
 pub struct Spec {
     /// UDP listener addresses (port 0 picks one, shared by all workers).
     pub udp: Vec<SocketAddr>,
+    /// TCP and TLS listeners.
+    pub streams: Vec<StreamListener>,
+    pub limits: tcp::Limits,
     pub workers: usize,
     pub core: Arc<CoreConfig>,
     pub shared: Arc<Shared>,
@@ -29,6 +40,10 @@ pub struct Spec {
 /// A running relay: its bound addresses and the means to stop it.
 pub struct Running {
     pub udp: Vec<SocketAddr>,
+    /// Bound TCP and TLS listeners, in the order of [`Spec::streams`].
+    pub streams: Vec<SocketAddr>,
+    /// The runtime of the TCP and TLS connections, when there are any.
+    runtime: Option<tokio::runtime::Runtime>,
     /// Cross-worker state: ports in use and allocation counts.
     pub shared: Arc<Shared>,
     shutdown: Arc<AtomicBool>,
@@ -53,19 +68,46 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         per_worker.push(ls);
     }
     let shutdown = Arc::new(AtomicBool::new(false));
+    let mut polls = Vec::new();
     let mut wakers = Vec::new();
-    let mut threads = Vec::new();
-    for (i, listeners) in per_worker.into_iter().enumerate() {
+    for _ in 0..workers {
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), udp::WAKER)?);
+        wakers.push(Arc::new(Waker::new(poll.registry(), udp::WAKER)?));
+        polls.push(poll);
+    }
+    let (runtime, streams, mut inboxes) = if spec.streams.is_empty() {
+        (None, Vec::new(), Vec::new())
+    } else {
+        let (bridge, inboxes) = stream::Bridge::new(&wakers);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("turnd-tcp")
+            .enable_all()
+            .build()
+            .context("cannot start the TCP runtime")?;
+        let gate = tcp::Gate::new(spec.limits);
+        let mut bound = Vec::new();
+        let _guard = rt.enter();
+        for l in &spec.streams {
+            let kind = if l.tls.is_some() { "tls" } else { "tcp" };
+            let std = tcp::bind(l.addr).with_context(|| format!("cannot listen on {kind} {}", l.addr))?;
+            bound.push(std.local_addr()?);
+            let listener = tokio::net::TcpListener::from_std(std)?;
+            let acceptor = l.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+            tcp::spawn_accept(listener, acceptor, bridge.clone(), gate.clone());
+        }
+        (Some(rt), bound, inboxes)
+    };
+    let mut threads = Vec::new();
+    for (i, (listeners, poll)) in per_worker.into_iter().zip(polls).enumerate() {
         let core = Server::new(
             spec.core.clone(),
             spec.shared.clone(),
             spec.seed.wrapping_add(i as u64),
             spec.nonce_key,
         );
-        let worker = udp::Worker::new(poll, core, listeners, shutdown.clone())?;
-        wakers.push(waker);
+        let inbox = (!inboxes.is_empty()).then(|| inboxes.remove(0));
+        let worker = udp::Worker::new(poll, core, listeners, inbox, shutdown.clone())?;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("turnd-worker-{i}"))
@@ -74,6 +116,8 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
     }
     Ok(Running {
         udp: addrs,
+        streams,
+        runtime,
         shared: spec.shared,
         shutdown,
         wakers,
@@ -84,6 +128,9 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
 impl Running {
     /// Stops the workers and waits for them; their sockets close with them.
     pub fn stop(self) {
+        if let Some(rt) = self.runtime {
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        }
         self.shutdown.store(true, Ordering::Relaxed);
         for w in &self.wakers {
             let _ = w.wake();

@@ -3,6 +3,7 @@
 //! and no channel per packet: a datagram is read, handed to the core, and
 //! what the core returns is sent from the same thread.
 
+use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,17 @@ use crate::proto::msg::CHANNEL_HEADER;
 use crate::proto::{ClientAddr, Command, Now, OpenError, RelayId, Server, Transmit};
 
 use super::socket;
+use super::stream::{self, Inbox, ToWorker};
+
+/// Messages taken from the stream inbox per loop turn.
+const INBOX_BUDGET: usize = 1024;
+
+/// A TCP or TLS client's way back: its connection task's queue, and the flag
+/// the task reads to know whether an allocation keeps it alive.
+struct StreamOut {
+    out: tokio::sync::mpsc::Sender<Vec<u8>>,
+    allocated: Arc<std::sync::atomic::AtomicBool>,
+}
 
 pub const WAKER: Token = Token(usize::MAX);
 const RELAY_BASE: usize = 1 << 16;
@@ -83,11 +95,21 @@ pub struct Worker {
     relay_bufs: Vec<Vec<u8>>,
     /// Sockets whose read budget ran out before WouldBlock.
     backlog: Vec<Token>,
+    /// Messages from TCP and TLS connection tasks.
+    inbox: Option<Inbox>,
+    inbox_backlog: bool,
+    streams: HashMap<ClientAddr, StreamOut, ahash::RandomState>,
     pub dropped_sends: u64,
 }
 
 impl Worker {
-    pub fn new(poll: Poll, core: Server, mut listeners: Vec<Listener>, shutdown: Arc<AtomicBool>) -> io::Result<Self> {
+    pub fn new(
+        poll: Poll,
+        core: Server,
+        mut listeners: Vec<Listener>,
+        inbox: Option<Inbox>,
+        shutdown: Arc<AtomicBool>,
+    ) -> io::Result<Self> {
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry().register(&mut l.sock, Token(i), Interest::READABLE)?;
         }
@@ -103,6 +125,9 @@ impl Worker {
             bufs: vec![vec![0; RX_BUF]; BATCH],
             relay_bufs: vec![vec![0; RX_BUF + CHANNEL_HEADER]; BATCH],
             backlog: Vec::new(),
+            inbox,
+            inbox_backlog: false,
+            streams: HashMap::default(),
             dropped_sends: 0,
         })
     }
@@ -111,7 +136,7 @@ impl Worker {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         while !self.shutdown.load(Ordering::Relaxed) {
-            let timeout = if self.backlog.is_empty() {
+            let timeout = if self.backlog.is_empty() && !self.inbox_backlog {
                 self.core
                     .poll_timeout()
                     .map(|t| t.saturating_duration_since(Instant::now()))
@@ -136,6 +161,7 @@ impl Worker {
                     self.read_relay(token);
                 }
             }
+            self.drain_inbox();
             self.core.handle_timeout(Now::system());
             self.run_commands();
         }
@@ -199,7 +225,9 @@ impl Worker {
                     }
                 }
             }
-            Some(Transmit::ToClient { client, payload }) => send_to_client(&self.listeners, &client, payload),
+            Some(Transmit::ToClient { client, payload }) => {
+                send_to_client(&self.listeners, &self.streams, &client, payload)
+            }
             None => {}
         }
         if self.core.has_commands() {
@@ -235,7 +263,7 @@ impl Worker {
                 if let Some(Transmit::ToClient { client, payload }) =
                     self.core.handle_peer_input(relay, meta.addr, buf, now)
                 {
-                    send_to_client(&self.listeners, &client, payload);
+                    send_to_client(&self.listeners, &self.streams, &client, payload);
                 }
                 if self.core.has_commands() {
                     self.run_commands();
@@ -251,10 +279,47 @@ impl Worker {
         }
     }
 
+    /// Takes what TCP and TLS connection tasks sent: new connections, their
+    /// messages (handled as a UDP datagram would be) and closed connections
+    /// (their allocations deleted now).
+    fn drain_inbox(&mut self) {
+        let Some(mut inbox) = self.inbox.take() else {
+            return;
+        };
+        let mut budget = INBOX_BUDGET;
+        self.inbox_backlog = loop {
+            if budget == 0 {
+                break true;
+            }
+            budget -= 1;
+            match inbox.try_recv() {
+                Ok(ToWorker::Open { client, out, allocated }) => {
+                    self.streams.insert(client, StreamOut { out, allocated });
+                }
+                Ok(ToWorker::Data { client, msg }) => {
+                    self.on_client_datagram(client, &msg, Now::system());
+                    if let Some(s) = self.streams.get(&client) {
+                        let has = self.core.relayed_address(&client).is_some();
+                        s.allocated.store(has, Ordering::Relaxed);
+                    }
+                }
+                Ok(ToWorker::Closed { client }) => {
+                    self.streams.remove(&client);
+                    self.core.handle_client_closed(&client, Now::system());
+                    self.run_commands();
+                }
+                Err(_) => break false,
+            }
+        };
+        self.inbox = Some(inbox);
+    }
+
     fn run_commands(&mut self) {
         while let Some(cmd) = self.core.poll_command() {
             match cmd {
-                Command::SendToClient { client, data } => send_to_client(&self.listeners, &client, &data),
+                Command::SendToClient { client, data } => {
+                    send_to_client(&self.listeners, &self.streams, &client, &data)
+                }
                 Command::OpenRelay { relay, addr } => {
                     let result = self.open_relay(relay, addr);
                     self.core.handle_relay_opened(relay, result, Now::system());
@@ -327,8 +392,19 @@ fn recv_batch(
     }
 }
 
-fn send_to_client(listeners: &[Listener], client: &ClientAddr, payload: &[u8]) {
-    if let Some(l) = listeners.iter().find(|l| l.serves(&client.local)) {
+fn send_to_client(
+    listeners: &[Listener],
+    streams: &HashMap<ClientAddr, StreamOut, ahash::RandomState>,
+    client: &ClientAddr,
+    payload: &[u8],
+) {
+    if client.transport.is_stream() {
+        // A full queue: the client is not reading; the message is lost as a
+        // datagram would be.
+        if let Some(s) = streams.get(client) {
+            let _ = s.out.try_send(stream::padded(payload));
+        }
+    } else if let Some(l) = listeners.iter().find(|l| l.serves(&client.local)) {
         l.send(client, payload);
     }
 }

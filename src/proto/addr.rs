@@ -5,16 +5,28 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-/// How a client reached turnd. UDP only for now; TCP and TLS share the core.
+/// How a client reached turnd. Over TCP and TLS the 5-tuple names one
+/// connection; relays are UDP whatever the client transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// A byte stream (TCP or TLS): messages are framed, ChannelData padded.
+    pub fn is_stream(self) -> bool {
+        self != Transport::Udp
+    }
 }
 
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         })
     }
 }
@@ -32,6 +44,15 @@ impl ClientAddr {
     pub fn udp(remote: SocketAddr, local: SocketAddr) -> Self {
         Self {
             transport: Transport::Udp,
+            remote,
+            local,
+        }
+    }
+
+    /// A client on a TCP connection, with TLS or without.
+    pub fn stream(tls: bool, remote: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            transport: if tls { Transport::Tls } else { Transport::Tcp },
             remote,
             local,
         }

@@ -64,6 +64,40 @@ pub fn write_channel_header(header: &mut [u8; CHANNEL_HEADER], channel: u16, len
     header[2..].copy_from_slice(&(len as u16).to_be_bytes());
 }
 
+/// The next message on a TCP or TLS byte stream
+/// ([RFC 8656 §12.5](https://www.rfc-editor.org/rfc/rfc8656#section-12.5)):
+/// STUN messages carry their length, ChannelData its payload length and,
+/// on a stream, padding to a multiple of 4 that the length leaves out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// The buffer does not hold a whole message yet.
+    Partial,
+    /// The first `len` bytes are a message; `skip` bytes (with padding) go.
+    Message { len: usize, skip: usize },
+    /// Neither STUN nor ChannelData: the stream cannot be framed.
+    Garbage,
+}
+
+pub fn stream_frame(buf: &[u8]) -> Frame {
+    match buf.first() {
+        None => return Frame::Partial,
+        Some(b) if b >> 6 > 1 => return Frame::Garbage,
+        Some(_) if buf.len() < CHANNEL_HEADER => return Frame::Partial,
+        Some(_) => {}
+    }
+    let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+    let (len, skip) = if buf[0] >> 6 == 0 {
+        (MESSAGE_HEADER_SIZE + len, MESSAGE_HEADER_SIZE + len)
+    } else {
+        (CHANNEL_HEADER + len, (CHANNEL_HEADER + len + 3) & !3)
+    };
+    if buf.len() < skip {
+        Frame::Partial
+    } else {
+        Frame::Message { len, skip }
+    }
+}
+
 /// Why a datagram that looked like STUN was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -278,4 +312,36 @@ pub fn attr_range(buf: &[u8], t: AttrType) -> Option<std::ops::Range<usize>> {
         at = start + len.div_ceil(4) * 4;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_frames_stun_and_padded_channel_data() {
+        // A Binding request with 8 bytes of attributes.
+        let mut stun = vec![0x00, 0x01, 0x00, 0x08];
+        stun.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+        stun.extend_from_slice(&[0; 12 + 8]);
+        assert_eq!(stream_frame(&stun), Frame::Message { len: 28, skip: 28 });
+        for cut in 0..stun.len() {
+            assert_eq!(stream_frame(&stun[..cut]), Frame::Partial, "cut at {cut}");
+        }
+        // ChannelData with 5 bytes of payload: 9 bytes, 12 with padding.
+        let cd = [0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0];
+        assert_eq!(stream_frame(&cd), Frame::Message { len: 9, skip: 12 });
+        assert_eq!(stream_frame(&cd[..9]), Frame::Partial, "padding is part of the frame");
+        // Two in one buffer: the first is cut off, the rest waits.
+        let mut both = cd.to_vec();
+        both.extend_from_slice(&stun);
+        assert_eq!(stream_frame(&both), Frame::Message { len: 9, skip: 12 });
+        assert_eq!(stream_frame(&both[12..]), Frame::Message { len: 28, skip: 28 });
+        // An empty ChannelData payload is 4 bytes, already aligned.
+        assert_eq!(stream_frame(&[0x40, 0x01, 0, 0]), Frame::Message { len: 4, skip: 4 });
+        // Leading bits 10 and 11 are neither.
+        assert_eq!(stream_frame(&[0x80]), Frame::Garbage);
+        assert_eq!(stream_frame(&[0xC0, 0, 0, 0]), Frame::Garbage);
+        assert_eq!(stream_frame(&[]), Frame::Partial);
+    }
 }

@@ -401,6 +401,14 @@ impl Server {
         )));
     }
 
+    /// A TCP or TLS client's connection closed: its allocation goes with it
+    /// ([RFC 8656 §3.1](https://www.rfc-editor.org/rfc/rfc8656#section-3.1)).
+    pub fn handle_client_closed(&mut self, client: &ClientAddr, now: Now) {
+        if let Some(relay) = self.by_client.get(client).copied() {
+            self.delete_allocation(relay, "connection closed", now.mono);
+        }
+    }
+
     /// Removes an allocation and everything hanging off it.
     pub(super) fn delete_allocation(&mut self, relay: RelayId, why: &str, now: Instant) {
         if !self.allocs.contains(relay.index()) {

@@ -1,0 +1,174 @@
+//! TURN over TCP and TLS: one tokio task per connection cuts the byte stream
+//! into messages ([`crate::proto::msg::stream_frame`]) and hands them to the
+//! worker that owns the connection's allocation; what the core answers comes
+//! back on a bounded queue and is written out, ChannelData padded to 4 bytes
+//! ([RFC 8656 §12.5](https://www.rfc-editor.org/rfc/rfc8656#section-12.5)).
+//!
+//! The allocation belongs to the connection: when either side ends it, the
+//! worker is told and deletes the allocation at once.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::Waker;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::proto::msg::{stream_frame, Frame};
+use crate::proto::ClientAddr;
+
+/// Messages queued towards one client before more are dropped (a client
+/// that does not read loses data, as it would over UDP).
+pub const OUT_QUEUE: usize = 512;
+/// Messages queued towards one worker from every connection it owns; a full
+/// queue makes readers wait (TCP backpressure), never drops.
+const IN_QUEUE: usize = 4096;
+/// Largest buffered, unframed input per connection: one maximal STUN message.
+const MAX_PENDING: usize = 20 + 65535 + 4;
+
+/// What a connection task tells its worker.
+pub enum ToWorker {
+    Open {
+        client: ClientAddr,
+        out: mpsc::Sender<Vec<u8>>,
+        /// Set by the worker while the connection has an allocation.
+        allocated: Arc<AtomicBool>,
+    },
+    Data {
+        client: ClientAddr,
+        msg: Vec<u8>,
+    },
+    Closed {
+        client: ClientAddr,
+    },
+}
+
+/// One worker's end: drained by the worker on every turn of its loop.
+pub type Inbox = mpsc::Receiver<ToWorker>;
+
+/// The connection tasks' ends of every worker's inbox.
+pub struct Bridge {
+    lanes: Vec<(mpsc::Sender<ToWorker>, Arc<Waker>)>,
+}
+
+impl Bridge {
+    /// A bridge to `wakers.len()` workers and each worker's inbox.
+    pub fn new(wakers: &[Arc<Waker>]) -> (Arc<Self>, Vec<Inbox>) {
+        let (lanes, inboxes) = wakers
+            .iter()
+            .map(|w| {
+                let (tx, rx) = mpsc::channel(IN_QUEUE);
+                ((tx, w.clone()), rx)
+            })
+            .unzip();
+        (Arc::new(Self { lanes }), inboxes)
+    }
+
+    /// Serves TURN on `io` until either side closes. `prefix` holds bytes
+    /// already read from the stream; `idle` closes a connection that has no
+    /// allocation and sent nothing for that long.
+    pub async fn serve<S>(&self, io: S, client: ClientAddr, prefix: Vec<u8>, idle: Duration)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin,
+    {
+        let (tx, waker) = &self.lanes[lane_of(&client.remote, self.lanes.len())];
+        let send = |m: ToWorker| async move {
+            let ok = tx.send(m).await.is_ok();
+            let _ = waker.wake();
+            ok
+        };
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
+        let allocated = Arc::new(AtomicBool::new(false));
+        let open = ToWorker::Open {
+            client,
+            out: out_tx,
+            allocated: allocated.clone(),
+        };
+        if !send(open).await {
+            return;
+        }
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let reader = async {
+            let mut buf = prefix;
+            let mut chunk = vec![0u8; 16 * 1024];
+            loop {
+                let mut at = 0;
+                while let Frame::Message { len, skip } = stream_frame(&buf[at..]) {
+                    if !send(ToWorker::Data {
+                        client,
+                        msg: buf[at..at + len].to_vec(),
+                    })
+                    .await
+                    {
+                        return "worker stopped";
+                    }
+                    at += skip;
+                }
+                buf.drain(..at);
+                if stream_frame(&buf) == Frame::Garbage {
+                    return "not STUN or ChannelData";
+                }
+                if buf.len() > MAX_PENDING {
+                    return "message too long";
+                }
+                let read = rd.read(&mut chunk);
+                let n = if allocated.load(Ordering::Relaxed) {
+                    read.await
+                } else {
+                    match tokio::time::timeout(idle, read).await {
+                        Ok(r) => r,
+                        Err(_) => return "idle without an allocation",
+                    }
+                };
+                match n {
+                    Ok(0) => return "closed by the client",
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(_) => return "read failed",
+                }
+            }
+        };
+        let writer = async {
+            while let Some(msg) = out_rx.recv().await {
+                if wr.write_all(&msg).await.is_err() {
+                    return "write failed";
+                }
+                // Several queued: written back to back, one flush.
+                while let Ok(more) = out_rx.try_recv() {
+                    if wr.write_all(&more).await.is_err() {
+                        return "write failed";
+                    }
+                }
+                if wr.flush().await.is_err() {
+                    return "write failed";
+                }
+            }
+            "closed by the worker"
+        };
+        let why = tokio::select! {
+            why = reader => why,
+            why = writer => why,
+        };
+        tracing::debug!(%client, why, "stream closed");
+        send(ToWorker::Closed { client }).await;
+        let _ = wr.shutdown().await;
+    }
+}
+
+/// A connection's worker: by its remote address, so one client's connections
+/// spread over the workers.
+fn lane_of(remote: &SocketAddr, lanes: usize) -> usize {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
+    remote.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
+}
+
+/// `msg` as it goes on a stream: ChannelData padded to a multiple of 4.
+pub fn padded(msg: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity((msg.len() + 3) & !3);
+    v.extend_from_slice(msg);
+    v.resize((msg.len() + 3) & !3, 0);
+    v
+}
