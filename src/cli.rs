@@ -75,13 +75,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .first()
                 .context("no shared secret configured: static users have fixed passwords, nothing to mint")?;
             let (username, password) = serve::mint(&cfg, secret, &user, ttl);
-            let (listeners, _) = cfg.listeners();
-            let json = serve::ice_servers_json(
-                &serve::public_host(&cfg),
-                serve::first_port(&listeners),
-                &username,
-                &password,
-            );
+            let json =
+                serve::Endpoints::configured(&cfg).ice_servers_json(&serve::public_host(&cfg), &username, &password);
             println!("username: {username}");
             println!("password: {password}");
             println!("{}", serde_json::to_string_pretty(&json)?);
@@ -101,6 +96,13 @@ fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     for a in &running.relay.udp {
         tracing::info!(listen = %a, transport = "udp", "listening");
     }
+    for (a, kind) in &running.relay.streams {
+        tracing::info!(listen = %a, transport = kind, "listening");
+    }
+    if let Some(c) = &running.certs {
+        let kind = if c.is_self_signed() { "self-signed " } else { "" };
+        println!("turnd: TLS {kind}certificate SHA-256 {}", c.fingerprint());
+    }
     if let Some(h) = &running.http {
         for a in &h.http {
             tracing::info!(listen = %a, "serving the call page over http");
@@ -108,22 +110,15 @@ fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
         for a in &h.https {
             tracing::info!(listen = %a, "serving the call page over https");
         }
-        if let Some((fp, self_signed)) = &h.certificate {
-            let kind = if *self_signed { "self-signed " } else { "" };
-            println!("turnd: https {kind}certificate SHA-256 {fp}");
-        }
         for link in h.join_links() {
             println!("turnd: join link: {link}");
         }
     }
     if let Some(secret) = secrets.first() {
         let (username, password) = serve::mint(&cfg, secret, "turnd", Duration::from_secs(24 * 3600));
-        let json = serve::ice_servers_json(
-            &serve::public_host(&cfg),
-            serve::first_port(&running.relay.udp),
-            &username,
-            &password,
-        );
+        let json = running
+            .endpoints()
+            .ice_servers_json(&serve::public_host(&cfg), &username, &password);
         if let Some(p) = generated {
             println!(
                 "turnd: shared secret in {} (use it as coturn's static-auth-secret would be used)",
@@ -133,10 +128,19 @@ fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
         println!("turnd: iceServers valid for 24h (mint more with `turnd credentials --user NAME --ttl 12h`):");
         println!("{}", serde_json::to_string(&json)?);
     }
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("cannot install signal handlers")?;
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "shutting down");
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
+    for sig in signals.forever() {
+        if sig != SIGHUP {
+            tracing::info!(signal = sig, "shutting down");
+            break;
+        }
+        match running.reload_certificate() {
+            Ok(None) => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
+            Ok(Some(fp)) => tracing::info!(fingerprint = %fp, "SIGHUP: certificate reloaded"),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: certificate not reloaded, the old one stays"),
+        }
     }
     running.stop();
     Ok(ExitCode::SUCCESS)

@@ -34,7 +34,7 @@ pub struct Config {
     /// Host name or address put in printed `turn:` URLs.
     #[serde(default)]
     pub public_host: Option<String>,
-    /// Listeners; when absent, UDP 0.0.0.0:3478 and [::]:3478.
+    /// Listeners; when absent, UDP and TCP on 0.0.0.0:3478 and [::]:3478.
     #[serde(default)]
     pub listener: Option<Vec<Listener>>,
     #[serde(default)]
@@ -45,27 +45,56 @@ pub struct Config {
     pub peers: Peers,
     #[serde(default)]
     pub http: Http,
+    #[serde(default)]
+    pub tls: Tls,
+    #[serde(default)]
+    pub tcp: Tcp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ListenTransport {
     Udp,
+    /// TURN over TCP.
+    Tcp,
+    /// TURN over TLS.
+    Tls,
+    /// TLS or plain TCP, and inside either TURN or HTTP (the page), told
+    /// apart by the first bytes: one port (443) for everything.
+    Auto,
+}
+
+impl ListenTransport {
+    /// The port when none is given: 3478 for UDP and TCP, 5349 for TLS,
+    /// 443 for `auto`.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Udp | Self::Tcp => 3478,
+            Self::Tls => 5349,
+            Self::Auto => 443,
+        }
+    }
+
+    /// Whether the listener needs a certificate.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Tls | Self::Auto)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Listener {
     pub address: IpAddr,
-    #[serde(default = "defaults::port")]
-    pub port: u16,
+    /// Default: [`ListenTransport::default_port`].
+    #[serde(default)]
+    pub port: Option<u16>,
     #[serde(default = "defaults::transport")]
     pub transport: ListenTransport,
 }
 
 impl Listener {
     pub fn socket_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.address, self.port)
+        SocketAddr::new(self.address, self.port.unwrap_or(self.transport.default_port()))
     }
 }
 
@@ -147,15 +176,9 @@ pub struct Http {
     /// HTTP origins not: use `https-listen` for them.
     #[serde(default = "defaults::http_listen")]
     pub listen: Vec<SocketAddr>,
-    /// HTTPS listeners, e.g. ["0.0.0.0:8443"].
+    /// HTTPS listeners, e.g. ["0.0.0.0:8443"] (certificate from `[tls]`).
     #[serde(default)]
     pub https_listen: Vec<SocketAddr>,
-    /// PEM certificate chain and private key for HTTPS; without them a
-    /// self-signed certificate is generated in the data dir.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
     #[serde(default = "defaults::access")]
     pub access: Access,
     /// The access key; without it one is generated in the data dir.
@@ -176,6 +199,38 @@ pub struct Http {
     /// Open HTTP connections (WebSockets included), in total.
     #[serde(default = "defaults::http_connections")]
     pub max_connections: usize,
+}
+
+/// The certificate of every TLS listener: HTTPS, `tls` and `auto`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Tls {
+    /// PEM certificate chain and private key, read again on SIGHUP; without
+    /// them a self-signed certificate is generated in the data dir.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// Limits on TURN connections over `tcp`, `tls` and `auto` listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Tcp {
+    /// Open connections in total; beyond, new ones are closed at once.
+    #[serde(default = "defaults::tcp_connections")]
+    pub max_connections: usize,
+    /// Open connections from one IP address.
+    #[serde(default = "defaults::tcp_per_address")]
+    pub max_connections_per_address: usize,
+    /// Time to finish the TLS handshake (and, on `auto`, to send a first
+    /// byte).
+    #[serde(default = "defaults::handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A connection without an allocation that sends nothing for this long
+    /// is closed.
+    #[serde(default = "defaults::tcp_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 mod defaults {
@@ -213,8 +268,17 @@ mod defaults {
     pub fn log_level() -> String {
         "info".into()
     }
-    pub fn port() -> u16 {
-        3478
+    pub fn tcp_connections() -> usize {
+        10_000
+    }
+    pub fn tcp_per_address() -> usize {
+        256
+    }
+    pub fn handshake_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn tcp_idle() -> Duration {
+        Duration::from_secs(30)
     }
     pub fn transport() -> ListenTransport {
         ListenTransport::Udp
@@ -264,6 +328,12 @@ impl Default for Relay {
 }
 
 impl Default for Http {
+    fn default() -> Self {
+        from_empty()
+    }
+}
+
+impl Default for Tcp {
     fn default() -> Self {
         from_empty()
     }
@@ -382,10 +452,17 @@ impl Config {
                 return Err(("listener", "at least one listener is needed".into()));
             }
         }
-        let h = &self.http;
-        if h.cert_file.is_some() != h.key_file.is_some() {
-            return Err(("http.cert-file", "cert-file and key-file go together".into()));
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(("tls.cert-file", "cert-file and key-file go together".into()));
         }
+        let t = &self.tcp;
+        if t.max_connections == 0 || t.max_connections_per_address == 0 {
+            return Err(("tcp.max-connections", "limits must be at least 1".into()));
+        }
+        if t.handshake_timeout.is_zero() || t.idle_timeout.is_zero() {
+            return Err(("tcp.idle-timeout", "timeouts must be longer than 0s".into()));
+        }
+        let h = &self.http;
         if let Some(k) = &h.access_key {
             if k.len() < 12 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                 return Err((
@@ -477,19 +554,25 @@ impl Config {
         c
     }
 
-    /// Listener addresses, and whether they are the built-in defaults (an
-    /// IPv6 default is skipped on hosts without IPv6).
-    pub fn listeners(&self) -> (Vec<SocketAddr>, bool) {
+    /// Listener addresses with their transports, and whether they are the
+    /// built-in defaults (an IPv6 default is skipped on hosts without IPv6).
+    pub fn listeners(&self) -> (Vec<(SocketAddr, ListenTransport)>, bool) {
         match &self.listener {
-            Some(ls) => (ls.iter().map(Listener::socket_addr).collect(), false),
-            None => (
-                vec![
-                    SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), defaults::port()),
-                    SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), defaults::port()),
-                ],
-                true,
-            ),
+            Some(ls) => (ls.iter().map(|l| (l.socket_addr(), l.transport)).collect(), false),
+            None => {
+                let any: [IpAddr; 2] = [Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()];
+                let all = [ListenTransport::Udp, ListenTransport::Tcp]
+                    .into_iter()
+                    .flat_map(|t| any.map(|ip| (SocketAddr::new(ip, t.default_port()), t)))
+                    .collect();
+                (all, true)
+            }
         }
+    }
+
+    /// Whether some listener serves TLS (HTTPS, `tls` or `auto`).
+    pub fn needs_certificate(&self) -> bool {
+        !self.http.https_listen.is_empty() || self.listeners().0.iter().any(|(_, t)| t.uses_tls())
     }
 }
 
@@ -508,7 +591,16 @@ mod tests {
         assert_eq!(c.relay.max_port, 65535);
         assert_eq!(c.relay.default_lifetime, Duration::from_secs(600));
         assert_eq!(c.relay.max_lifetime, Duration::from_secs(3600));
-        assert_eq!(c.listeners().0.len(), 2);
+        assert_eq!(c.listeners().0.len(), 4);
+        let c = Config::parse(
+            "[[listener]]\naddress = \"0.0.0.0\"\ntransport = \"auto\"\n[[listener]]\naddress = \"::\"\ntransport = \"tls\"\n",
+            "t.toml",
+        )
+        .expect("valid");
+        let ports: Vec<u16> = c.listeners().0.iter().map(|(a, _)| a.port()).collect();
+        assert_eq!(ports, [443, 5349]);
+        assert!(c.needs_certificate());
+        assert!(!Config::default().needs_certificate());
     }
 
     #[test]
@@ -519,7 +611,10 @@ mod tests {
         for (text, key) in [
             ("[http]\naccess-key = \"short\"\n", "http.access-key"),
             ("[http]\naccess-key = \"has spaces in it ok\"\n", "http.access-key"),
+            ("[tls]\ncert-file = \"/c.pem\"\n", "tls.cert-file"),
             ("[http]\ncert-file = \"/c.pem\"\n", "http.cert-file"),
+            ("[tcp]\nidle-timeout = \"0s\"\n", "tcp.idle-timeout"),
+            ("[tcp]\nmax-connections-per-address = 0\n", "tcp.max-connections"),
             ("[http]\nroom-size = 1\n", "http.room-size"),
             ("[http]\nice-ttl = \"10s\"\n", "http.ice-ttl"),
             ("[http]\naccess = \"public\"\n", "http.access"),

@@ -13,3 +13,4 @@ pub mod http;
 pub mod net;
 pub mod proto;
 pub mod serve;
+pub mod tls;

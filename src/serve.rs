@@ -1,6 +1,7 @@
 //! Startup: from a [`Config`] to running workers, and the things printed for
 //! the operator (generated secret, ready-to-paste `iceServers`).
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,10 +11,11 @@ use anyhow::Context;
 use rand::Rng;
 
 use crate::auth;
-use crate::config::Config;
+use crate::config::{Config, ListenTransport};
 use crate::http;
-use crate::net::{self, Running, Spec};
+use crate::net::{self, Running, Spec, StreamKind, StreamListener};
 use crate::proto::Shared;
+use crate::tls::{self, Certs};
 
 /// Where generated state lives: `data-dir`, else systemd's
 /// `$STATE_DIRECTORY`, else `$XDG_STATE_HOME/turnd`, else
@@ -150,7 +152,7 @@ pub fn public_host(cfg: &Config) -> String {
     let (listeners, _) = cfg.listeners();
     let specific: Vec<IpAddr> = listeners
         .iter()
-        .map(|a| a.ip())
+        .map(|(a, _)| a.ip())
         .filter(|ip| !ip.is_unspecified())
         .collect();
     if let Some(ip) = specific.iter().find(|i| i.is_ipv4()).or(specific.first()) {
@@ -171,15 +173,66 @@ fn url_host(ip: IpAddr) -> String {
     }
 }
 
-/// A ready-to-paste `RTCPeerConnection` configuration with REST credentials.
-pub fn ice_servers_json(host: &str, port: u16, username: &str, password: &str) -> serde_json::Value {
-    serde_json::json!({
-        "iceServers": [{
-            "urls": [format!("stun:{host}:{port}"), format!("turn:{host}:{port}?transport=udp")],
-            "username": username,
-            "credential": password,
-        }]
-    })
+/// Where clients reach turnd, for `stun:`/`turn:`/`turns:` URLs.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    pub udp: Vec<SocketAddr>,
+    /// TCP, TLS and `auto` listeners, named by [`crate::net::StreamKind::name`].
+    pub streams: Vec<(SocketAddr, &'static str)>,
+}
+
+impl Endpoints {
+    /// The listeners of `cfg` as configured (port 0 stays 0).
+    pub fn configured(cfg: &Config) -> Self {
+        let mut e = Self::default();
+        for (addr, t) in cfg.listeners().0 {
+            match t {
+                ListenTransport::Udp => e.udp.push(addr),
+                ListenTransport::Tcp => e.streams.push((addr, "tcp")),
+                ListenTransport::Tls => e.streams.push((addr, "tls")),
+                ListenTransport::Auto => e.streams.push((addr, "auto")),
+            }
+        }
+        e
+    }
+
+    /// `stun:` URLs (UDP ports) and TURN URLs: UDP, then TCP, then TLS
+    /// (`tls` and `auto` listeners), one per distinct port: 0.0.0.0:3478
+    /// and [::]:3478 are one `turn:host:3478` to a browser.
+    pub fn urls(&self, host: &str) -> (Vec<String>, Vec<String>) {
+        let ports = |kinds: &[&str]| -> BTreeSet<u16> {
+            self.streams
+                .iter()
+                .filter(|(_, k)| kinds.contains(k))
+                .map(|(a, _)| a.port())
+                .collect()
+        };
+        let udp: BTreeSet<u16> = self.udp.iter().map(|a| a.port()).collect();
+        let stun = udp.iter().map(|p| format!("stun:{host}:{p}")).collect();
+        let turn = udp
+            .iter()
+            .map(|p| format!("turn:{host}:{p}?transport=udp"))
+            .chain(ports(&["tcp"]).iter().map(|p| format!("turn:{host}:{p}?transport=tcp")))
+            .chain(
+                ports(&["tls", "auto"])
+                    .iter()
+                    .map(|p| format!("turns:{host}:{p}?transport=tcp")),
+            )
+            .collect();
+        (stun, turn)
+    }
+
+    /// A ready-to-paste `RTCPeerConnection` configuration with REST
+    /// credentials.
+    pub fn ice_servers_json(&self, host: &str, username: &str, password: &str) -> serde_json::Value {
+        let (stun, turn) = self.urls(host);
+        let mut servers = Vec::new();
+        if !stun.is_empty() {
+            servers.push(serde_json::json!({ "urls": stun }));
+        }
+        servers.push(serde_json::json!({ "urls": turn, "username": username, "credential": password }));
+        serde_json::json!({ "iceServers": servers })
+    }
 }
 
 pub fn unix_now() -> u64 {
@@ -192,15 +245,50 @@ pub fn unix_now() -> u64 {
 pub struct Daemon {
     pub relay: Running,
     pub http: Option<http::Running>,
+    /// The certificate of every TLS listener, when there is one.
+    pub certs: Option<Arc<Certs>>,
 }
 
 impl Daemon {
+    /// Where clients reach the relay, as bound.
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            udp: self.relay.udp.clone(),
+            streams: self.relay.streams.clone(),
+        }
+    }
+
+    /// Reads the certificate files again (SIGHUP): new TLS connections get
+    /// the new certificate, established ones keep theirs. On error the old
+    /// certificate stays. Returns the fingerprint now in use.
+    pub fn reload_certificate(&self) -> anyhow::Result<Option<String>> {
+        match &self.certs {
+            None => Ok(None),
+            Some(c) => c.reload().map(Some),
+        }
+    }
+
     /// Stops the HTTP side, then the relay.
     pub fn stop(self) {
         if let Some(h) = self.http {
             h.stop();
         }
         self.relay.stop();
+    }
+}
+
+/// The certificate for `cfg`'s TLS listeners: `[tls]` files, else the
+/// self-signed one in the data dir, made for the public host.
+pub fn certificate(cfg: &Config) -> anyhow::Result<Arc<Certs>> {
+    match (&cfg.tls.cert_file, &cfg.tls.key_file) {
+        (Some(c), Some(k)) => Certs::load(c, k),
+        _ => {
+            let host = public_host(cfg);
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let mut names = vec![host, "localhost".to_string()];
+            names.dedup();
+            Certs::self_signed(&data_dir(cfg), &names)
+        }
     }
 }
 
@@ -213,47 +301,96 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
         (true, Some(s)) => Some(s.clone()),
         (true, None) => anyhow::bail!("the call page needs a shared secret to mint TURN credentials"),
     };
-    let relay = start_relay(cfg, secrets)?;
-    let http = match page_secret {
-        None => None,
-        Some(secret) => {
-            let spec = http::Spec {
-                cfg: cfg.http.clone(),
-                data_dir: data_dir(cfg),
-                public_host: public_host(cfg),
-                udp: relay.udp.clone(),
-                secret,
-                separator: cfg.auth.rest_separator,
-            };
-            match http::start(spec) {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    relay.stop();
-                    return Err(e);
-                }
+    let certs = cfg.needs_certificate().then(|| certificate(cfg)).transpose()?;
+    // HTTP arriving on `auto` listeners goes to the page.
+    let (handoff, handed) = match page_secret {
+        Some(_) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    let relay = start_relay(cfg, secrets, certs.as_ref(), handoff)?;
+    let mut daemon = Daemon {
+        relay,
+        http: None,
+        certs,
+    };
+    if let (Some(secret), Some(handed)) = (page_secret, handed) {
+        let spec = http::Spec {
+            cfg: cfg.http.clone(),
+            data_dir: data_dir(cfg),
+            public_host: public_host(cfg),
+            endpoints: daemon.endpoints(),
+            certs: daemon.certs.clone(),
+            handed,
+            secret,
+            separator: cfg.auth.rest_separator,
+        };
+        match http::start(spec) {
+            Ok(h) => daemon.http = Some(h),
+            Err(e) => {
+                daemon.stop();
+                return Err(e);
             }
         }
-    };
-    Ok(Daemon { relay, http })
+    }
+    Ok(daemon)
 }
 
-/// Starts the relay workers alone.
-pub fn start_relay(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Running> {
+/// Starts the relay workers and the TURN side of stream listeners; HTTP on
+/// `auto` listeners goes to `http` (closed without it).
+pub fn start_relay(
+    cfg: &Config,
+    secrets: Vec<Vec<u8>>,
+    certs: Option<&Arc<Certs>>,
+    http: Option<tokio::sync::mpsc::Sender<net::stream::HttpConn>>,
+) -> anyhow::Result<Running> {
     let mut core = cfg.core(cfg.credentials(secrets));
     let (v4, v6) = host_addresses();
     core.fallback_ipv4 = v4;
     core.fallback_ipv6 = v6;
-    let (mut udp, defaults) = cfg.listeners();
+    let (mut listeners, defaults) = cfg.listeners();
     if defaults && !net::ipv6_available() {
-        udp.retain(|a| a.is_ipv4());
+        listeners.retain(|(a, _)| a.is_ipv4());
+    }
+    let tls_config = |alpn: &[&[u8]]| {
+        certs
+            .map(|c| c.server_config(alpn))
+            .context("a TLS listener needs a certificate")
+    };
+    let mut udp = Vec::new();
+    let mut streams = Vec::new();
+    for (addr, t) in listeners {
+        let kind = match t {
+            ListenTransport::Udp => {
+                udp.push(addr);
+                continue;
+            }
+            ListenTransport::Tcp => StreamKind::Tcp,
+            ListenTransport::Tls => StreamKind::Tls(tls_config(&[tls::ALPN_TURN])?),
+            ListenTransport::Auto => StreamKind::Auto {
+                tls: tls_config(&[tls::ALPN_HTTP, tls::ALPN_TURN])?,
+                http: http.clone(),
+            },
+        };
+        streams.push(StreamListener { addr, kind });
     }
     let workers = match cfg.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let t = &cfg.tcp;
     let mut rng = rand::rng();
     let spec = Spec {
         udp,
+        streams,
+        limits: net::tcp::Limits {
+            max_connections: t.max_connections,
+            max_per_address: t.max_connections_per_address,
+            handshake_timeout: t.handshake_timeout,
+            idle_timeout: t.idle_timeout,
+        },
         workers,
         core: Arc::new(core),
         shared: Arc::new(Shared::new(cfg.relay.min_port, cfg.relay.max_port)),
@@ -266,9 +403,4 @@ pub fn start_relay(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Runnin
 /// One credential for printing, valid for `ttl`.
 pub fn mint(cfg: &Config, secret: &[u8], user: &str, ttl: Duration) -> (String, String) {
     auth::rest_credentials(secret, Some(user), ttl, unix_now(), cfg.auth.rest_separator)
-}
-
-/// The first UDP port, for URLs.
-pub fn first_port(addrs: &[SocketAddr]) -> u16 {
-    addrs.first().map_or(3478, |a| a.port())
 }

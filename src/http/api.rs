@@ -1,7 +1,7 @@
 //! Routes: the page and its assets, `/api/ice`, `/ws`, `/healthz`; the access
 //! key check and the security headers every answer carries.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,22 +27,18 @@ pub struct IceSource {
     secret: Vec<u8>,
     separator: char,
     ttl: Duration,
-    stun: Vec<String>,
-    turn: Vec<String>,
+    endpoints: crate::serve::Endpoints,
+    host: String,
 }
 
 impl IceSource {
     pub fn new(spec: &Spec) -> Self {
-        // One URL per distinct port: 0.0.0.0:3478 and [::]:3478 are one
-        // `turn:host:3478` to a browser.
-        let ports: BTreeSet<u16> = spec.udp.iter().map(|a| a.port()).collect();
-        let host = &spec.public_host;
         Self {
             secret: spec.secret.clone(),
             separator: spec.separator,
             ttl: spec.cfg.ice_ttl,
-            stun: ports.iter().map(|p| format!("stun:{host}:{p}")).collect(),
-            turn: ports.iter().map(|p| format!("turn:{host}:{p}?transport=udp")).collect(),
+            endpoints: spec.endpoints.clone(),
+            host: spec.public_host.clone(),
         }
     }
 
@@ -57,13 +53,9 @@ impl IceSource {
             crate::serve::unix_now(),
             self.separator,
         );
-        json!({
-            "iceServers": [
-                {"urls": self.stun},
-                {"urls": self.turn, "username": username, "credential": credential},
-            ],
-            "ttl": self.ttl.as_secs(),
-        })
+        let mut v = self.endpoints.ice_servers_json(&self.host, &username, &credential);
+        v["ttl"] = json!(self.ttl.as_secs());
+        v
     }
 }
 
@@ -86,6 +78,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Plain HTTP on an `auto` listener: every request is sent to the same
+/// host and path over HTTPS (308 keeps the method).
+pub fn redirect_to_https() -> Router {
+    Router::new().fallback(|headers: HeaderMap, uri: axum::http::Uri| async move {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)));
+        let Some(host) = host else {
+            return (StatusCode::BAD_REQUEST, "use https://\n").into_response();
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("https://{host}{path}");
+        match HeaderValue::from_str(&location) {
+            Ok(v) => (
+                StatusCode::PERMANENT_REDIRECT,
+                [(header::LOCATION, v)],
+                "use https://\n",
+            )
+                .into_response(),
+            Err(_) => (StatusCode::BAD_REQUEST, "use https://\n").into_response(),
+        }
+    })
 }
 
 async fn security_headers(mut r: Response) -> Response {

@@ -15,6 +15,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::net::stream::{HttpConn, Io};
+use crate::net::tcp::Slot;
+
 /// How long a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -22,11 +25,15 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Conn {
     stream: Stream,
     _permit: OwnedSemaphorePermit,
+    /// A connection from an `auto` listener also holds its place under the
+    /// relay's TCP limits.
+    _slot: Option<Slot>,
 }
 
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    Handed(Box<dyn Io>),
 }
 
 /// The client's address, as handlers see it (`ConnectInfo<Remote>`).
@@ -84,11 +91,46 @@ pub fn accept(listener: TcpListener, tls: Option<TlsAcceptor>, permits: Arc<Sema
     Ok(Accepted { rx, local })
 }
 
+/// Connections handed over by `auto` listeners: those inside TLS, and the
+/// plain ones (to be redirected to HTTPS).
+pub fn handed(mut rx: mpsc::Receiver<HttpConn>, permits: Arc<Semaphore>) -> (Accepted, Accepted) {
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let (secure_tx, secure_rx) = mpsc::channel(64);
+    let (plain_tx, plain_rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(c) = rx.recv().await {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let tx = if c.secure { &secure_tx } else { &plain_tx };
+            let conn = Conn {
+                stream: Stream::Handed(c.io),
+                _permit: permit,
+                _slot: Some(c.slot),
+            };
+            if tx.send((conn, c.remote)).await.is_err() {
+                return;
+            }
+        }
+    });
+    (
+        Accepted {
+            rx: secure_rx,
+            local: unknown,
+        },
+        Accepted {
+            rx: plain_rx,
+            local: unknown,
+        },
+    )
+}
+
 impl Conn {
     fn new(stream: Stream, permit: OwnedSemaphorePermit) -> Self {
         Self {
             stream,
             _permit: permit,
+            _slot: None,
         }
     }
 }
@@ -121,6 +163,7 @@ impl AsyncRead for Conn {
         match &mut self.stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Handed(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -130,6 +173,7 @@ impl AsyncWrite for Conn {
         match &mut self.stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Handed(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -137,6 +181,7 @@ impl AsyncWrite for Conn {
         match &mut self.stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Handed(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -144,6 +189,7 @@ impl AsyncWrite for Conn {
         match &mut self.stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Handed(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -6,7 +6,6 @@
 mod api;
 mod listener;
 pub mod rooms;
-pub mod tls;
 mod ws;
 
 use std::net::{IpAddr, SocketAddr};
@@ -31,8 +30,13 @@ pub struct Spec {
     /// Host name or address for URLs (`public-host`, else external IP, else
     /// a host address).
     pub public_host: String,
-    /// The bound UDP listener addresses, for `stun:`/`turn:` URLs.
-    pub udp: Vec<SocketAddr>,
+    /// Where the relay listens, for `stun:`/`turn:`/`turns:` URLs.
+    pub endpoints: crate::serve::Endpoints,
+    /// The certificate for HTTPS listeners (needed when there are any).
+    pub certs: Option<Arc<crate::tls::Certs>>,
+    /// HTTP connections arriving on `auto` listeners: served when inside
+    /// TLS, redirected to HTTPS when plain.
+    pub handed: tokio::sync::mpsc::Receiver<crate::net::stream::HttpConn>,
     /// The REST secret credentials are minted with.
     pub secret: Vec<u8>,
     pub separator: char,
@@ -45,9 +49,8 @@ pub struct Running {
     pub https: Vec<SocketAddr>,
     /// The access key (None with `access = "open"`).
     pub access_key: Option<String>,
-    /// The HTTPS certificate's SHA-256 fingerprint and whether it is the
-    /// generated self-signed one.
-    pub certificate: Option<(String, bool)>,
+    /// `auto` listeners that serve the page, for join links.
+    auto: Vec<SocketAddr>,
     public_host: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -77,22 +80,12 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         (Access::Key, Some(k)) => Some(k.clone()),
         (Access::Key, None) => Some(generated_key(&spec.data_dir)?),
     };
-    let identity = if cfg.https_listen.is_empty() {
-        None
-    } else {
-        Some(match (&cfg.cert_file, &cfg.key_file) {
-            (Some(c), Some(k)) => tls::load(c, k)?,
-            _ => {
-                let host = spec
-                    .public_host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string();
-                let mut names = vec![host, "localhost".to_string()];
-                names.dedup();
-                tls::self_signed(&spec.data_dir, &names)?
-            }
-        })
+    let https = match (&spec.certs, cfg.https_listen.is_empty()) {
+        (_, true) => None,
+        (Some(c), false) => Some(tokio_rustls::TlsAcceptor::from(
+            c.server_config(&[crate::tls::ALPN_HTTP]),
+        )),
+        (None, false) => anyhow::bail!("HTTPS listeners need a certificate"),
     };
     let state = Arc::new(AppState {
         access_key: access_key.clone(),
@@ -114,13 +107,12 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         let scheme = if tls { "https" } else { "http" };
         let l = bind(*addr).with_context(|| format!("cannot listen for {scheme} on {addr}"))?;
         let local = l.local_addr()?;
-        let acceptor = identity
-            .as_ref()
-            .filter(|_| tls)
-            .map(|id| tokio_rustls::TlsAcceptor::from(id.config.clone()));
+        let acceptor = https.clone().filter(|_| tls);
         accepted.push(listener::accept(l, acceptor, permits.clone())?);
         if tls { &mut bound.1 } else { &mut bound.0 }.push(local);
     }
+    let (secure, plain) = listener::handed(spec.handed, permits.clone());
+    accepted.push(secure);
     for a in accepted {
         let app = api::router(state.clone()).into_make_service_with_connect_info::<Remote>();
         rt.spawn(async move {
@@ -129,6 +121,12 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
             }
         });
     }
+    rt.spawn(async move {
+        let app = api::redirect_to_https().into_make_service_with_connect_info::<Remote>();
+        if let Err(e) = axum::serve(plain, app).await {
+            tracing::error!(error = %e, "http redirect stopped");
+        }
+    });
     let limiter_state = state.clone();
     rt.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -154,7 +152,13 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         http: bound.0,
         https: bound.1,
         access_key,
-        certificate: identity.map(|i| (i.fingerprint, i.self_signed)),
+        auto: spec
+            .endpoints
+            .streams
+            .iter()
+            .filter(|(_, k)| *k == "auto")
+            .map(|(a, _)| *a)
+            .collect(),
         public_host: spec.public_host,
         stop: Some(stop),
         thread: Some(thread),
@@ -203,7 +207,13 @@ impl Running {
             }
         };
         let http = self.http.iter().map(|a| format!("http://{}/{query}", host(a)));
-        let https = self.https.iter().map(|a| format!("https://{}/{query}", host(a)));
+        let https = self.https.iter().chain(&self.auto).map(|a| {
+            if a.port() == 443 {
+                format!("https://{}/{query}", host(a).trim_end_matches(":443"))
+            } else {
+                format!("https://{}/{query}", host(a))
+            }
+        });
         http.chain(https).collect()
     }
 

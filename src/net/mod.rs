@@ -17,10 +17,35 @@ use mio::{Poll, Waker};
 
 use crate::proto::{CoreConfig, Server, Shared};
 
-/// A TCP listener for TURN, with TLS when `tls` is set.
+/// A TCP listener for TURN.
 pub struct StreamListener {
     pub addr: SocketAddr,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub kind: StreamKind,
+}
+
+/// What a TCP listener speaks.
+#[derive(Clone)]
+pub enum StreamKind {
+    /// TURN over TCP.
+    Tcp,
+    /// TURN over TLS.
+    Tls(Arc<rustls::ServerConfig>),
+    /// Told apart by the first bytes: TLS or plain, then TURN or HTTP. HTTP
+    /// connections go to `http` (closed when there is none).
+    Auto {
+        tls: Arc<rustls::ServerConfig>,
+        http: Option<tokio::sync::mpsc::Sender<stream::HttpConn>>,
+    },
+}
+
+impl StreamKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls(_) => "tls",
+            Self::Auto { .. } => "auto",
+        }
+    }
 }
 
 /// What to start.
@@ -40,8 +65,8 @@ pub struct Spec {
 /// A running relay: its bound addresses and the means to stop it.
 pub struct Running {
     pub udp: Vec<SocketAddr>,
-    /// Bound TCP and TLS listeners, in the order of [`Spec::streams`].
-    pub streams: Vec<SocketAddr>,
+    /// Bound TCP, TLS and auto listeners, in the order of [`Spec::streams`].
+    pub streams: Vec<(SocketAddr, &'static str)>,
     /// The runtime of the TCP and TLS connections, when there are any.
     runtime: Option<tokio::runtime::Runtime>,
     /// Cross-worker state: ports in use and allocation counts.
@@ -88,13 +113,16 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         let gate = tcp::Gate::new(spec.limits);
         let mut bound = Vec::new();
         let _guard = rt.enter();
+        let mut listeners = Vec::new();
         for l in &spec.streams {
-            let kind = if l.tls.is_some() { "tls" } else { "tcp" };
+            let kind = l.kind.name();
             let std = tcp::bind(l.addr).with_context(|| format!("cannot listen on {kind} {}", l.addr))?;
-            bound.push(std.local_addr()?);
-            let listener = tokio::net::TcpListener::from_std(std)?;
-            let acceptor = l.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-            tcp::spawn_accept(listener, acceptor, bridge.clone(), gate.clone());
+            bound.push((std.local_addr()?, kind));
+            listeners.push((tokio::net::TcpListener::from_std(std)?, l.kind.clone()));
+        }
+        // Only once every bind worked: nothing runs if one fails.
+        for (listener, kind) in listeners {
+            tcp::spawn_accept(listener, kind, bridge.clone(), gate.clone());
         }
         (Some(rt), bound, inboxes)
     };

@@ -159,10 +159,9 @@ impl Bridge {
 /// A connection's worker: by its remote address, so one client's connections
 /// spread over the workers.
 fn lane_of(remote: &SocketAddr, lanes: usize) -> usize {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
-    remote.hash(&mut h);
-    (h.finish() % lanes.max(1) as u64) as usize
+    use std::hash::BuildHasher;
+    let h = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(remote);
+    (h % lanes.max(1) as u64) as usize
 }
 
 /// `msg` as it goes on a stream: ChannelData padded to a multiple of 4.
@@ -171,4 +170,78 @@ pub fn padded(msg: &[u8]) -> Vec<u8> {
     v.extend_from_slice(msg);
     v.resize((msg.len() + 3) & !3, 0);
     v
+}
+
+/// A byte stream a connection can be handed over as.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A connection on an `auto` listener that turned out to speak HTTP.
+pub struct HttpConn {
+    /// The stream, first bytes included.
+    pub io: Box<dyn Io>,
+    pub remote: SocketAddr,
+    /// Inside TLS (serve the page) or plain (redirect to HTTPS).
+    pub secure: bool,
+    /// Its place under the connection limits, held while it lives.
+    pub slot: super::tcp::Slot,
+}
+
+/// A stream whose first bytes were already read (to tell what it speaks):
+/// they are read again first.
+pub struct Rewound<S> {
+    head: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Rewound<S> {
+    pub fn new(head: Vec<u8>, inner: S) -> Self {
+        Self { head, at: 0, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at < self.head.len() {
+            let n = buf.remaining().min(self.head.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.head[at..at + n]);
+            self.at += n;
+            if self.at == self.head.len() {
+                self.head = Vec::new();
+                self.at = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

@@ -1,17 +1,22 @@
-//! TCP and TLS listeners for TURN: accept loops on a small tokio runtime,
+//! TCP, TLS and `auto` listeners: accept loops on a small tokio runtime,
 //! with a limit on connections in total and per source address, TLS
-//! handshakes in their own tasks under a deadline, and each connection then
-//! served by [`Bridge::serve`].
+//! handshakes in each connection's own task under a deadline; TURN
+//! connections are then served by [`Bridge::serve`], HTTP ones (on `auto`)
+//! handed to the page.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::stream::Bridge;
+use super::stream::{Bridge, HttpConn, Io, Rewound};
+use super::StreamKind;
 use crate::proto::ClientAddr;
 
 /// Limits on stream connections, shared by every TCP and TLS listener.
@@ -76,8 +81,8 @@ impl Drop for Slot {
     }
 }
 
-/// Accepts on `listener` until the runtime stops; TLS when `tls` is set.
-pub fn spawn_accept(listener: TcpListener, tls: Option<TlsAcceptor>, bridge: Arc<Bridge>, gate: Arc<Gate>) {
+/// Accepts on `listener` until the runtime stops.
+pub fn spawn_accept(listener: TcpListener, kind: StreamKind, bridge: Arc<Bridge>, gate: Arc<Gate>) {
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -94,30 +99,105 @@ pub fn spawn_accept(listener: TcpListener, tls: Option<TlsAcceptor>, bridge: Arc
                 drop(tcp);
                 continue;
             };
-            tokio::spawn(connection(tcp, peer, tls.clone(), bridge.clone(), gate.limits, slot));
+            let (kind, bridge, limits) = (kind.clone(), bridge.clone(), gate.limits);
+            tokio::spawn(async move {
+                if let Err(why) = connection(tcp, peer, kind, bridge, limits, slot).await {
+                    tracing::debug!(%peer, why, "connection closed before TURN or HTTP");
+                }
+            });
         }
     });
 }
 
-async fn connection(tcp: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, bridge: Arc<Bridge>, limits: Limits, _slot: Slot) {
+/// The first message of a TURN connection is a STUN request, whose first
+/// byte is below 0x40 (ChannelData needs an allocation first). HTTP starts
+/// with an upper-case method name, TLS with 0x16 (a handshake record).
+fn is_stun(first: u8) -> bool {
+    first < 0x40
+}
+
+const TLS_HANDSHAKE: u8 = 0x16;
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    kind: StreamKind,
+    bridge: Arc<Bridge>,
+    limits: Limits,
+    slot: Slot,
+) -> Result<(), &'static str> {
     let _ = tcp.set_nodelay(true);
-    let Ok(local) = tcp.local_addr() else {
-        return;
+    let local = tcp.local_addr().map_err(|_| "no local address")?;
+    let deadline = Instant::now() + limits.handshake_timeout;
+    let accept = |tls: Arc<rustls::ServerConfig>, io| async move {
+        match tokio::time::timeout_at(deadline, TlsAcceptor::from(tls).accept(io)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(_)) => Err("TLS handshake failed"),
+            Err(_) => Err("TLS handshake timed out"),
+        }
     };
-    match tls {
-        None => {
+    match kind {
+        StreamKind::Tcp => {
             let client = ClientAddr::stream(false, peer, local);
             bridge.serve(tcp, client, Vec::new(), limits.idle_timeout).await;
         }
-        Some(acceptor) => match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(s)) => {
-                let client = ClientAddr::stream(true, peer, local);
-                bridge.serve(s, client, Vec::new(), limits.idle_timeout).await;
+        StreamKind::Tls(tls) => {
+            let s = accept(tls, Rewound::new(Vec::new(), tcp)).await?;
+            let client = ClientAddr::stream(true, peer, local);
+            bridge.serve(s, client, Vec::new(), limits.idle_timeout).await;
+        }
+        StreamKind::Auto { tls, http } => {
+            let mut tcp = tcp;
+            let head = first_bytes(&mut tcp, deadline).await?;
+            if head[0] == TLS_HANDSHAKE {
+                let mut s = accept(tls, Rewound::new(head, tcp)).await?;
+                let inner = first_bytes(&mut s, Instant::now() + limits.idle_timeout).await?;
+                if is_stun(inner[0]) {
+                    let client = ClientAddr::stream(true, peer, local);
+                    bridge.serve(s, client, inner, limits.idle_timeout).await;
+                } else {
+                    hand_over(http, Box::new(Rewound::new(inner, s)), peer, true, slot).await?;
+                }
+            } else if is_stun(head[0]) {
+                let client = ClientAddr::stream(false, peer, local);
+                bridge.serve(tcp, client, head, limits.idle_timeout).await;
+            } else {
+                hand_over(http, Box::new(Rewound::new(head, tcp)), peer, false, slot).await?;
             }
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-        },
+        }
     }
+    Ok(())
+}
+
+/// At least one byte from `io`, before `deadline`.
+async fn first_bytes<S: AsyncRead + Unpin>(io: &mut S, deadline: Instant) -> Result<Vec<u8>, &'static str> {
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout_at(deadline, io.read(&mut buf)).await {
+        Ok(Ok(0)) => Err("closed before sending anything"),
+        Ok(Ok(n)) => {
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Ok(Err(_)) => Err("read failed"),
+        Err(_) => Err("sent nothing in time"),
+    }
+}
+
+async fn hand_over(
+    http: Option<mpsc::Sender<HttpConn>>,
+    io: Box<dyn Io>,
+    remote: SocketAddr,
+    secure: bool,
+    slot: Slot,
+) -> Result<(), &'static str> {
+    let http = http.ok_or("HTTP, but the page is off")?;
+    let conn = HttpConn {
+        io,
+        remote,
+        secure,
+        slot,
+    };
+    http.send(conn).await.map_err(|_| "HTTP, but the page stopped")
 }
 
 /// A listening TCP socket at `addr` (IPv6 sockets stay IPv6-only), shared by

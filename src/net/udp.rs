@@ -99,6 +99,7 @@ pub struct Worker {
     inbox: Option<Inbox>,
     inbox_backlog: bool,
     streams: HashMap<ClientAddr, StreamOut, ahash::RandomState>,
+    flags_checked: Instant,
     pub dropped_sends: u64,
 }
 
@@ -128,6 +129,7 @@ impl Worker {
             inbox,
             inbox_backlog: false,
             streams: HashMap::default(),
+            flags_checked: Instant::now(),
             dropped_sends: 0,
         })
     }
@@ -164,6 +166,9 @@ impl Worker {
             self.drain_inbox();
             self.core.handle_timeout(Now::system());
             self.run_commands();
+            if !self.streams.is_empty() && self.flags_checked.elapsed() >= Duration::from_secs(1) {
+                self.check_allocated_flags();
+            }
         }
         tracing::debug!("worker stopped");
     }
@@ -276,6 +281,17 @@ impl Worker {
         self.relay_bufs = bufs;
         if !drained {
             self.backlog.push(token);
+        }
+    }
+
+    /// Tells connection tasks whose allocation expired that the idle timeout
+    /// applies again.
+    fn check_allocated_flags(&mut self) {
+        self.flags_checked = Instant::now();
+        for (client, s) in &self.streams {
+            if s.allocated.load(Ordering::Relaxed) && self.core.relayed_address(client).is_none() {
+                s.allocated.store(false, Ordering::Relaxed);
+            }
         }
     }
 
