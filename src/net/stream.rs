@@ -159,7 +159,6 @@ impl Bridge {
 /// A connection's worker: by its remote address, so one client's connections
 /// spread over the workers.
 fn lane_of(remote: &SocketAddr, lanes: usize) -> usize {
-    use std::hash::BuildHasher;
     let h = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(remote);
     (h % lanes.max(1) as u64) as usize
 }
