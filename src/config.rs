@@ -570,6 +570,12 @@ impl Config {
         }
     }
 
+    /// Whether the page is served: on an HTTP or HTTPS listener, or on an
+    /// `auto` listener.
+    pub fn page_enabled(&self) -> bool {
+        self.http.enabled() || self.listeners().0.iter().any(|(_, t)| *t == ListenTransport::Auto)
+    }
+
     /// Whether some listener serves TLS (HTTPS, `tls` or `auto`).
     pub fn needs_certificate(&self) -> bool {
         !self.http.https_listen.is_empty() || self.listeners().0.iter().any(|(_, t)| t.uses_tls())

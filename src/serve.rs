@@ -93,7 +93,7 @@ pub fn resolve_secrets(cfg: &Config, file: &str, generate: bool) -> anyhow::Resu
     let secrets = cfg.secrets(file)?;
     // Static users alone need no secret, unless the page is on: it mints
     // REST credentials.
-    if !secrets.is_empty() || (!cfg.auth.users.is_empty() && !cfg.http.enabled()) {
+    if !secrets.is_empty() || (!cfg.auth.users.is_empty() && !cfg.page_enabled()) {
         return Ok((secrets, None));
     }
     let dir = data_dir(cfg);
@@ -296,7 +296,7 @@ pub fn certificate(cfg: &Config) -> anyhow::Result<Arc<Certs>> {
 /// [`resolve_secrets`]), then the HTTP side unless `[http]` has no listener.
 /// The page mints credentials with the first secret.
 pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
-    let page_secret = match (cfg.http.enabled(), secrets.first()) {
+    let page_secret = match (cfg.page_enabled(), secrets.first()) {
         (false, _) => None,
         (true, Some(s)) => Some(s.clone()),
         (true, None) => anyhow::bail!("the call page needs a shared secret to mint TURN credentials"),

@@ -1,7 +1,8 @@
 //! Interop with coturn's own test clients (Debian package `coturn`):
 //! `turnutils_uclient` against `turnutils_peer` with REST credentials, 50
 //! sessions × 1000 messages, over channels, Send indications and
-//! client-to-client; and `turnutils_stunclient`. Each uclient run has its own
+//! client-to-client, over UDP, TCP (`-t`), TLS (`-t -S`) and both on the
+//! `auto` listener; and `turnutils_stunclient`. Each uclient run has its own
 //! source address so leftovers of another run never share a 5-tuple.
 
 mod common;
@@ -78,11 +79,21 @@ fn lost_packets(out: &str) -> Option<u64> {
 }
 
 fn check(mode: &[&str], local: &str, with_peer: bool) {
+    check_on(mode, local, with_peer, "udp");
+}
+
+/// `listener`: "udp", or the stream listener ("tcp", "tls", "auto") that
+/// uclient's `-t` (TCP) and `-t -S` (TLS) go to.
+fn check_on(mode: &[&str], local: &str, with_peer: bool, listener: &str) {
     // A short lifetime so that allocations uclient does not delete on exit
     // expire within the test: afterwards nothing may be left.
-    let srv = TestServer::start(
+    let srv = TestServer::start_streams(
         "[relay]\nmax-allocations-per-user = 1000\ndefault-lifetime = \"20s\"\nmax-lifetime = \"20s\"\n",
     );
+    let port = match listener {
+        "udp" => srv.addr.port(),
+        kind => srv.stream(kind).port(),
+    };
     let peer = if with_peer {
         match start_peer() {
             Some(p) => Some(p),
@@ -91,7 +102,7 @@ fn check(mode: &[&str], local: &str, with_peer: bool) {
     } else {
         None
     };
-    let Some((code, out)) = uclient(srv.addr.port(), local, mode, peer.as_ref().map(|p| p.1)) else {
+    let Some((code, out)) = uclient(port, local, mode, peer.as_ref().map(|p| p.1)) else {
         return;
     };
     let tail: Vec<&str> = out.lines().rev().take(8).collect();
@@ -118,6 +129,26 @@ fn uclient_send_indications_50_sessions_x_1000() {
 #[test]
 fn uclient_client_to_client_50_sessions_x_1000() {
     check(&["-y"], "127.0.0.13", false);
+}
+
+#[test]
+fn uclient_over_tcp_50_sessions_x_1000() {
+    check_on(&["-t"], "127.0.0.14", true, "tcp");
+}
+
+#[test]
+fn uclient_over_tls_50_sessions_x_1000() {
+    check_on(&["-t", "-S"], "127.0.0.15", true, "tls");
+}
+
+#[test]
+fn uclient_over_tls_on_the_auto_listener_50_sessions_x_1000() {
+    check_on(&["-t", "-S"], "127.0.0.16", true, "auto");
+}
+
+#[test]
+fn uclient_over_plain_tcp_on_the_auto_listener_client_to_client() {
+    check_on(&["-t", "-y"], "127.0.0.17", false, "auto");
 }
 
 #[test]

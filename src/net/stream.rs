@@ -113,12 +113,11 @@ impl Bridge {
                 if buf.len() > MAX_PENDING {
                     return "message too long";
                 }
-                let read = rd.read(&mut chunk);
-                let n = if allocated.load(Ordering::Relaxed) {
-                    read.await
-                } else {
-                    match tokio::time::timeout(idle, read).await {
-                        Ok(r) => r,
+                // `read` is cancel-safe: a timeout loses nothing.
+                let n = loop {
+                    match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
+                        Ok(r) => break r,
+                        Err(_) if allocated.load(Ordering::Relaxed) => continue,
                         Err(_) => return "idle without an allocation",
                     }
                 };

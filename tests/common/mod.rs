@@ -1,3 +1,4 @@
 pub mod server;
+pub mod streamc;
 pub mod stunc;
 pub mod turnc;

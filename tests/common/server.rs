@@ -18,6 +18,8 @@ pub const REALM: &str = "turnd-test";
 pub struct TestServer {
     pub addr: SocketAddr,
     running: Option<Daemon>,
+    /// The data dir (self-signed certificate) of servers with TLS.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -31,6 +33,41 @@ impl TestServer {
     /// Like [`TestServer::start`], listening on `address` (e.g. "::1"); the
     /// `[peers]` table comes from `extra` when it has one.
     pub fn start_on(address: &str, extra: &str) -> Self {
+        Self::start_with(address, &["udp"], extra)
+    }
+
+    /// turnd with UDP, TCP, TLS and `auto` listeners on 127.0.0.1 (a
+    /// self-signed certificate in a temporary data dir); `[tcp]` limits
+    /// high enough for uclient unless `extra` has its own.
+    pub fn start_streams(extra: &str) -> Self {
+        let tcp = if extra.contains("[tcp]") {
+            String::new()
+        } else {
+            "[tcp]\nmax-connections-per-address = 1000\n".to_string()
+        };
+        Self::start_with("127.0.0.1", &["udp", "tcp", "tls", "auto"], &(tcp + extra))
+    }
+
+    /// The bound address of the first listener of `kind` ("tcp", "tls",
+    /// "auto").
+    pub fn stream(&self, kind: &str) -> SocketAddr {
+        self.running
+            .as_ref()
+            .and_then(|r| r.relay.streams.iter().find(|(_, k)| *k == kind))
+            .map(|(a, _)| *a)
+            .expect("a listener of that kind")
+    }
+
+    /// The certificate fingerprint TLS listeners present now.
+    pub fn fingerprint(&self) -> String {
+        self.running
+            .as_ref()
+            .and_then(|r| r.certs.as_ref())
+            .expect("a TLS listener")
+            .fingerprint()
+    }
+
+    fn start_with(address: &str, transports: &[&str], extra: &str) -> Self {
         let peers = if extra.contains("[peers]") {
             ""
         } else {
@@ -42,14 +79,23 @@ impl TestServer {
         } else {
             "[http]\nlisten = []\n"
         };
+        let dir = transports
+            .iter()
+            .any(|t| *t == "tls" || *t == "auto")
+            .then(|| tempfile::tempdir().expect("tempdir"));
+        let data_dir = dir
+            .as_ref()
+            .map(|d| format!("data-dir = {:?}\n", d.path().display().to_string()))
+            .unwrap_or_default();
+        let listeners: String = transports
+            .iter()
+            .map(|t| format!("[[listener]]\naddress = \"{address}\"\nport = 0\ntransport = \"{t}\"\n"))
+            .collect();
         let toml = format!(
             r#"realm = "{REALM}"
 workers = 2
 log-level = "warn"
-[[listener]]
-address = "{address}"
-port = 0
-[auth]
+{data_dir}{listeners}[auth]
 static-auth-secrets = ["{SECRET}"]
 {peers}{http}{extra}"#
         );
@@ -59,6 +105,7 @@ static-auth-secrets = ["{SECRET}"]
         Self {
             addr: running.relay.udp[0],
             running: Some(running),
+            _dir: dir,
         }
     }
 

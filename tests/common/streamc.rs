@@ -1,0 +1,191 @@
+//! A TURN client over a byte stream (TCP, or TLS through rustls) for tests:
+//! its own framing (not turnd's), messages built with `stunc`.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use stun::message::*;
+
+use super::server::{rest_creds, REALM};
+use super::stunc::*;
+
+/// Messages on a stream: STUN (20-byte header + length) or ChannelData
+/// (4-byte header + length, padded to 4 on streams).
+pub struct Framed<S> {
+    pub io: S,
+    buf: Vec<u8>,
+}
+
+/// One received item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Item {
+    Stun(Vec<u8>),
+    /// Channel number and payload (padding removed).
+    Channel(u16, Vec<u8>),
+}
+
+impl<S: Read + Write> Framed<S> {
+    pub fn new(io: S) -> Self {
+        Self { io, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.io.write_all(bytes).expect("write");
+        self.io.flush().expect("flush");
+    }
+
+    /// The next message; `None` when the server closed the connection.
+    pub fn recv(&mut self) -> Option<Item> {
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
+                let stun = self.buf[0] < 0x40;
+                let whole = if stun { 20 + len } else { (4 + len + 3) & !3 };
+                if self.buf.len() >= whole {
+                    let m: Vec<u8> = self.buf.drain(..whole).collect();
+                    return Some(if stun {
+                        Item::Stun(m)
+                    } else {
+                        Item::Channel(u16::from_be_bytes([m[0], m[1]]), m[4..4 + len].to_vec())
+                    });
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match self.io.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// The next STUN message, skipping ChannelData.
+    pub fn recv_stun(&mut self) -> Message {
+        loop {
+            match self.recv().expect("connection open") {
+                Item::Stun(b) => return decode(&b),
+                Item::Channel(..) => continue,
+            }
+        }
+    }
+
+    /// Sends `m` and returns the answer to it.
+    pub fn request(&mut self, m: &Message) -> Message {
+        self.send(&m.raw);
+        loop {
+            let r = self.recv_stun();
+            if r.transaction_id == m.transaction_id {
+                return r;
+            }
+        }
+    }
+
+    /// Allocate with REST credentials for `user`: the 401 round, then the
+    /// signed request. Returns the credentials and the relayed address.
+    pub fn allocate(&mut self, user: &str) -> (Cred, SocketAddr) {
+        let r = self.request(&build(req(METHOD_ALLOCATE), vec![transport_udp()], None, true));
+        assert_eq!(error_code(&r), Some(401), "{r}");
+        let (u, p) = rest_creds(user);
+        let cred = Cred {
+            user: u,
+            realm: REALM.into(),
+            pass: p,
+            nonce: text(&r, stun::attributes::ATTR_NONCE).expect("nonce"),
+        };
+        let r = self.request(&build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), true));
+        assert!(is_success(&r), "allocate: {r}");
+        (cred, relayed(&r).expect("relayed address"))
+    }
+
+    /// Permission and channel `n` to `peer`.
+    pub fn bind(&mut self, cred: &Cred, n: u16, peer: SocketAddr) {
+        let r = self.request(&build(
+            req(METHOD_CHANNEL_BIND),
+            vec![channel(n), super::stunc::peer(peer)],
+            Some(cred),
+            true,
+        ));
+        assert!(is_success(&r), "channel bind: {r}");
+    }
+}
+
+/// A plain TCP connection with a read deadline.
+pub fn tcp(addr: SocketAddr) -> Framed<TcpStream> {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    Framed::new(s)
+}
+
+pub type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS connection that accepts any certificate (the test's own), with
+/// the handshake done.
+pub fn tls(addr: SocketAddr) -> Framed<Tls> {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut t = rustls::StreamOwned::new(conn, s);
+    while t.conn.is_handshaking() {
+        t.conn.complete_io(&mut t.sock).expect("TLS handshake");
+    }
+    Framed::new(t)
+}
+
+/// The SHA-256 fingerprint of the certificate the server presented.
+pub fn presented(t: &Framed<Tls>) -> String {
+    let certs = t.io.conn.peer_certificates().expect("a certificate");
+    turnd::tls::fingerprint(&certs[0])
+}
+
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
