@@ -14,7 +14,6 @@ use common::server::*;
 use common::streamc::{self, Item};
 use common::stunc::*;
 use stun::message::*;
-use turn::proto::*;
 
 /// Writes `bytes` in pieces cut at `cuts`, each pushed out on its own
 /// (Nagle off, a pause between), so the server sees separate segments.
