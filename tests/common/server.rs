@@ -67,7 +67,8 @@ impl TestServer {
             .fingerprint()
     }
 
-    fn start_with(address: &str, transports: &[&str], extra: &str) -> Self {
+    /// turnd listening on `address` with one listener per transport.
+    pub fn start_with(address: &str, transports: &[&str], extra: &str) -> Self {
         let peers = if extra.contains("[peers]") {
             ""
         } else {
@@ -103,7 +104,12 @@ static-auth-secrets = ["{SECRET}"]
         let secrets = cfg.secrets("test.toml").expect("secrets");
         let running = turnd::serve::start(&cfg, secrets).expect("turnd starts");
         Self {
-            addr: running.relay.udp[0],
+            addr: running
+                .relay
+                .udp
+                .first()
+                .copied()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
             running: Some(running),
             _dir: dir,
         }
