@@ -1,25 +1,27 @@
 // Driven by bin/e2e-nat: one Chromium in each client namespace (through the
 // wrapper scripts it writes), both loading turnd's page from the "internet"
 // namespace. Usage:
-//   node nat.mjs BASE KEY CHROMIUM_A CHROMIUM_B SWITCH_TO_PLAIN_NAT_CMD SHOT_DIR
+//   node nat.mjs BASE KEY CHROMIUM_A CHROMIUM_B SWITCH_TO_PLAIN_NAT_CMD SHOT_DIR \
+//     HTTPS_BASE DROP_UDP_CMD
 import { execSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { DESKTOP, PHONE, chat, check, deadline, joinRoom, launch, newPage, tryConnect, waitConnected } from './lib.mjs';
 
-const [base, key, chromiumA, chromiumB, switchNat, shots] = process.argv.slice(2);
+const [base, key, chromiumA, chromiumB, switchNat, shots, httpsBase, dropUdp] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
-const timer = deadline(160000);
+const timer = deadline(220000);
 // A plain-HTTP origin other than localhost is not a secure context: allow
 // this one, or the browser hides the camera (a real deployment uses HTTPS).
-const args = [`--unsafely-treat-insecure-origin-as-secure=${base}`];
+// Case (5) uses HTTPS with turnd's self-signed certificate.
+const args = [`--unsafely-treat-insecure-origin-as-secure=${base}`, '--ignore-certificate-errors'];
 const [ba, bb] = await Promise.all([
   launch({ executablePath: chromiumA, args }),
   launch({ executablePath: chromiumB, args }),
 ]);
 
-async function both(room, query, relayOnly = false) {
+async function both(room, query, relayOnly = false, origin = base) {
   const pages = [await newPage(ba, DESKTOP), await newPage(bb, PHONE)];
-  for (const p of pages) await joinRoom(p, `${base}/?key=${key}${query}`, room, { relayOnly });
+  for (const p of pages) await joinRoom(p, `${origin}/?key=${key}${query}`, room, { relayOnly });
   return pages;
 }
 
@@ -82,6 +84,26 @@ try {
     const pa = await waitConnected(a, 30000);
     const pb = await waitConnected(b, 30000);
     check(pa.local !== 'relay' && pb.local !== 'relay', `(4) ordinary NAT: direct path, A: ${describe(pa)}`);
+    await hangUp([a, b]);
+  }
+
+  // (5) Both routers drop all UDP (a hotel or office network): the page
+  // comes over HTTPS from the `auto` listener on 443, and so does TURN.
+  {
+    execSync(dropUdp, { stdio: 'inherit' });
+    const [a, b] = await both('udp-blocked', '', false, httpsBase);
+    const pa = await waitConnected(a, 40000);
+    const pb = await waitConnected(b, 40000);
+    const gathered = await Promise.all(
+      [a, b].map((p) => p.evaluate(() => [...window.turnd.peers.values()][0]?.gathered))
+    );
+    check(!gathered[0]?.srflx && !gathered[1]?.srflx, `(5) UDP is blocked: no srflx candidate ${JSON.stringify(gathered)}`);
+    check(pa.local === 'relay' && pa.protocol === 'tls', `(5) A: ${describe(pa)}`);
+    check(pb.local === 'relay' && pb.protocol === 'tls', `(5) B: ${describe(pb)}`);
+    check(pa.framesDecoded > 0 && pb.framesDecoded > 0, `(5) video decoded (${pa.framesDecoded}, ${pb.framesDecoded})`);
+    await chat(a, b, 'through TLS on 443');
+    check(true, '(5) chat delivered');
+    await b.screenshot({ path: `${shots}/nat-udp-blocked-phone.png` });
     await hangUp([a, b]);
   }
   console.log('all NAT checks passed');
