@@ -351,8 +351,14 @@ pub fn start_relay(
     core.fallback_ipv4 = v4;
     core.fallback_ipv6 = v6;
     let (mut listeners, defaults) = cfg.listeners();
-    if defaults && !net::ipv6_available() {
-        listeners.retain(|(a, _)| a.is_ipv4());
+    if !net::ipv6_available() {
+        listeners.retain(|(a, t)| {
+            let skip = a.ip() == IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED);
+            if skip && !defaults {
+                tracing::warn!(listen = %a, transport = ?t, "no IPv6 on this host: listener skipped");
+            }
+            !skip
+        });
     }
     let tls_config = |alpn: &[&[u8]]| {
         certs

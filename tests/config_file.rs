@@ -29,7 +29,19 @@ fn sample_config_loads_and_matches_defaults() {
         .collect();
     let all = Config::parse(&uncommented, "uncommented").expect("every documented key parses");
     assert_eq!(all.auth.users.len(), 2);
-    assert_eq!(all.listener.as_ref().map(|l| l.len()), Some(2));
+    assert_eq!(all.listener.as_ref().map(|l| l.len()), Some(6));
+    // The sample as shipped: UDP 3478 and `auto` on 443, both families.
+    let kinds: Vec<_> = c.listeners().0.into_iter().map(|(a, t)| (a.to_string(), t)).collect();
+    use turnd::config::ListenTransport::{Auto, Udp};
+    assert_eq!(
+        kinds,
+        [
+            ("0.0.0.0:3478".to_string(), Udp),
+            ("[::]:3478".to_string(), Udp),
+            ("0.0.0.0:443".to_string(), Auto),
+            ("[::]:443".to_string(), Auto),
+        ]
+    );
 }
 
 fn turnd(args: &[&str]) -> (i32, String) {
@@ -105,9 +117,10 @@ fn credentials_command_mints_from_the_configured_secret() {
     assert_eq!(password, turnd::auth::rest_password(b"north", username));
     let json_start = out.find('{').expect("json");
     let v: serde_json::Value = serde_json::from_str(&out[json_start..]).expect("valid JSON");
-    assert_eq!(v["iceServers"][0]["username"], username);
+    assert_eq!(v["iceServers"][0]["urls"][0], "stun:turn.example.org:3478");
+    assert_eq!(v["iceServers"][1]["username"], username);
     assert_eq!(
-        v["iceServers"][0]["urls"][1],
+        v["iceServers"][1]["urls"][0],
         "turn:turn.example.org:3478?transport=udp"
     );
 }

@@ -131,7 +131,7 @@ async fn https_serves_the_configured_certificate() {
     std::fs::write(&cp, cert.cert.pem()).expect("write");
     std::fs::write(&kp, cert.signing_key.serialize_pem()).expect("write");
     let s = TestServer::start(&format!(
-        "[http]\nlisten = []\nhttps-listen = [\"127.0.0.1:0\"]\ncert-file = \"{}\"\nkey-file = \"{}\"\naccess = \"open\"\n",
+        "[http]\nlisten = []\nhttps-listen = [\"127.0.0.1:0\"]\naccess = \"open\"\n[tls]\ncert-file = \"{}\"\nkey-file = \"{}\"\n",
         cp.display(),
         kp.display()
     ));

@@ -116,7 +116,14 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         let mut listeners = Vec::new();
         for l in &spec.streams {
             let kind = l.kind.name();
-            let std = tcp::bind(l.addr).with_context(|| format!("cannot listen on {kind} {}", l.addr))?;
+            let std = tcp::bind(l.addr).map_err(|e| {
+                let hint = if e.kind() == io::ErrorKind::PermissionDenied && l.addr.port() < 1024 {
+                    " (ports below 1024 need root or CAP_NET_BIND_SERVICE, which systemd/turnd.service grants)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!("cannot listen on {kind} {}: {e}{hint}", l.addr)
+            })?;
             bound.push((std.local_addr()?, kind));
             listeners.push((tokio::net::TcpListener::from_std(std)?, l.kind.clone()));
         }

@@ -86,6 +86,12 @@ pub fn stream_frame(buf: &[u8]) -> Frame {
         Some(_) => {}
     }
     let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+    // A STUN header that cannot be one (unaligned length, wrong cookie)
+    // means the stream is not STUN, or lost its framing: nothing after it
+    // can be trusted.
+    if buf[0] >> 6 == 0 && (len % 4 != 0 || buf.get(4..8).is_some_and(|c| c != MAGIC_COOKIE.to_be_bytes())) {
+        return Frame::Garbage;
+    }
     let (len, skip) = if buf[0] >> 6 == 0 {
         (MESSAGE_HEADER_SIZE + len, MESSAGE_HEADER_SIZE + len)
     } else {
@@ -343,5 +349,9 @@ mod tests {
         assert_eq!(stream_frame(&[0x80]), Frame::Garbage);
         assert_eq!(stream_frame(&[0xC0, 0, 0, 0]), Frame::Garbage);
         assert_eq!(stream_frame(&[]), Frame::Partial);
+        // STUN headers that cannot be: unaligned length, wrong cookie.
+        assert_eq!(stream_frame(&[0, 1, 0, 6]), Frame::Garbage);
+        assert_eq!(stream_frame(&[0, 1, 0, 8, 0x21, 0x12, 0xA4, 0x43]), Frame::Garbage);
+        assert_eq!(stream_frame(&[0, 1, 0, 8, 0x21, 0x12]), Frame::Partial);
     }
 }
