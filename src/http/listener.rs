@@ -56,15 +56,7 @@ pub fn accept(listener: TcpListener, tls: Option<TlsAcceptor>, permits: Arc<Sema
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            let (tcp, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+            let (tcp, peer) = crate::net::tcp::accept(&listener, "http").await;
             let _ = tcp.set_nodelay(true);
             match &tls {
                 None => {

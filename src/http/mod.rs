@@ -166,16 +166,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    s.set_nonblocking(true)?;
-    tokio::net::TcpListener::from_std(s.into())
+    tokio::net::TcpListener::from_std(crate::net::tcp::bind(addr)?)
 }
 
 /// The access key kept in `dir`, generated when missing.

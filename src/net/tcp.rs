@@ -81,19 +81,25 @@ impl Drop for Slot {
     }
 }
 
+/// The next connection on `listener`. Errors (EMFILE and friends) are
+/// logged and retried after a pause instead of spinning.
+pub async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(x) => return x,
+            Err(e) => {
+                tracing::warn!(error = %e, listener = what, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Accepts on `listener` until the runtime stops.
 pub fn spawn_accept(listener: TcpListener, kind: StreamKind, bridge: Arc<Bridge>, gate: Arc<Gate>) {
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "tcp accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+            let (tcp, peer) = accept(&listener, "tcp").await;
             let Some(slot) = gate.admit(peer.ip()) else {
                 tracing::debug!(%peer, "connection refused: limit reached");
                 drop(tcp);

@@ -16,6 +16,7 @@ import {
   path,
   waitConnected,
   waitOr,
+  runChecks,
 } from './lib.mjs';
 
 const [base, key, shots] = process.argv.slice(2);
@@ -28,7 +29,7 @@ const failingCamera = (name) => {
   navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('camera', name));
 };
 const browser = await launch();
-try {
+await runChecks(timer, [browser], async () => {
   // Access: the page without its key is a 401 that says what to do.
   {
     const page = await newPage(browser, DESKTOP);
@@ -191,10 +192,4 @@ try {
     await c.context().close();
   }
   console.log('all browser checks passed');
-} catch (e) {
-  console.error(e.stack || String(e));
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-  clearTimeout(timer);
-}
+});

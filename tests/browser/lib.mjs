@@ -138,3 +138,17 @@ export function deadline(ms) {
     process.exit(1);
   }, ms);
 }
+
+// Runs the checks in `body`: a failure prints its stack and sets exit code
+// 1; the browsers are closed and the deadline `timer` cleared either way.
+export async function runChecks(timer, browsers, body) {
+  try {
+    await body();
+  } catch (e) {
+    console.error(e.stack || String(e));
+    process.exitCode = 1;
+  } finally {
+    await Promise.all(browsers.map((b) => b.close()));
+    clearTimeout(timer);
+  }
+}

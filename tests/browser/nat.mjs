@@ -5,7 +5,7 @@
 //     HTTPS_BASE DROP_UDP_CMD
 import { execSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import { DESKTOP, PHONE, chat, check, deadline, joinRoom, launch, newPage, tryConnect, waitConnected } from './lib.mjs';
+import { DESKTOP, PHONE, chat, check, deadline, joinRoom, launch, newPage, tryConnect, waitConnected, runChecks } from './lib.mjs';
 
 const [base, key, chromiumA, chromiumB, switchNat, shots, httpsBase, dropUdp] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
@@ -34,7 +34,7 @@ async function hangUp(pages) {
 
 const describe = (p) => `${p.local}/${p.remote} over ${p.protocol} (${p.localAddress} → ${p.remoteAddress})`;
 
-try {
+await runChecks(timer, [ba, bb], async () => {
   // (1) Relay only.
   {
     const [a, b] = await both('relay-only', '', true);
@@ -107,10 +107,4 @@ try {
     await hangUp([a, b]);
   }
   console.log('all NAT checks passed');
-} catch (e) {
-  console.error(e.stack || String(e));
-  process.exitCode = 1;
-} finally {
-  await Promise.all([ba.close(), bb.close()]);
-  clearTimeout(timer);
-}
+});

@@ -2,13 +2,13 @@
 // hold only that listener's `turns:` URL, call each other with "relay only":
 // the path must be relay/relay over TLS with video decoded.
 // Usage: node tls.mjs BASE KEY
-import { DESKTOP, PHONE, check, deadline, joinRoom, launch, newPage, waitConnected } from './lib.mjs';
+import { DESKTOP, PHONE, check, deadline, joinRoom, launch, newPage, waitConnected, runChecks } from './lib.mjs';
 
 const [base, key] = process.argv.slice(2);
 const timer = deadline(90000);
 // The test certificate is self-signed: accepted for the page and for TURN.
 const browser = await launch({ args: ['--ignore-certificate-errors'] });
-try {
+await runChecks(timer, [browser], async () => {
   check(base.startsWith('https://'), `the page is served over HTTPS at ${base}`);
   const pages = [await newPage(browser, DESKTOP), await newPage(browser, PHONE)];
   for (const p of pages) await joinRoom(p, `${base}/?key=${key}`, 'over-tls', { relayOnly: true });
@@ -24,10 +24,4 @@ try {
   }
   for (const p of pages) await p.context().close();
   console.log('all TLS browser checks passed');
-} catch (e) {
-  console.error(e.stack || String(e));
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-  clearTimeout(timer);
-}
+});
