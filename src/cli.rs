@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -87,10 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (cfg, file) = load(path)?;
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log_level.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("bad RUST_LOG filter")?)
-        .init();
+    let logging = Logging::init(&cfg)?;
     let (secrets, generated) = serve::resolve_secrets(&cfg, &file, true)?;
     let running = serve::start(&cfg, secrets.clone())?;
     for a in &running.relay.udp {
@@ -128,20 +127,124 @@ fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
         println!("turnd: iceServers valid for 24h (mint more with `turnd credentials --user NAME --ttl 12h`):");
         println!("{}", serde_json::to_string(&json)?);
     }
+    let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+    let code = run_until_stopped(running, path, &logging)?;
+    Ok(code)
+}
+
+/// Handles signals until turnd should exit: SIGHUP reloads the
+/// configuration, SIGTERM or SIGINT drain (new allocations refused, existing
+/// ones go on until they end or `drain-timeout` passes), a second one exits
+/// at once. Pings the systemd watchdog while every worker turns.
+fn run_until_stopped(mut running: serve::Daemon, path: Option<&Path>, logging: &Logging) -> anyhow::Result<ExitCode> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
-    for sig in signals.forever() {
-        if sig != SIGHUP {
-            tracing::info!(signal = sig, "shutting down");
-            break;
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut next_ping = Instant::now();
+    let mut draining: Option<Instant> = None;
+    loop {
+        for sig in signals.pending() {
+            if sig == SIGHUP {
+                reload(&mut running, path, logging);
+            } else if draining.is_some() {
+                tracing::info!(signal = sig, "second signal: exiting now");
+                running.stop();
+                return Ok(ExitCode::SUCCESS);
+            } else {
+                let left = running.allocations();
+                tracing::info!(signal = sig, allocations = left, timeout = ?running.config.drain_timeout, "draining: new allocations refused");
+                running.start_draining();
+                let status = format!("draining: {left} allocations");
+                let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status(&status)]);
+                draining = Some(Instant::now());
+            }
         }
-        match running.reload_certificate() {
-            Ok(None) => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
-            Ok(Some(fp)) => tracing::info!(fingerprint = %fp, "SIGHUP: certificate reloaded"),
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: certificate not reloaded, the old one stays"),
+        if let Some(since) = draining {
+            let left = running.allocations();
+            if left == 0 {
+                tracing::info!("drained: no allocation left");
+                break;
+            }
+            if since.elapsed() >= running.config.drain_timeout {
+                tracing::info!(allocations = left, "drain timeout: exiting with allocations left");
+                break;
+            }
         }
+        if let Some(period) = watchdog {
+            if Instant::now() >= next_ping {
+                next_ping = Instant::now() + period / 2;
+                if running.relay.workers_alive((period / 4).min(Duration::from_secs(1))) {
+                    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                } else {
+                    tracing::error!("a relay worker does not turn: watchdog not pinged");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     running.stop();
     Ok(ExitCode::SUCCESS)
+}
+
+fn reload(running: &mut serve::Daemon, path: Option<&Path>, logging: &Logging) {
+    let Some(path) = path else {
+        tracing::info!("SIGHUP: no configuration file, nothing to reload");
+        return;
+    };
+    let _ = sd_notify::notify(&[NotifyState::Reloading]);
+    match running.reload(path) {
+        Ok(r) => {
+            logging.set_level(&running.config.log_level);
+            for what in &r.needs_restart {
+                tracing::warn!(section = what, "changed, but takes effect only after a restart");
+            }
+            if let Some(e) = &r.certificate_error {
+                tracing::error!(error = %e, "SIGHUP: certificate not reloaded, the old one stays");
+            }
+            tracing::info!(file = %path.display(), fingerprint = ?r.fingerprint, "SIGHUP: configuration reloaded");
+        }
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: configuration not reloaded, the old one stays"),
+    }
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+}
+
+/// The log subscriber: text or JSON lines, with a filter a reload can
+/// change (unless RUST_LOG set it).
+struct Logging {
+    filter: tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+    from_env: bool,
+}
+
+impl Logging {
+    fn init(cfg: &crate::config::Config) -> anyhow::Result<Self> {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let env = std::env::var("RUST_LOG").ok();
+        let level = env.clone().unwrap_or_else(|| cfg.log_level.clone());
+        let filter = tracing_subscriber::EnvFilter::try_new(&level).context("bad RUST_LOG filter")?;
+        let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+        let json = cfg.log_format == crate::config::LogFormat::Json;
+        tracing_subscriber::registry()
+            .with(filter)
+            .with((!json).then(tracing_subscriber::fmt::layer))
+            .with(json.then(|| tracing_subscriber::fmt::layer().json()))
+            .init();
+        Ok(Self {
+            filter: handle,
+            from_env: env.is_some(),
+        })
+    }
+
+    fn set_level(&self, level: &str) {
+        if self.from_env {
+            return;
+        }
+        match tracing_subscriber::EnvFilter::try_new(level) {
+            Ok(f) => {
+                let _ = self.filter.reload(f);
+            }
+            Err(e) => tracing::error!(error = %e, "log-level not changed"),
+        }
+    }
 }

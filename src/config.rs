@@ -31,6 +31,16 @@ pub struct Config {
     /// `tracing` filter, e.g. "info" or "turnd=debug".
     #[serde(default = "defaults::log_level")]
     pub log_level: String,
+    /// "text" (one line per event) or "json" (one JSON object per line).
+    #[serde(default = "defaults::log_format")]
+    pub log_format: LogFormat,
+    /// On SIGTERM, how long existing allocations may go on (new ones are
+    /// refused) before turnd exits.
+    #[serde(default = "defaults::drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Where new clients are sent (300 ALTERNATE-SERVER) while draining.
+    #[serde(default)]
+    pub alternate_server: Option<SocketAddr>,
     /// Host name or address put in printed `turn:` URLs.
     #[serde(default)]
     pub public_host: Option<String>,
@@ -49,6 +59,13 @@ pub struct Config {
     pub tls: Tls,
     #[serde(default)]
     pub tcp: Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -267,6 +284,12 @@ mod defaults {
     }
     pub fn log_level() -> String {
         "info".into()
+    }
+    pub fn log_format() -> super::LogFormat {
+        super::LogFormat::Text
+    }
+    pub fn drain_timeout() -> Duration {
+        Duration::from_secs(60)
     }
     pub fn tcp_connections() -> usize {
         10_000
@@ -545,6 +568,7 @@ impl Config {
         c.max_allocations = r.max_allocations;
         c.relay_ipv4 = r.relay_ipv4;
         c.relay_ipv6 = r.relay_ipv6;
+        c.alternate_server = self.alternate_server;
         for ip in &r.external_ip {
             match ip {
                 IpAddr::V4(v4) => c.external_ipv4 = Some(*v4),

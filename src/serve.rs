@@ -247,9 +247,80 @@ pub struct Daemon {
     pub http: Option<http::Running>,
     /// The certificate of every TLS listener, when there is one.
     pub certs: Option<Arc<Certs>>,
+    /// The configuration running now.
+    pub config: Config,
+}
+
+/// What a reload changed, and what it could not.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Sections that changed but only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+    /// The certificate fingerprint now in use, when there are TLS listeners.
+    pub fingerprint: Option<String>,
+    /// Why the certificate was not reloaded (the old one stays).
+    pub certificate_error: Option<String>,
 }
 
 impl Daemon {
+    /// Reads `file` again and applies it without dropping anything: secrets,
+    /// users, peer policy, lifetimes, quotas, `alternate-server` and the
+    /// certificate. An invalid file changes nothing. Listeners, the relay
+    /// port range, workers, `[http]` and `[tcp]` need a restart (named in
+    /// the result). The caller applies `log-level` and `log-format`.
+    pub fn reload(&mut self, file: &Path) -> anyhow::Result<Reloaded> {
+        let name = file.display().to_string();
+        let cfg = Config::load(file)?;
+        let (secrets, _) = resolve_secrets(&cfg, &name, true)?;
+        anyhow::ensure!(
+            !(cfg.page_enabled() && secrets.is_empty()),
+            "the call page needs a shared secret to mint TURN credentials"
+        );
+        let mut out = Reloaded::default();
+        let old = &self.config;
+        let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        for (what, changed) in [
+            ("listener", differs(&old.listeners(), &cfg.listeners())),
+            (
+                "relay.min-port/max-port",
+                (old.relay.min_port, old.relay.max_port) != (cfg.relay.min_port, cfg.relay.max_port),
+            ),
+            ("workers", old.workers != cfg.workers),
+            ("log-format", old.log_format != cfg.log_format),
+            ("data-dir", old.data_dir != cfg.data_dir),
+            ("public-host", old.public_host != cfg.public_host),
+            ("http", differs(&old.http, &cfg.http)),
+            ("tcp", differs(&old.tcp, &cfg.tcp)),
+            ("tls (file names)", differs(&old.tls, &cfg.tls)),
+        ] {
+            if changed {
+                out.needs_restart.push(what);
+            }
+        }
+        self.relay.set_config(Arc::new(core_config(&cfg, secrets)));
+        if let Some(c) = &self.certs {
+            match c.reload() {
+                Ok(fp) => out.fingerprint = Some(fp),
+                Err(e) => {
+                    out.fingerprint = Some(c.fingerprint());
+                    out.certificate_error = Some(format!("{e:#}"));
+                }
+            }
+        }
+        self.config = cfg;
+        Ok(out)
+    }
+
+    /// Refuses new allocations from now on (SIGTERM); existing ones go on.
+    pub fn start_draining(&self) {
+        self.relay.shared.start_draining();
+    }
+
+    /// Allocations alive now, on every worker.
+    pub fn allocations(&self) -> u32 {
+        self.relay.shared.lock().total
+    }
+
     /// Where clients reach the relay, as bound.
     pub fn endpoints(&self) -> Endpoints {
         Endpoints {
@@ -315,6 +386,7 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
         relay,
         http: None,
         certs,
+        config: cfg.clone(),
     };
     if let (Some(secret), Some(handed)) = (page_secret, handed) {
         let spec = http::Spec {
@@ -338,6 +410,16 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
     Ok(daemon)
 }
 
+/// The core's configuration for `cfg` with `secrets`, with this host's
+/// addresses as relay fallbacks.
+fn core_config(cfg: &Config, secrets: Vec<Vec<u8>>) -> crate::proto::CoreConfig {
+    let mut core = cfg.core(cfg.credentials(secrets));
+    let (v4, v6) = host_addresses();
+    core.fallback_ipv4 = v4;
+    core.fallback_ipv6 = v6;
+    core
+}
+
 /// Starts the relay workers and the TURN side of stream listeners; HTTP on
 /// `auto` listeners goes to `http` (closed without it).
 pub fn start_relay(
@@ -346,10 +428,7 @@ pub fn start_relay(
     certs: Option<&Arc<Certs>>,
     http: Option<tokio::sync::mpsc::Sender<net::stream::HttpConn>>,
 ) -> anyhow::Result<Running> {
-    let mut core = cfg.core(cfg.credentials(secrets));
-    let (v4, v6) = host_addresses();
-    core.fallback_ipv4 = v4;
-    core.fallback_ipv6 = v6;
+    let core = core_config(cfg, secrets);
     let (mut listeners, defaults) = cfg.listeners();
     if !net::ipv6_available() {
         listeners.retain(|(a, t)| {

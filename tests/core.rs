@@ -1087,3 +1087,43 @@ fn random_and_mutated_input_never_panics_or_leaks() {
     assert_eq!(h.shared.lock().total, 0);
     assert!(h.open.is_empty());
 }
+
+// ---------------------------------------------------------------- Draining
+
+#[test]
+fn draining_refuses_new_allocations_and_keeps_existing_ones() {
+    let mut h = H::new(base_config());
+    let (a, b) = (client(5100), client(5101));
+    h.allocate(a);
+    h.shared.start_draining();
+    let r = h.authed(b, METHOD_ALLOCATE, vec![transport_udp()]);
+    assert_eq!(error_code(&r), Some(508));
+    let mut e = stun::error_code::ErrorCodeAttribute::default();
+    e.get_from(&r).expect("error code");
+    assert_eq!(e.reason, b"Server Shutting Down");
+    assert!(r.contains(ATTR_MESSAGE_INTEGRITY), "authenticated answer");
+    // The existing allocation goes on: refresh, permission.
+    let r = h.authed(a, METHOD_REFRESH, vec![lifetime_attr(600)]);
+    assert!(is_success(&r));
+    let r = h.authed(a, METHOD_CREATE_PERMISSION, vec![peer(sa(PEER))]);
+    assert!(is_success(&r));
+    assert_eq!(h.shared.lock().total, 1);
+}
+
+#[test]
+fn draining_with_an_alternate_server_answers_300() {
+    let mut cfg = base_config();
+    cfg.alternate_server = Some(sa("203.0.113.9:3478"));
+    let mut h = H::new(cfg);
+    h.shared.start_draining();
+    let c = client(5102);
+    // Unauthenticated: the usual 401 first, never a redirect.
+    let r = h.ask(c, &build(req(METHOD_ALLOCATE), vec![transport_udp()], None, false));
+    assert_eq!(error_code(&r), Some(401));
+    let r = h.authed(c, METHOD_ALLOCATE, vec![transport_udp()]);
+    assert_eq!(error_code(&r), Some(300));
+    let mut alt = stun::addr::MappedAddress::default();
+    alt.get_from_as(&r, ATTR_ALTERNATE_SERVER).expect("ALTERNATE-SERVER");
+    assert_eq!(SocketAddr::new(alt.ip, alt.port), sa("203.0.113.9:3478"));
+    assert_eq!(h.shared.lock().total, 0);
+}

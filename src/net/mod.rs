@@ -8,8 +8,8 @@ pub mod udp;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
@@ -48,6 +48,48 @@ impl StreamKind {
     }
 }
 
+/// How the rest of turnd steers running workers: stop, and the core
+/// configuration they run with (a reload stores a new one and wakes them).
+pub struct Control {
+    shutdown: AtomicBool,
+    epoch: AtomicU64,
+    config: Mutex<Arc<CoreConfig>>,
+    /// Loop turns of each worker, for the watchdog.
+    turns: Vec<AtomicU64>,
+}
+
+impl Control {
+    fn new(config: Arc<CoreConfig>, workers: usize) -> Self {
+        Self {
+            shutdown: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            config: Mutex::new(config),
+            turns: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Worker `i` went once round its loop.
+    pub fn turned(&self, i: usize) {
+        if let Some(t) = self.turns.get(i) {
+            t.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// Changes with every new configuration: a worker compares it to the
+    /// one it applied, once per loop turn.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn config(&self) -> Arc<CoreConfig> {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// What to start.
 pub struct Spec {
     /// UDP listener addresses (port 0 picks one, shared by all workers).
@@ -71,7 +113,7 @@ pub struct Running {
     runtime: Option<tokio::runtime::Runtime>,
     /// Cross-worker state: ports in use and allocation counts.
     pub shared: Arc<Shared>,
-    shutdown: Arc<AtomicBool>,
+    control: Arc<Control>,
     wakers: Vec<Arc<Waker>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -92,7 +134,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         }
         per_worker.push(ls);
     }
-    let shutdown = Arc::new(AtomicBool::new(false));
+    let control = Arc::new(Control::new(spec.core.clone(), workers));
     let mut polls = Vec::new();
     let mut wakers = Vec::new();
     for _ in 0..workers {
@@ -142,7 +184,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
             spec.nonce_key,
         );
         let inbox = (!inboxes.is_empty()).then(|| inboxes.remove(0));
-        let worker = udp::Worker::new(poll, core, listeners, inbox, shutdown.clone())?;
+        let worker = udp::Worker::new(i, poll, core, listeners, inbox, control.clone())?;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("turnd-worker-{i}"))
@@ -154,19 +196,55 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         streams,
         runtime,
         shared: spec.shared,
-        shutdown,
+        control,
         wakers,
         threads,
     })
 }
 
 impl Running {
+    /// Every worker runs with `cfg` from its next loop turn on (they are
+    /// woken for it).
+    pub fn set_config(&self, cfg: Arc<CoreConfig>) {
+        *self.control.config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+        self.control.epoch.fetch_add(1, Ordering::AcqRel);
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+    }
+
+    /// Whether every worker goes round its loop: they are woken, and each
+    /// must turn within `limit` (for the systemd watchdog: a stuck worker
+    /// stops the pings and systemd restarts turnd).
+    pub fn workers_alive(&self, limit: std::time::Duration) -> bool {
+        let before: Vec<u64> = self.control.turns.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+        let end = std::time::Instant::now() + limit;
+        loop {
+            let all = self
+                .control
+                .turns
+                .iter()
+                .zip(&before)
+                .all(|(t, b)| t.load(Ordering::Relaxed) != *b);
+            if all {
+                return true;
+            }
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     /// Stops the workers and waits for them; their sockets close with them.
     pub fn stop(self) {
         if let Some(rt) = self.runtime {
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
         }
-        self.shutdown.store(true, Ordering::Relaxed);
+        self.control.shutdown.store(true, Ordering::Relaxed);
         for w in &self.wakers {
             let _ = w.wake();
         }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,8 @@ use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use crate::proto::msg::CHANNEL_HEADER;
 use crate::proto::{ClientAddr, Command, Now, OpenError, RelayId, Server, Transmit};
 
-use super::socket;
 use super::stream::{self, Inbox, ToWorker};
+use super::{socket, Control};
 
 /// Messages taken from the stream inbox per loop turn.
 const INBOX_BUDGET: usize = 1024;
@@ -88,7 +88,11 @@ pub struct Worker {
     /// the CPU an allocation cost. Relay sockets keep GRO off, so each
     /// datagram arrives alone in its buffer with header room in front.
     relay_state: UdpSocketState,
-    shutdown: Arc<AtomicBool>,
+    control: Arc<Control>,
+    /// This worker's place in [`Control`]'s turn counters.
+    index: usize,
+    /// The [`Control::epoch`] of the configuration the core runs with.
+    config_epoch: u64,
     bufs: Vec<Vec<u8>>,
     /// Peer datagrams land CHANNEL_HEADER bytes in, so each becomes
     /// ChannelData in place.
@@ -105,11 +109,12 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(
+        index: usize,
         poll: Poll,
         core: Server,
         mut listeners: Vec<Listener>,
         inbox: Option<Inbox>,
-        shutdown: Arc<AtomicBool>,
+        control: Arc<Control>,
     ) -> io::Result<Self> {
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry().register(&mut l.sock, Token(i), Interest::READABLE)?;
@@ -122,7 +127,9 @@ impl Worker {
             listeners,
             relays: Vec::new(),
             relay_state,
-            shutdown,
+            config_epoch: control.epoch(),
+            control,
+            index,
             bufs: vec![vec![0; RX_BUF]; BATCH],
             relay_bufs: vec![vec![0; RX_BUF + CHANNEL_HEADER]; BATCH],
             backlog: Vec::new(),
@@ -137,7 +144,12 @@ impl Worker {
     /// Runs until the shutdown flag is set (and the waker rung).
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        while !self.shutdown.load(Ordering::Relaxed) {
+        while !self.control.stopping() {
+            self.control.turned(self.index);
+            if self.control.epoch() != self.config_epoch {
+                self.config_epoch = self.control.epoch();
+                self.core.set_config(self.control.config());
+            }
             let timeout = if self.backlog.is_empty() && !self.inbox_backlog {
                 self.core
                     .poll_timeout()

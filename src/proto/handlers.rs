@@ -60,8 +60,22 @@ pub(super) fn data_indication(rng: &mut impl Rng, peer: SocketAddr, data: &[u8])
     )
 }
 
+/// ALTERNATE-SERVER ([RFC 8489 §14.15](https://www.rfc-editor.org/rfc/rfc8489#section-14.15)).
+struct AlternateServer(SocketAddr);
+
+impl Setter for AlternateServer {
+    fn add_to(&self, m: &mut stun::message::Message) -> Result<(), stun::Error> {
+        let a = stun::addr::MappedAddress {
+            ip: self.0.ip(),
+            port: self.0.port(),
+        };
+        a.add_to_as(m, ATTR_ALTERNATE_SERVER)
+    }
+}
+
 fn reason(code: u16) -> &'static str {
     match code {
+        300 => "Try Alternate",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -254,6 +268,27 @@ impl Server {
         if self.by_client.contains_key(&client) {
             self.error(client, req, 437, Some(&key));
             return;
+        }
+        // Shutting down (RFC 8489 §10: ALTERNATE-SERVER only after the
+        // request authenticated).
+        if self.shared.is_draining() {
+            tracing::info!(%client, user = %auth.username, "allocation refused: shutting down");
+            return match self.cfg.alternate_server {
+                Some(alt) => {
+                    let e = ErrorCodeAttribute {
+                        code: ErrorCode(300),
+                        reason: reason(300).as_bytes().to_vec(),
+                    };
+                    self.reply(client, req, false, &[&e, &AlternateServer(alt)], Some(&key));
+                }
+                None => {
+                    let e = ErrorCodeAttribute {
+                        code: ErrorCode(508),
+                        reason: b"Server Shutting Down".to_vec(),
+                    };
+                    self.reply(client, req, false, &[&e], Some(&key));
+                }
+            };
         }
         match req.attr(ATTR_REQUESTED_TRANSPORT) {
             None => return self.error(client, req, 400, Some(&key)),

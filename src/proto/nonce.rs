@@ -23,6 +23,11 @@ pub enum NonceCheck {
 }
 
 impl Nonces {
+    /// Nonces from now on are stale after `secs` (a reload).
+    pub fn set_lifetime(&mut self, secs: u64) {
+        self.lifetime_secs = secs;
+    }
+
     pub fn new(key: [u8; 32], lifetime_secs: u64) -> Self {
         Self {
             key,

@@ -79,6 +79,8 @@ pub struct CoreConfig {
     /// The relayed address advertised instead of the bound one (NAT).
     pub external_ipv4: Option<Ipv4Addr>,
     pub external_ipv6: Option<Ipv6Addr>,
+    /// Where clients are sent (300) while this server drains.
+    pub alternate_server: Option<SocketAddr>,
 }
 
 impl CoreConfig {
@@ -97,6 +99,7 @@ impl CoreConfig {
             fallback_ipv6: None,
             external_ipv4: None,
             external_ipv6: None,
+            alternate_server: None,
         }
     }
 }
@@ -178,6 +181,15 @@ pub(super) struct ClientRoute {
 impl Server {
     /// `seed` feeds the port and token choices; `nonce_key` signs nonces
     /// (give every worker of one process the same key).
+    /// Replaces the configuration (a reload): credentials, peer policy,
+    /// lifetimes and quotas apply to requests from now on. Allocations,
+    /// permissions and channels already made stay as they are until they
+    /// are refreshed or expire.
+    pub fn set_config(&mut self, cfg: Arc<CoreConfig>) {
+        self.nonces.set_lifetime(cfg.nonce_lifetime.as_secs());
+        self.cfg = cfg;
+    }
+
     pub fn new(cfg: Arc<CoreConfig>, shared: Arc<Shared>, seed: u64, nonce_key: [u8; 32]) -> Self {
         let nonces = Nonces::new(nonce_key, cfg.nonce_lifetime.as_secs());
         Self {
@@ -193,12 +205,6 @@ impl Server {
             next_serial: 1,
             stats: Stats::default(),
         }
-    }
-
-    /// Replaces the configuration (secrets, users, policy, quotas); live
-    /// allocations keep their lifetimes.
-    pub fn set_config(&mut self, cfg: Arc<CoreConfig>) {
-        self.cfg = cfg;
     }
 
     pub fn config(&self) -> &CoreConfig {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -116,6 +117,8 @@ pub struct Inner {
 #[derive(Debug)]
 pub struct Shared {
     inner: Mutex<Inner>,
+    /// Shutting down: new allocations are refused, existing ones go on.
+    draining: AtomicBool,
 }
 
 impl Shared {
@@ -127,7 +130,18 @@ impl Shared {
                 total: 0,
                 reservations: HashMap::new(),
             }),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// From now on every worker refuses new allocations (300 with
+    /// ALTERNATE-SERVER when one is configured, else 508).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Locks the state. A worker that panicked while holding the lock left

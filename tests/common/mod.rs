@@ -1,3 +1,4 @@
+pub mod process;
 pub mod server;
 pub mod streamc;
 pub mod stunc;

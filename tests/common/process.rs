@@ -1,0 +1,119 @@
+//! The real turnd binary in its own process, with its config file and log
+//! in a temporary directory; signals sent with kill(1). Killed on drop.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Proc {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+/// A TCP port free on 127.0.0.1 a moment ago (the daemon binds it next).
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Proc {
+    /// Writes `config` (with `{dir}` replaced by the temporary directory)
+    /// and starts `turnd -c` on it with `env`.
+    pub fn spawn(config: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_in(dir, config, env)
+    }
+
+    pub fn spawn_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
+        let config = config.replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(dir.path().join("turnd.toml"), config).expect("config");
+        let log = std::fs::File::create(dir.path().join("log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_turnd"))
+            .arg("-c")
+            .arg(dir.path().join("turnd.toml"))
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("turnd starts");
+        Self { child, dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Replaces the config file (read on the next SIGHUP).
+    pub fn rewrite_config(&self, config: &str) {
+        let config = config.replace("{dir}", &self.dir.path().display().to_string());
+        std::fs::write(self.path("turnd.toml"), config).expect("config");
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success(), "kill -{name}");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("log")).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the log contains `text`; returns the log.
+    pub fn wait_log(&self, text: &str, limit: Duration) -> String {
+        let end = Instant::now() + limit;
+        loop {
+            let log = self.log();
+            if log.contains(text) || Instant::now() > end {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded) until `addr` accepts TCP connections.
+    pub fn wait_listening(&self, addr: SocketAddr) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < end, "turnd does not listen on {addr}: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The exit status, if the process ends within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `path` so that a reader never sees half of it.
+pub fn write_atomically(path: &Path, contents: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
