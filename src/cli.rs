@@ -60,8 +60,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c)
             });
             match checked {
-                Ok(_) => {
+                Ok(c) => {
                     println!("{}: ok", file.display());
+                    // What the firewall must let in.
+                    for (addr, t) in c.listeners().0 {
+                        let proto = if t == crate::config::ListenTransport::Udp {
+                            "udp"
+                        } else {
+                            "tcp"
+                        };
+                        println!("  listen {proto} {addr} ({})", format!("{t:?}").to_lowercase());
+                    }
+                    println!("  relay ports udp {}-{}", c.relay.min_port, c.relay.max_port);
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
