@@ -42,6 +42,20 @@ pub enum Cmd {
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+    /// List the allocations of a running turnd (its admin API: the first
+    /// `admin.listen` address and the token from the config).
+    Sessions,
+    /// Delete every allocation of a user on a running turnd.
+    Kill {
+        /// The user: the `<user>` part of a REST username, or a static user.
+        #[arg(long)]
+        user: String,
+    },
+    /// Check a TURN server from where you are: STUN Binding, Allocate,
+    /// CreatePermission and ChannelBind between two allocations of its own,
+    /// and data relayed between them. Exit status 0 only when data went
+    /// through.
+    Probe(crate::probe::Args),
 }
 
 fn load(path: Option<&Path>) -> anyhow::Result<(Config, String)> {
@@ -80,6 +94,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Cmd::Sessions => {
+            let (cfg, _) = load(cli.config.as_deref())?;
+            let v = admin_call(&cfg, "GET", "/admin/sessions")?;
+            print_sessions(&v);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Kill { user } => {
+            let (cfg, _) = load(cli.config.as_deref())?;
+            let q: String = url_escape(&user);
+            let v = admin_call(&cfg, "POST", &format!("/admin/kill?user={q}"))?;
+            println!("killed {} allocation(s) of {user}", v["killed"]);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Probe(args) => crate::probe::run(args),
         Cmd::Credentials { user, ttl } => {
             let (cfg, file) = load(cli.config.as_deref())?;
             let (secrets, _) = serve::resolve_secrets(&cfg, &file, false)?;
@@ -257,4 +285,67 @@ impl Logging {
             Err(e) => tracing::error!(error = %e, "log-level not changed"),
         }
     }
+}
+
+/// A call to the admin API of the turnd `cfg` describes.
+fn admin_call(cfg: &Config, method: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let addr = cfg
+        .admin
+        .listen
+        .first()
+        .context("no admin.listen in the configuration (the admin API is off)")?;
+    let token = cfg.admin.token()?.context("no admin.token in the configuration")?;
+    let host = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        *addr
+    };
+    let url = format!("http://{host}{path}");
+    let auth = format!("Bearer {token}");
+    let resp = if method == "POST" {
+        ureq::post(&url).header("Authorization", &auth).send_empty()
+    } else {
+        ureq::get(&url).header("Authorization", &auth).call()
+    };
+    let mut resp = resp.with_context(|| format!("admin API at {url}"))?;
+    let body = resp.body_mut().read_to_string().context("admin API answer")?;
+    serde_json::from_str(&body).context("admin API answer is not JSON")
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn print_sessions(v: &serde_json::Value) {
+    let list = v["sessions"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<28} {:<5} {:<24} {:<24} {:>7} {:>12} {:>12}  peers",
+        "user", "via", "client", "relayed", "age", "to peer", "to client"
+    );
+    for s in &list {
+        let peers: Vec<&str> = s["peers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<28} {:<5} {:<24} {:<24} {:>6}s {:>12} {:>12}  {}",
+            s["user"].as_str().unwrap_or("?"),
+            s["transport"].as_str().unwrap_or("?"),
+            s["client"].as_str().unwrap_or("?"),
+            s["relayed"].as_str().unwrap_or("?"),
+            s["age_secs"],
+            format!("{} B", s["to_peer_bytes"]),
+            format!("{} B", s["to_client_bytes"]),
+            peers.join(" ")
+        );
+    }
+    println!("{} allocation(s)", list.len());
 }

@@ -59,6 +59,55 @@ pub struct Config {
     pub tls: Tls,
     #[serde(default)]
     pub tcp: Tcp,
+    #[serde(default)]
+    pub metrics: Metrics,
+    #[serde(default)]
+    pub admin: Admin,
+}
+
+/// Prometheus `/metrics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Metrics {
+    /// Plain HTTP listeners serving only `/metrics`, e.g. ["127.0.0.1:9478"].
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// Also serve `/metrics` on the page's listeners (HTTP, HTTPS, auto).
+    #[serde(default)]
+    pub on_http: bool,
+    /// When set, scrapes need `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// The admin API: list sessions, kill a user's sessions. Off unless a
+/// listener and a token are configured.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Admin {
+    /// Plain HTTP listeners, e.g. ["127.0.0.1:9479"]; keep them private.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// The bearer token every request needs (or `token-file`).
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Admin {
+    /// The token, read from `token-file` when that is how it is given.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(Some(t.clone())),
+            (None, Some(f)) => {
+                let t = std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("cannot read admin.token-file {}: {e}", f.display()))?;
+                Ok(Some(t.trim().to_string()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -484,6 +533,20 @@ impl Config {
         }
         if t.handshake_timeout.is_zero() || t.idle_timeout.is_zero() {
             return Err(("tcp.idle-timeout", "timeouts must be longer than 0s".into()));
+        }
+        for (key, t) in [
+            ("metrics.token", &self.metrics.token),
+            ("admin.token", &self.admin.token),
+        ] {
+            if t.as_ref().is_some_and(|t| t.len() < 16) {
+                return Err((key, "must be at least 16 characters".into()));
+            }
+        }
+        if !self.admin.listen.is_empty() && self.admin.token.is_none() && self.admin.token_file.is_none() {
+            return Err((
+                "admin.listen",
+                "the admin API needs admin.token or admin.token-file".into(),
+            ));
         }
         let h = &self.http;
         if let Some(k) = &h.access_key {

@@ -249,6 +249,9 @@ pub struct Daemon {
     pub certs: Option<Arc<Certs>>,
     /// The configuration running now.
     pub config: Config,
+    /// `/metrics` and the admin API on their own listeners, when configured.
+    pub ops: Option<http::ops::Running>,
+    pub metrics: Arc<crate::metrics::Source>,
 }
 
 /// What a reload changed, and what it could not.
@@ -341,6 +344,7 @@ impl Daemon {
 
     /// Stops the HTTP side, then the relay.
     pub fn stop(self) {
+        drop(self.ops);
         if let Some(h) = self.http {
             h.stop();
         }
@@ -382,12 +386,36 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
         None => (None, None),
     };
     let relay = start_relay(cfg, secrets, certs.as_ref(), handoff)?;
+    let metrics = Arc::new(crate::metrics::Source {
+        control: relay.control.clone(),
+        shared: relay.shared.clone(),
+        gate: relay.gate.clone(),
+    });
     let mut daemon = Daemon {
         relay,
         http: None,
         certs,
         config: cfg.clone(),
+        ops: None,
+        metrics: metrics.clone(),
     };
+    if !cfg.metrics.listen.is_empty() || !cfg.admin.listen.is_empty() {
+        let spec = http::ops::Spec {
+            metrics: cfg.metrics.listen.clone(),
+            metrics_token: cfg.metrics.token.clone(),
+            admin: cfg.admin.listen.clone(),
+            admin_token: cfg.admin.token()?,
+            source: metrics.clone(),
+            control: daemon.relay.control.clone(),
+        };
+        match http::ops::start(spec) {
+            Ok(o) => daemon.ops = Some(o),
+            Err(e) => {
+                daemon.stop();
+                return Err(e);
+            }
+        }
+    }
     if let (Some(secret), Some(handed)) = (page_secret, handed) {
         let spec = http::Spec {
             cfg: cfg.http.clone(),
@@ -396,6 +424,10 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
             endpoints: daemon.endpoints(),
             certs: daemon.certs.clone(),
             handed,
+            metrics: cfg
+                .metrics
+                .on_http
+                .then(|| (metrics.clone(), cfg.metrics.token.clone())),
             secret,
             separator: cfg.auth.rest_separator,
         };

@@ -75,6 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/ice", get(ice))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
@@ -158,6 +159,13 @@ fn unauthorized(json_body: bool) -> Response {
         (StatusCode::UNAUTHORIZED, Json(body)).into_response()
     } else {
         (StatusCode::UNAUTHORIZED, Html(LOCKED)).into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match &state.metrics {
+        Some((source, token)) => super::ops::metrics_response(source, token.as_deref(), &headers),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod api;
 mod listener;
+pub mod ops;
 pub mod rooms;
 mod ws;
 
@@ -37,6 +38,9 @@ pub struct Spec {
     /// HTTP connections arriving on `auto` listeners: served when inside
     /// TLS, redirected to HTTPS when plain.
     pub handed: tokio::sync::mpsc::Receiver<crate::net::stream::HttpConn>,
+    /// `/metrics` on the page's listeners too (`metrics.on-http`), with
+    /// its optional token.
+    pub metrics: Option<(Arc<crate::metrics::Source>, Option<String>)>,
     /// The REST secret credentials are minted with.
     pub secret: Vec<u8>,
     pub separator: char,
@@ -63,6 +67,7 @@ pub(crate) struct AppState {
     ice_limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
     hub: ws::Hub,
     ws_rate: u32,
+    metrics: Option<(Arc<crate::metrics::Source>, Option<String>)>,
 }
 
 /// Binds every HTTP and HTTPS listener and starts serving. Nothing runs if a
@@ -93,6 +98,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         ice_limiter: governor::RateLimiter::keyed(api::ice_quota(cfg.ice_requests_per_minute)),
         hub: ws::Hub::new(cfg.room_size),
         ws_rate: cfg.ws_messages_per_second,
+        metrics: spec.metrics.clone(),
     });
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
     let guard = rt.enter();

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use mio::{Poll, Waker};
 
-use crate::proto::{CoreConfig, Server, Shared};
+use crate::proto::{CoreConfig, Server, Session, Shared};
 
 /// A TCP listener for TURN.
 pub struct StreamListener {
@@ -56,16 +56,115 @@ pub struct Control {
     config: Mutex<Arc<CoreConfig>>,
     /// Loop turns of each worker, for the watchdog.
     turns: Vec<AtomicU64>,
+    /// Each worker's counters, copied out about once a second.
+    snapshots: Mutex<Vec<Snapshot>>,
+    /// Operator requests waiting for each worker, and whether there are
+    /// any (so a worker's loop turn costs one load, not a lock).
+    jobs: Vec<(AtomicBool, Mutex<Vec<Job>>)>,
+    wakers: Vec<Arc<Waker>>,
+}
+
+/// An operator's request to one worker, answered on the channel.
+pub enum Job {
+    Sessions(std::sync::mpsc::Sender<Vec<Session>>),
+    KillUser(String, std::sync::mpsc::Sender<usize>),
+}
+
+/// A worker's counters at one moment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Snapshot {
+    pub stats: crate::proto::Stats,
+    pub permissions: u64,
+    pub channels: u64,
 }
 
 impl Control {
-    fn new(config: Arc<CoreConfig>, workers: usize) -> Self {
+    fn new(config: Arc<CoreConfig>, wakers: Vec<Arc<Waker>>) -> Self {
+        let workers = wakers.len();
         Self {
             shutdown: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             config: Mutex::new(config),
             turns: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            snapshots: Mutex::new(vec![Snapshot::default(); workers]),
+            jobs: (0..workers)
+                .map(|_| (AtomicBool::new(false), Mutex::new(Vec::new())))
+                .collect(),
+            wakers,
         }
+    }
+
+    fn wake_all(&self) {
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+    }
+
+    /// Worker `i`'s waiting requests, taken.
+    pub fn take_jobs(&self, i: usize) -> Vec<Job> {
+        match self.jobs.get(i) {
+            Some((pending, jobs)) if pending.swap(false, Ordering::Acquire) => {
+                std::mem::take(&mut *jobs.lock().unwrap_or_else(|p| p.into_inner()))
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Asks every worker and collects the answers that come within `limit`.
+    fn ask<T>(&self, job: impl Fn(std::sync::mpsc::Sender<T>) -> Job, limit: std::time::Duration) -> Vec<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (pending, jobs) in &self.jobs {
+            jobs.lock().unwrap_or_else(|p| p.into_inner()).push(job(tx.clone()));
+            pending.store(true, Ordering::Release);
+        }
+        drop(tx);
+        self.wake_all();
+        let end = std::time::Instant::now() + limit;
+        let mut out = Vec::new();
+        while out.len() < self.jobs.len() {
+            match rx.recv_timeout(end.saturating_duration_since(std::time::Instant::now())) {
+                Ok(v) => out.push(v),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Every allocation on every worker.
+    pub fn sessions(&self) -> Vec<Session> {
+        self.ask(Job::Sessions, std::time::Duration::from_secs(2))
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Deletes every allocation of `user`; returns how many.
+    pub fn kill_user(&self, user: &str) -> usize {
+        self.ask(
+            |tx| Job::KillUser(user.to_string(), tx),
+            std::time::Duration::from_secs(2),
+        )
+        .into_iter()
+        .sum()
+    }
+
+    /// Worker `i` publishes its counters.
+    pub fn publish(&self, i: usize, snapshot: Snapshot) {
+        if let Some(s) = self.snapshots.lock().unwrap_or_else(|p| p.into_inner()).get_mut(i) {
+            *s = snapshot;
+        }
+    }
+
+    /// The sum over workers of their last published counters.
+    pub fn totals(&self) -> Snapshot {
+        let all = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sum = Snapshot::default();
+        for s in all.iter() {
+            sum.stats.add(&s.stats);
+            sum.permissions += s.permissions;
+            sum.channels += s.channels;
+        }
+        sum
     }
 
     /// Worker `i` went once round its loop.
@@ -113,8 +212,9 @@ pub struct Running {
     runtime: Option<tokio::runtime::Runtime>,
     /// Cross-worker state: ports in use and allocation counts.
     pub shared: Arc<Shared>,
-    control: Arc<Control>,
-    wakers: Vec<Arc<Waker>>,
+    pub control: Arc<Control>,
+    /// TCP connection counts, when there are stream listeners.
+    pub gate: Option<Arc<tcp::Gate>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -134,7 +234,6 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         }
         per_worker.push(ls);
     }
-    let control = Arc::new(Control::new(spec.core.clone(), workers));
     let mut polls = Vec::new();
     let mut wakers = Vec::new();
     for _ in 0..workers {
@@ -142,8 +241,9 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         wakers.push(Arc::new(Waker::new(poll.registry(), udp::WAKER)?));
         polls.push(poll);
     }
-    let (runtime, streams, mut inboxes) = if spec.streams.is_empty() {
-        (None, Vec::new(), Vec::new())
+    let control = Arc::new(Control::new(spec.core.clone(), wakers.clone()));
+    let (runtime, streams, mut inboxes, gate) = if spec.streams.is_empty() {
+        (None, Vec::new(), Vec::new(), None)
     } else {
         let (bridge, inboxes) = stream::Bridge::new(&wakers);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -173,7 +273,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         for (listener, kind) in listeners {
             tcp::spawn_accept(listener, kind, bridge.clone(), gate.clone());
         }
-        (Some(rt), bound, inboxes)
+        (Some(rt), bound, inboxes, Some(gate))
     };
     let mut threads = Vec::new();
     for (i, (listeners, poll)) in per_worker.into_iter().zip(polls).enumerate() {
@@ -195,9 +295,9 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         udp: addrs,
         streams,
         runtime,
+        gate,
         shared: spec.shared,
         control,
-        wakers,
         threads,
     })
 }
@@ -208,9 +308,7 @@ impl Running {
     pub fn set_config(&self, cfg: Arc<CoreConfig>) {
         *self.control.config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
         self.control.epoch.fetch_add(1, Ordering::AcqRel);
-        for w in &self.wakers {
-            let _ = w.wake();
-        }
+        self.control.wake_all();
     }
 
     /// Whether every worker goes round its loop: they are woken, and each
@@ -218,9 +316,7 @@ impl Running {
     /// stops the pings and systemd restarts turnd).
     pub fn workers_alive(&self, limit: std::time::Duration) -> bool {
         let before: Vec<u64> = self.control.turns.iter().map(|t| t.load(Ordering::Relaxed)).collect();
-        for w in &self.wakers {
-            let _ = w.wake();
-        }
+        self.control.wake_all();
         let end = std::time::Instant::now() + limit;
         loop {
             let all = self
@@ -245,9 +341,7 @@ impl Running {
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
         }
         self.control.shutdown.store(true, Ordering::Relaxed);
-        for w in &self.wakers {
-            let _ = w.wake();
-        }
+        self.control.wake_all();
         for t in self.threads {
             let _ = t.join();
         }

@@ -18,7 +18,7 @@ use crate::proto::msg::CHANNEL_HEADER;
 use crate::proto::{ClientAddr, Command, Now, OpenError, RelayId, Server, Transmit};
 
 use super::stream::{self, Inbox, ToWorker};
-use super::{socket, Control};
+use super::{socket, Control, Job};
 
 /// Messages taken from the stream inbox per loop turn.
 const INBOX_BUDGET: usize = 1024;
@@ -103,6 +103,7 @@ pub struct Worker {
     inbox: Option<Inbox>,
     inbox_backlog: bool,
     streams: HashMap<ClientAddr, StreamOut, ahash::RandomState>,
+    /// When the once-a-second chores last ran.
     flags_checked: Instant,
     pub dropped_sends: u64,
 }
@@ -150,10 +151,22 @@ impl Worker {
                 self.config_epoch = self.control.epoch();
                 self.core.set_config(self.control.config());
             }
+            for job in self.control.take_jobs(self.index) {
+                match job {
+                    Job::Sessions(reply) => {
+                        let _ = reply.send(self.core.sessions(Now::system()));
+                    }
+                    Job::KillUser(user, reply) => {
+                        let _ = reply.send(self.core.kill_user(&user, Now::system()));
+                        self.run_commands();
+                    }
+                }
+            }
+            // At most a second asleep: the once-a-second chores below.
             let timeout = if self.backlog.is_empty() && !self.inbox_backlog {
-                self.core
-                    .poll_timeout()
-                    .map(|t| t.saturating_duration_since(Instant::now()))
+                let chores = self.flags_checked + Duration::from_secs(1);
+                let next = self.core.poll_timeout().map_or(chores, |t| t.min(chores));
+                Some(next.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
             };
@@ -178,8 +191,12 @@ impl Worker {
             self.drain_inbox();
             self.core.handle_timeout(Now::system());
             self.run_commands();
-            if !self.streams.is_empty() && self.flags_checked.elapsed() >= Duration::from_secs(1) {
+            // Once a second: counters out for /metrics, idle flags of
+            // stream connections.
+            if self.flags_checked.elapsed() >= Duration::from_secs(1) {
+                self.flags_checked = Instant::now();
                 self.check_allocated_flags();
+                self.publish();
             }
         }
         tracing::debug!("worker stopped");
@@ -299,12 +316,21 @@ impl Worker {
     /// Tells connection tasks whose allocation expired that the idle timeout
     /// applies again.
     fn check_allocated_flags(&mut self) {
-        self.flags_checked = Instant::now();
         for (client, s) in &self.streams {
             if s.allocated.load(Ordering::Relaxed) && self.core.relayed_address(client).is_none() {
                 s.allocated.store(false, Ordering::Relaxed);
             }
         }
+    }
+
+    fn publish(&self) {
+        let (permissions, channels) = self.core.bindings();
+        let snapshot = super::Snapshot {
+            stats: self.core.stats,
+            permissions,
+            channels,
+        };
+        self.control.publish(self.index, snapshot);
     }
 
     /// Takes what TCP and TLS connection tasks sent: new connections, their

@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 /// connection; relays are UDP whatever the client transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
+    Udp = 0,
+    Tcp = 1,
+    Tls = 2,
 }
 
 impl Transport {

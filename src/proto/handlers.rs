@@ -21,7 +21,7 @@ use turn::proto::peeraddr::PeerAddress;
 use turn::proto::relayaddr::RelayedAddress;
 use turn::proto::rsrvtoken::ReservationToken;
 
-use crate::auth::Key;
+use crate::auth::{AuthError, Key};
 
 use super::addr::{ClientAddr, RelayId};
 use super::allocation::{
@@ -31,6 +31,7 @@ use super::msg::{self, Decoded, CHANNEL_MAX, CHANNEL_MIN};
 use super::nonce::NonceCheck;
 use super::server::{ClientRoute, Command, Now, OpenError, Server, Timer, Transmit};
 use super::shared::{QuotaFull, Reservation};
+use super::stats::{AuthFailure, Refusal};
 
 /// How many ports an Allocate tries when the host already uses the chosen one.
 const OPEN_ATTEMPTS: u32 = 8;
@@ -125,6 +126,7 @@ impl Server {
     }
 
     fn error(&mut self, client: ClientAddr, req: &Decoded, code: u16, key: Option<&Key>) {
+        self.stats.error(code);
         let e = ErrorCodeAttribute {
             code: ErrorCode(code),
             reason: reason(code).as_bytes().to_vec(),
@@ -134,6 +136,7 @@ impl Server {
 
     /// 401 or 438 with a fresh nonce.
     fn challenge(&mut self, client: ClientAddr, req: &Decoded, code: u16, now: Now) {
+        self.stats.error(code);
         let e = ErrorCodeAttribute {
             code: ErrorCode(code),
             reason: reason(code).as_bytes().to_vec(),
@@ -148,6 +151,7 @@ impl Server {
         if unknown.is_empty() {
             return false;
         }
+        self.stats.error(420);
         let e = ErrorCodeAttribute {
             code: ErrorCode(420),
             reason: reason(420).as_bytes().to_vec(),
@@ -183,6 +187,7 @@ impl Server {
         };
         let username = username.to_owned();
         if self.nonces.check(nonce, client.remote.ip(), now.unix) == NonceCheck::Stale {
+            self.stats.auth_failures[AuthFailure::StaleNonce as usize] += 1;
             self.challenge(client, req, 438, now);
             return None;
         }
@@ -191,6 +196,7 @@ impl Server {
             Some(a) if a.username == username => vec![a.key],
             Some(a) => {
                 tracing::debug!(%client, %username, allocation_user = %a.username, "441: not the allocation's user");
+                self.stats.auth_failures[AuthFailure::WrongUser as usize] += 1;
                 self.error(client, req, 441, None);
                 return None;
             }
@@ -198,6 +204,11 @@ impl Server {
                 Ok(k) => k,
                 Err(why) => {
                     tracing::debug!(%client, %username, %why, "authentication failed");
+                    let reason = match why {
+                        AuthError::Expired => AuthFailure::Expired,
+                        AuthError::UnknownUser => AuthFailure::UnknownUser,
+                    };
+                    self.stats.auth_failures[reason as usize] += 1;
                     self.challenge(client, req, 401, now);
                     return None;
                 }
@@ -207,6 +218,7 @@ impl Server {
             Some(key) => Some(Authed { username, key }),
             None => {
                 tracing::debug!(%client, %username, "bad MESSAGE-INTEGRITY");
+                self.stats.auth_failures[AuthFailure::BadIntegrity as usize] += 1;
                 self.challenge(client, req, 401, now);
                 None
             }
@@ -273,12 +285,14 @@ impl Server {
         // request authenticated).
         if self.shared.is_draining() {
             tracing::info!(%client, user = %auth.username, "allocation refused: shutting down");
+            self.stats.refused[Refusal::Draining as usize] += 1;
             return match self.cfg.alternate_server {
                 Some(alt) => {
                     let e = ErrorCodeAttribute {
                         code: ErrorCode(300),
                         reason: reason(300).as_bytes().to_vec(),
                     };
+                    self.stats.error(300);
                     self.reply(client, req, false, &[&e, &AlternateServer(alt)], Some(&key));
                 }
                 None => {
@@ -286,6 +300,7 @@ impl Server {
                         code: ErrorCode(508),
                         reason: b"Server Shutting Down".to_vec(),
                     };
+                    self.stats.error(508);
                     self.reply(client, req, false, &[&e], Some(&key));
                 }
             };
@@ -337,7 +352,11 @@ impl Server {
         let mut g = shared.lock();
         if let Err(full) = g.admit(&quota_user, max_user, max_total) {
             drop(g);
-            let code = if full == QuotaFull::User { 486 } else { 508 };
+            let (code, why) = match full {
+                QuotaFull::User => (486, Refusal::UserQuota),
+                _ => (508, Refusal::TotalQuota),
+            };
+            self.stats.refused[why as usize] += 1;
             tracing::info!(%client, user = %auth.username, code, "allocation refused: quota");
             return self.error(client, req, code, Some(&key));
         }
@@ -360,6 +379,7 @@ impl Server {
             g.release(&quota_user);
             drop(g);
             tracing::info!(%client, user = %auth.username, "allocation refused: no relay port or reservation");
+            self.stats.refused[Refusal::NoRelayPort as usize] += 1;
             return self.error(client, req, 508, Some(&key));
         };
         let mut opening = Opening {
@@ -468,6 +488,8 @@ impl Server {
                 // closes no socket.
                 a.opening = Some(opening);
                 self.delete_allocation(relay, "relay socket failed", now.mono);
+                self.stats.refused[Refusal::NoRelayPort as usize] += 1;
+                self.stats.error(508);
                 let e = ErrorCodeAttribute {
                     code: ErrorCode(508),
                     reason: reason(508).as_bytes().to_vec(),
@@ -689,7 +711,7 @@ impl Server {
         }
         let range = msg::attr_range(buf, ATTR_DATA)?;
         a.to_peer.add(range.len());
-        self.stats.relayed_to_peer += 1;
+        self.stats.relayed_to_peer(client.transport, range.len());
         Some(Transmit::ToPeer {
             relay,
             peer,

@@ -8,7 +8,9 @@ pub mod nonce;
 pub mod policy;
 pub mod server;
 pub mod shared;
+pub mod stats;
 
 pub use addr::{ClientAddr, PeerAddr, RelayId, Transport};
-pub use server::{Command, CoreConfig, Now, OpenError, Server, Stats, Transmit};
+pub use server::{Command, CoreConfig, Now, OpenError, Server, Session, Transmit};
 pub use shared::Shared;
+pub use stats::Stats;

@@ -30,6 +30,7 @@ use super::msg::{self, Kind, CHANNEL_HEADER};
 use super::nonce::Nonces;
 use super::policy::PeerPolicy;
 use super::shared::Shared;
+use super::stats::Stats;
 
 /// The two clocks the core needs: a monotonic one for lifetimes and unix
 /// seconds for REST credential expiry and nonces.
@@ -138,15 +139,22 @@ pub enum OpenError {
     Failed,
 }
 
-/// Counters of what the core did, plain integers (read by metrics later).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Stats {
-    pub allocations_created: u64,
-    pub allocations_expired: u64,
-    pub allocations_deleted: u64,
-    pub dropped: u64,
-    pub relayed_to_peer: u64,
-    pub relayed_to_client: u64,
+/// One allocation as an operator sees it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The username it authenticated with.
+    pub user: String,
+    /// The name quotas and `kill` use.
+    pub quota_user: String,
+    pub client: ClientAddr,
+    pub relayed: SocketAddr,
+    /// Peer IPs with a permission.
+    pub peers: Vec<std::net::IpAddr>,
+    pub channels: usize,
+    pub age: Duration,
+    pub expires_in: Duration,
+    pub to_peer: super::allocation::Counter,
+    pub to_client: super::allocation::Counter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -222,6 +230,49 @@ impl Server {
         self.allocs.get(id.index()).map(|a| a.advertised)
     }
 
+    /// This core's allocations, for the admin API.
+    pub fn sessions(&self, now: Now) -> Vec<Session> {
+        self.allocs
+            .iter()
+            .filter(|(_, a)| a.opening.is_none())
+            .map(|(_, a)| Session {
+                user: a.username.clone(),
+                quota_user: a.quota_user.clone(),
+                client: a.client,
+                relayed: a.advertised,
+                peers: a.perms.keys().copied().collect(),
+                channels: a.by_peer.len(),
+                age: now.mono.saturating_duration_since(a.created),
+                expires_in: a.expires.saturating_duration_since(now.mono),
+                to_peer: a.to_peer,
+                to_client: a.to_client,
+            })
+            .collect()
+    }
+
+    /// Deletes every allocation of `user` (the quota name: the `<user>` of
+    /// a REST username, or the static user). Returns how many.
+    pub fn kill_user(&mut self, user: &str, now: Now) -> usize {
+        let doomed: Vec<RelayId> = self
+            .by_client
+            .values()
+            .copied()
+            .filter(|id| self.allocs.get(id.index()).is_some_and(|a| a.quota_user == user))
+            .collect();
+        for id in &doomed {
+            self.stats.allocations_deleted += 1;
+            self.delete_allocation(*id, "killed by an operator", now.mono);
+        }
+        doomed.len()
+    }
+
+    /// Live permissions and channel bindings of this core's allocations.
+    pub fn bindings(&self) -> (u64, u64) {
+        self.allocs.iter().fold((0, 0), |(p, c), (_, a)| {
+            (p + a.perms.len() as u64, c + a.by_peer.len() as u64)
+        })
+    }
+
     /// Call for every datagram a client sent to a listener. `buf` holds
     /// exactly the datagram. What comes back must be sent before the next
     /// call; commands may have been queued as well.
@@ -238,7 +289,7 @@ impl Server {
                         if let Some(a) = self.allocs.get_mut(relay.index()) {
                             a.to_peer.add(len);
                         }
-                        self.stats.relayed_to_peer += 1;
+                        self.stats.relayed_to_peer(client.transport, len);
                         Some(Transmit::ToPeer {
                             relay,
                             peer,
@@ -310,7 +361,7 @@ impl Server {
                 let header: &mut [u8; CHANNEL_HEADER] = (&mut buf[..CHANNEL_HEADER]).try_into().ok()?;
                 msg::write_channel_header(header, r.channel, len);
                 a.to_client.add(len);
-                self.stats.relayed_to_client += 1;
+                self.stats.relayed_to_client(a.client.transport, len);
                 return Some(Transmit::ToClient {
                     client: a.client,
                     payload: buf,
@@ -322,7 +373,7 @@ impl Server {
             return None;
         }
         a.to_client.add(len);
-        self.stats.relayed_to_client += 1;
+        self.stats.relayed_to_client(a.client.transport, len);
         let client = a.client;
         let data = super::handlers::data_indication(&mut self.rng, peer, &buf[CHANNEL_HEADER..]);
         self.commands.push_back(Command::SendToClient { client, data });
@@ -411,6 +462,7 @@ impl Server {
     /// ([RFC 8656 §3.1](https://www.rfc-editor.org/rfc/rfc8656#section-3.1)).
     pub fn handle_client_closed(&mut self, client: &ClientAddr, now: Now) {
         if let Some(relay) = self.by_client.get(client).copied() {
+            self.stats.allocations_deleted += 1;
             self.delete_allocation(relay, "connection closed", now.mono);
         }
     }

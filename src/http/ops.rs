@@ -1,0 +1,190 @@
+//! The operator's endpoints, on listeners of their own (keep them private):
+//! Prometheus `/metrics` (optionally behind a bearer token) and the admin
+//! API (always behind one): `GET /admin/sessions`, `POST /admin/kill?user=`.
+//! A small tokio runtime of their own, like the page's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+use crate::metrics::Source;
+use crate::net::Control;
+
+/// What to serve where.
+pub struct Spec {
+    pub metrics: Vec<SocketAddr>,
+    pub metrics_token: Option<String>,
+    pub admin: Vec<SocketAddr>,
+    pub admin_token: Option<String>,
+    pub source: Arc<Source>,
+    pub control: Arc<Control>,
+}
+
+/// The running endpoints: bound addresses; stops on drop.
+pub struct Running {
+    pub metrics: Vec<SocketAddr>,
+    pub admin: Vec<SocketAddr>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Whether `headers` carry `Authorization: Bearer <want>` (always true
+/// without a token).
+pub fn bearer_ok(headers: &HeaderMap, want: Option<&str>) -> bool {
+    let Some(want) = want else {
+        return true;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|g| bool::from(g.as_bytes().ct_eq(want.as_bytes())))
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a bearer token is needed\n",
+    )
+        .into_response()
+}
+
+/// `/metrics` for `source`, behind `token` when there is one.
+pub fn metrics_response(source: &Arc<Source>, token: Option<&str>, headers: &HeaderMap) -> Response {
+    if !bearer_ok(headers, token) {
+        return unauthorized();
+    }
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(source),
+    )
+        .into_response()
+}
+
+struct Admin {
+    control: Arc<Control>,
+    token: String,
+}
+
+/// Binds every listener; nothing runs if one fails.
+pub fn start(spec: Spec) -> anyhow::Result<Running> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("turnd-ops")
+        .enable_all()
+        .build()
+        .context("cannot start the operator endpoints' runtime")?;
+    let _guard = rt.enter();
+    let permits = Arc::new(Semaphore::new(64));
+    let (source, token) = (spec.source.clone(), spec.metrics_token.clone());
+    let metrics = Router::new().route(
+        "/metrics",
+        get(move |headers: HeaderMap| {
+            let (source, token) = (source.clone(), token.clone());
+            async move { metrics_response(&source, token.as_deref(), &headers) }
+        }),
+    );
+    let admin = spec.admin_token.map(|token| {
+        Router::new()
+            .route("/admin/sessions", get(sessions))
+            .route("/admin/kill", post(kill))
+            .with_state(Arc::new(Admin {
+                control: spec.control.clone(),
+                token,
+            }))
+    });
+    let mut bound = (Vec::new(), Vec::new());
+    let mut serving = Vec::new();
+    for (addrs, router, which) in [(&spec.metrics, Some(metrics), 0), (&spec.admin, admin, 1)] {
+        let Some(router) = router else { continue };
+        for addr in addrs {
+            let l = tokio::net::TcpListener::from_std(crate::net::tcp::bind(*addr)?)
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let local = l.local_addr()?;
+            if which == 0 { &mut bound.0 } else { &mut bound.1 }.push(local);
+            serving.push((super::listener::accept(l, None, permits.clone())?, router.clone()));
+        }
+    }
+    for (accepted, router) in serving {
+        let app = router.into_make_service_with_connect_info::<super::Remote>();
+        rt.spawn(async move {
+            if let Err(e) = axum::serve(accepted, app).await {
+                tracing::error!(error = %e, "operator endpoint stopped");
+            }
+        });
+    }
+    drop(_guard);
+    Ok(Running {
+        metrics: bound.0,
+        admin: bound.1,
+        runtime: Some(rt),
+    })
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+async fn sessions(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    if !bearer_ok(&headers, Some(&admin.token)) {
+        return unauthorized();
+    }
+    let control = admin.control.clone();
+    let list = tokio::task::spawn_blocking(move || control.sessions())
+        .await
+        .unwrap_or_default();
+    let out: Vec<_> = list
+        .iter()
+        .map(|s| {
+            json!({
+                "user": s.user,
+                "quota_user": s.quota_user,
+                "client": s.client.remote.to_string(),
+                "listener": s.client.local.to_string(),
+                "transport": s.client.transport.to_string(),
+                "relayed": s.relayed.to_string(),
+                "peers": s.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "channels": s.channels,
+                "age_secs": s.age.as_secs(),
+                "expires_in_secs": s.expires_in.as_secs(),
+                "to_peer_bytes": s.to_peer.bytes,
+                "to_peer_packets": s.to_peer.packets,
+                "to_client_bytes": s.to_client.bytes,
+                "to_client_packets": s.to_client.packets,
+            })
+        })
+        .collect();
+    Json(json!({ "sessions": out })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct KillQuery {
+    user: String,
+}
+
+async fn kill(State(admin): State<Arc<Admin>>, headers: HeaderMap, Query(q): Query<KillQuery>) -> Response {
+    if !bearer_ok(&headers, Some(&admin.token)) {
+        return unauthorized();
+    }
+    let control = admin.control.clone();
+    let user = q.user.clone();
+    let n = tokio::task::spawn_blocking(move || control.kill_user(&user))
+        .await
+        .unwrap_or(0);
+    tracing::info!(user = %q.user, killed = n, "admin: sessions killed");
+    Json(json!({ "user": q.user, "killed": n })).into_response()
+}

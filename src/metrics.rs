@@ -1,0 +1,190 @@
+//! Prometheus metrics: read on each scrape from the workers' published
+//! counters ([`crate::net::Control::totals`], plain integers the workers
+//! copy out once a second, so the data path has no atomics) and the
+//! cross-worker state. Encoded by `prometheus-client` (OpenMetrics text).
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::net::tcp::Gate;
+use crate::net::Control;
+use crate::proto::stats::{AuthFailure, Refusal, ERROR_CODES, TRANSPORTS};
+use crate::proto::Shared;
+
+/// Where the numbers come from.
+pub struct Source {
+    pub control: Arc<Control>,
+    pub shared: Arc<Shared>,
+    pub gate: Option<Arc<Gate>>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("metrics::Source")
+    }
+}
+
+/// The OpenMetrics text of everything turnd counts.
+pub fn render(source: &Arc<Source>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(source.clone()));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+/// The Content-Type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// A counter family: one value per label set.
+fn counters<'a>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Vec<(&'a str, String)>, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = e.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+    for (labels, v) in values {
+        ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Source {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let t = self.control.totals();
+        let s = &t.stats;
+        let (active, in_use, range) = {
+            let g = self.shared.lock();
+            (g.total, g.ports.in_use(), g.ports.capacity())
+        };
+        let mut info = e.encode_descriptor(
+            "turnd_build",
+            "turnd's version",
+            None,
+            prometheus_client::metrics::MetricType::Info,
+        )?;
+        info.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
+        gauge(&mut e, "turnd_allocations", "Allocations alive now", i64::from(active))?;
+        gauge(
+            &mut e,
+            "turnd_permissions",
+            "Permissions installed now",
+            t.permissions as i64,
+        )?;
+        gauge(
+            &mut e,
+            "turnd_channels",
+            "Channel bindings alive now",
+            t.channels as i64,
+        )?;
+        gauge(
+            &mut e,
+            "turnd_relay_ports_in_use",
+            "Relay ports taken (allocations and reservations)",
+            in_use as i64,
+        )?;
+        gauge(
+            &mut e,
+            "turnd_relay_ports",
+            "Relay ports in the configured range",
+            range as i64,
+        )?;
+        if let Some(g) = &self.gate {
+            gauge(
+                &mut e,
+                "turnd_stream_connections",
+                "Open TCP, TLS and auto connections",
+                g.open() as i64,
+            )?;
+        }
+        counter(
+            &mut e,
+            "turnd_allocations_created",
+            "Allocations created",
+            s.allocations_created,
+        )?;
+        counter(
+            &mut e,
+            "turnd_allocations_expired",
+            "Allocations that expired",
+            s.allocations_expired,
+        )?;
+        counter(
+            &mut e,
+            "turnd_allocations_deleted",
+            "Allocations deleted by their client, their connection closing or an operator",
+            s.allocations_deleted,
+        )?;
+        counters(
+            &mut e,
+            "turnd_allocations_refused",
+            "Allocate requests refused, by reason",
+            Refusal::ALL
+                .iter()
+                .map(|r| (vec![("reason", r.label().to_string())], s.refused[*r as usize])),
+        )?;
+        counters(
+            &mut e,
+            "turnd_auth_failures",
+            "Signed requests that did not authenticate, by reason",
+            AuthFailure::ALL
+                .iter()
+                .map(|r| (vec![("reason", r.label().to_string())], s.auth_failures[*r as usize])),
+        )?;
+        counters(
+            &mut e,
+            "turnd_error_responses",
+            "Error answers sent, by STUN error code",
+            ERROR_CODES
+                .iter()
+                .zip(s.errors)
+                .map(|(c, v)| (vec![("code", c.to_string())], v)),
+        )?;
+        let traffic = |bytes: bool| {
+            TRANSPORTS.iter().flat_map(move |tr| {
+                let i = *tr as usize;
+                [("to_peer", s.to_peer[i]), ("to_client", s.to_client[i])].map(|(dir, c)| {
+                    (
+                        vec![("direction", dir.to_string()), ("transport", tr.to_string())],
+                        if bytes { c.bytes } else { c.packets },
+                    )
+                })
+            })
+        };
+        counters(
+            &mut e,
+            "turnd_relayed_packets",
+            "Packets relayed, by direction and client transport",
+            traffic(false),
+        )?;
+        counters(
+            &mut e,
+            "turnd_relayed_bytes",
+            "Payload bytes relayed, by direction and client transport",
+            traffic(true),
+        )?;
+        counter(
+            &mut e,
+            "turnd_dropped_packets",
+            "Datagrams and messages dropped (malformed, no permission, …)",
+            s.dropped,
+        )
+    }
+}

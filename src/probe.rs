@@ -1,0 +1,486 @@
+//! `turnd probe URL`: checks a TURN server from wherever it runs, as a
+//! WebRTC client would use it — STUN Binding, Allocate, CreatePermission and
+//! ChannelBind between two allocations of its own, and data relayed from
+//! one to the other and back — printing each step with its time and, on
+//! failure, the likely cause.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stun::attributes::*;
+use stun::message::{
+    MessageType, Setter, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION,
+};
+use stun::textattrs::TextAttribute;
+use turn::proto::channum::ChannelNumber;
+use turn::proto::peeraddr::PeerAddress;
+use turn::proto::reqtrans::RequestedTransport;
+
+use crate::proto::msg::{self, Frame};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]
+    pub url: String,
+    /// The TURN REST shared secret (coturn's static-auth-secret).
+    #[arg(long, conflicts_with = "password")]
+    pub secret: Option<String>,
+    /// With --secret: the user part of the REST username; with --password:
+    /// the static user.
+    #[arg(long, default_value = "probe")]
+    pub user: String,
+    /// A static user's password.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// turns: accept any certificate (self-signed test servers).
+    #[arg(long)]
+    pub insecure: bool,
+    /// How long to wait for each answer.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+struct Target {
+    via: Via,
+    host: String,
+    port: u16,
+}
+
+fn parse(url: &str) -> anyhow::Result<Target> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("turns:") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("turn:") {
+        (false, r)
+    } else {
+        anyhow::bail!("{url}: expected turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]");
+    };
+    let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let transport = query
+        .strip_prefix("transport=")
+        .unwrap_or(if tls { "tcp" } else { "udp" });
+    let via = match (tls, transport) {
+        (true, "tcp") => Via::Tls,
+        (false, "tcp") => Via::Tcp,
+        (false, "udp") => Via::Udp,
+        _ => anyhow::bail!("{url}: transport must be udp or tcp (tcp for turns:)"),
+    };
+    let default_port = if tls { 5349 } else { 3478 };
+    let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+        let (h, p) = h.split_once(']').ok_or_else(|| anyhow::anyhow!("{url}: unclosed ["))?;
+        (
+            h.to_string(),
+            p.strip_prefix(':').map(str::parse).transpose()?.unwrap_or(default_port),
+        )
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse()?),
+            None => (hostport.to_string(), default_port),
+        }
+    };
+    anyhow::ensure!(!host.is_empty(), "{url}: no host");
+    Ok(Target { via, host, port })
+}
+
+/// One connection to the server: datagrams, or a framed stream.
+enum Conn {
+    Udp(UdpSocket),
+    Tcp(TcpStream, Vec<u8>),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>, Vec<u8>),
+}
+
+impl Conn {
+    fn open(t: &Target, addr: SocketAddr, args: &Args) -> anyhow::Result<Self> {
+        match t.via {
+            Via::Udp => {
+                let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+                let s = UdpSocket::bind(bind)?;
+                s.connect(addr)?;
+                s.set_read_timeout(Some(args.timeout))?;
+                Ok(Conn::Udp(s))
+            }
+            Via::Tcp | Via::Tls => {
+                let s = TcpStream::connect_timeout(&addr, args.timeout)?;
+                s.set_nodelay(true)?;
+                s.set_read_timeout(Some(args.timeout))?;
+                if t.via == Via::Tcp {
+                    return Ok(Conn::Tcp(s, Vec::new()));
+                }
+                let config = tls_config(args.insecure);
+                let name = rustls::pki_types::ServerName::try_from(t.host.clone())?;
+                let c = rustls::ClientConnection::new(config, name)?;
+                let mut tls = rustls::StreamOwned::new(c, s);
+                while tls.conn.is_handshaking() {
+                    tls.conn.complete_io(&mut tls.sock).map_err(|e| {
+                        anyhow::anyhow!("TLS handshake: {e} (a self-signed certificate needs --insecure)")
+                    })?;
+                }
+                Ok(Conn::Tls(Box::new(tls), Vec::new()))
+            }
+        }
+    }
+
+    fn send(&mut self, m: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Udp(s) => s.send(m).map(|_| ()),
+            Conn::Tcp(s, _) => s.write_all(&crate::net::stream::padded(m)),
+            Conn::Tls(s, _) => {
+                s.write_all(&crate::net::stream::padded(m))?;
+                s.flush()
+            }
+        }
+    }
+
+    /// The next message, or an error on timeout or close.
+    fn recv(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut chunk = [0u8; 4096];
+        match self {
+            Conn::Udp(s) => {
+                let n = s.recv(&mut chunk)?;
+                Ok(chunk[..n].to_vec())
+            }
+            Conn::Tcp(s, buf) => framed(s, buf, &mut chunk),
+            Conn::Tls(s, buf) => framed(s.as_mut(), buf, &mut chunk),
+        }
+    }
+}
+
+fn framed(s: &mut impl Read, buf: &mut Vec<u8>, chunk: &mut [u8]) -> std::io::Result<Vec<u8>> {
+    loop {
+        match msg::stream_frame(buf) {
+            Frame::Message { len, skip } => {
+                let m = buf[..len].to_vec();
+                buf.drain(..skip);
+                return Ok(m);
+            }
+            Frame::Garbage => return Err(std::io::Error::other("the server sent something that is not STUN")),
+            Frame::Partial => {}
+        }
+        let n = s.read(chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn tls_config(insecure: bool) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default TLS versions");
+    let config = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Arc::new(config)
+}
+
+/// `--insecure`: any certificate, signatures still checked.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Why the probe stopped: printed with a likely cause, exit status 1.
+struct Failed(String);
+
+/// A client of one connection with its long-term credentials once known.
+struct Client {
+    conn: Conn,
+    user: String,
+    password: String,
+    auth: Option<(String, String, crate::auth::Key)>,
+}
+
+struct Answer {
+    m: msg::Decoded,
+    code: Option<u16>,
+}
+
+fn error_code(d: &msg::Decoded) -> Option<u16> {
+    let v = d.attr(ATTR_ERROR_CODE)?;
+    (v.len() >= 4).then(|| u16::from(v[2] & 7) * 100 + u16::from(v[3]))
+}
+
+impl Client {
+    fn transact(&mut self, method: stun::message::Method, attrs: &[&dyn Setter]) -> Result<Answer, Failed> {
+        for _ in 0..3 {
+            let txid: [u8; 12] = rand::random();
+            let auth = self.auth.clone();
+            let mut all: Vec<&dyn Setter> = attrs.to_vec();
+            let texts;
+            if let Some((realm, nonce, _)) = &auth {
+                texts = [
+                    TextAttribute::new(ATTR_USERNAME, self.user.clone()),
+                    TextAttribute::new(ATTR_REALM, realm.clone()),
+                    TextAttribute::new(ATTR_NONCE, nonce.clone()),
+                ];
+                all.extend(texts.iter().map(|t| t as &dyn Setter));
+            }
+            let key = auth.as_ref().map(|a| a.2);
+            let m = msg::build(
+                MessageType::new(method, CLASS_REQUEST),
+                txid,
+                &all,
+                key.as_ref().map(|k| &k[..]),
+                true,
+            );
+            let d = self.roundtrip(&m, txid)?;
+            let code = error_code(&d);
+            match code {
+                // The first challenge: sign from now on.
+                Some(401) if auth.is_none() => {
+                    let realm = d.text(ATTR_REALM).unwrap_or_default().to_string();
+                    let nonce = d.text(ATTR_NONCE).unwrap_or_default().to_string();
+                    let key = crate::auth::long_term_key(&self.user, &realm, &self.password);
+                    self.auth = Some((realm, nonce, key));
+                }
+                Some(438) => {
+                    if let (Some((realm, _, key)), Some(n)) = (self.auth.clone(), d.text(ATTR_NONCE)) {
+                        self.auth = Some((realm, n.to_string(), key));
+                    }
+                }
+                _ => return Ok(Answer { m: d, code }),
+            }
+        }
+        Err(Failed(
+            "the server keeps challenging (401/438) the signed request".into(),
+        ))
+    }
+
+    /// Sends `m` (retransmitting over UDP) until the answer to `txid` comes.
+    fn roundtrip(&mut self, m: &[u8], txid: [u8; 12]) -> Result<msg::Decoded, Failed> {
+        let tries = if matches!(self.conn, Conn::Udp(_)) { 3 } else { 1 };
+        for _ in 0..tries {
+            self.conn.send(m).map_err(|e| Failed(format!("send failed: {e}")))?;
+            loop {
+                match self.conn.recv() {
+                    Ok(b) => match msg::decode(&b) {
+                        Ok(d) if d.txid() == txid && d.class() != CLASS_REQUEST => return Ok(d),
+                        _ => continue,
+                    },
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                        break
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        return Err(Failed("refused: nothing listens on that port".into()))
+                    }
+                    Err(e) => return Err(Failed(format!("{e}"))),
+                }
+            }
+        }
+        Err(Failed("no answer (timeout)".into()))
+    }
+}
+
+fn elapsed(t: Instant) -> String {
+    format!("{:>6.1} ms", t.elapsed().as_secs_f64() * 1000.0)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let target = parse(&args.url)?;
+    let addr = (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("cannot resolve {}: {e}", target.host))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{} has no address", target.host))?;
+    let (user, password) = match (&args.secret, &args.password) {
+        (Some(s), _) => crate::auth::rest_credentials(
+            s.as_bytes(),
+            Some(&args.user),
+            Duration::from_secs(600),
+            crate::serve::unix_now(),
+            ':',
+        ),
+        (None, Some(p)) => (args.user.clone(), p.clone()),
+        (None, None) => anyhow::bail!("give --secret (TURN REST) or --user and --password"),
+    };
+    println!("probing {} ({addr}) over {:?}", args.url, target.via);
+    match probe(&target, addr, &args, &user, &password) {
+        Ok(()) => {
+            println!("ok: data went through the relay");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Failed(why)) => {
+            println!("FAILED: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn hint_for(code: Option<u16>, via: Via) -> &'static str {
+    match code {
+        Some(401) => "wrong secret or password, or this machine's clock is off (REST usernames carry an expiry)",
+        Some(403) => {
+            "the server's peer policy refuses the relayed address (relays on private addresses need peers.allow)"
+        }
+        Some(437) => "this connection already has an allocation",
+        Some(486) => "the user's allocation quota is full",
+        Some(508) => "the server is out of relay ports or allocations, or shutting down",
+        _ if via == Via::Udp => {
+            "UDP may be blocked on this network: try turn:HOST:PORT?transport=tcp or turns:HOST:443"
+        }
+        _ => "",
+    }
+}
+
+fn probe(t: &Target, addr: SocketAddr, args: &Args, user: &str, password: &str) -> Result<(), Failed> {
+    let start = Instant::now();
+    let connect = |what: &str| -> Result<Client, Failed> {
+        let conn = Conn::open(t, addr, args).map_err(|e| Failed(format!("{what}: cannot connect: {e:#}")))?;
+        Ok(Client {
+            conn,
+            user: user.to_string(),
+            password: password.to_string(),
+            auth: None,
+        })
+    };
+    let step = |what: &str, r: Result<Answer, Failed>, want: Option<u16>| -> Result<msg::Decoded, Failed> {
+        match r {
+            Ok(a) if a.code == want => Ok(a.m),
+            Ok(a) => Err(Failed(format!(
+                "{what}: error {} — {}",
+                a.code.map_or("?".to_string(), |c| c.to_string()),
+                hint_for(a.code, t.via)
+            ))),
+            Err(Failed(e)) if e.contains("timeout") => Err(Failed(format!("{what}: {e} — {}", hint_for(None, t.via)))),
+            Err(Failed(e)) => Err(Failed(format!("{what}: {e}"))),
+        }
+    };
+    let mut a = connect("first connection")?;
+    println!("[{}] connected", elapsed(start));
+    let d = step("STUN Binding", a.transact(METHOD_BINDING, &[]), None)?;
+    let mapped = d
+        .attr(ATTR_XORMAPPED_ADDRESS)
+        .and_then(|v| msg::xor_address(v, &d.txid()));
+    println!(
+        "[{}] STUN Binding: this machine is seen as {}",
+        elapsed(start),
+        mapped.map_or("?".into(), |m| m.to_string())
+    );
+    let udp = RequestedTransport {
+        protocol: turn::proto::PROTO_UDP,
+    };
+    let relayed = |d: &msg::Decoded| {
+        d.attr(ATTR_XOR_RELAYED_ADDRESS)
+            .and_then(|v| msg::xor_address(v, &d.txid()))
+            .ok_or_else(|| Failed("Allocate: no relayed address in the answer".into()))
+    };
+    let d = step("Allocate", a.transact(METHOD_ALLOCATE, &[&udp]), None)?;
+    let ra = relayed(&d)?;
+    println!("[{}] Allocate: relayed address {ra}", elapsed(start));
+    let mut b = connect("second connection")?;
+    let d = step("second Allocate", b.transact(METHOD_ALLOCATE, &[&udp]), None)?;
+    let rb = relayed(&d)?;
+    println!("[{}] second Allocate: relayed address {rb}", elapsed(start));
+    let peer = |r: SocketAddr| PeerAddress {
+        ip: r.ip(),
+        port: r.port(),
+    };
+    step(
+        "CreatePermission",
+        a.transact(METHOD_CREATE_PERMISSION, &[&peer(rb)]),
+        None,
+    )?;
+    step(
+        "CreatePermission (second)",
+        b.transact(METHOD_CREATE_PERMISSION, &[&peer(ra)]),
+        None,
+    )?;
+    println!("[{}] CreatePermission: both ways", elapsed(start));
+    step(
+        "ChannelBind",
+        a.transact(METHOD_CHANNEL_BIND, &[&ChannelNumber(0x4000), &peer(rb)]),
+        None,
+    )?;
+    step(
+        "ChannelBind (second)",
+        b.transact(METHOD_CHANNEL_BIND, &[&ChannelNumber(0x4001), &peer(ra)]),
+        None,
+    )?;
+    println!("[{}] ChannelBind: 0x4000 and 0x4001", elapsed(start));
+    let payload = b"turnd probe";
+    let data = |channel: u16| {
+        let mut m = channel.to_be_bytes().to_vec();
+        m.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        m.extend_from_slice(payload);
+        m
+    };
+    let sent = Instant::now();
+    let mut through = false;
+    for _ in 0..3 {
+        a.conn.send(&data(0x4000)).map_err(|e| Failed(format!("send: {e}")))?;
+        match b.conn.recv() {
+            Ok(m) if m.get(4..4 + payload.len()) == Some(&payload[..]) => {
+                through = true;
+                break;
+            }
+            _ => continue,
+        }
+    }
+    if !through {
+        return Err(Failed("data sent on the first relay never reached the second".into()));
+    }
+    b.conn.send(&data(0x4001)).map_err(|e| Failed(format!("send: {e}")))?;
+    match a.conn.recv() {
+        Ok(m) if m.get(4..4 + payload.len()) == Some(&payload[..]) => {}
+        _ => return Err(Failed("data came through one way, not back".into())),
+    }
+    println!(
+        "[{}] data relayed both ways (round trip {:.1} ms)",
+        elapsed(start),
+        sent.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! What the core counts: plain integers, bumped on the hot path without a
+//! lock or an atomic; the driver copies them out once a second for
+//! `/metrics` ([`crate::metrics`]).
+
+use super::addr::Transport;
+
+/// Why an Allocate was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UserQuota,
+    TotalQuota,
+    NoRelayPort,
+    Draining,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 4] = [Self::UserQuota, Self::TotalQuota, Self::NoRelayPort, Self::Draining];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::UserQuota => "user_quota",
+            Self::TotalQuota => "total_quota",
+            Self::NoRelayPort => "no_relay_port",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+/// Why a signed request did not authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    StaleNonce,
+    UnknownUser,
+    Expired,
+    BadIntegrity,
+    /// Signed by another user than the allocation's (441).
+    WrongUser,
+}
+
+impl AuthFailure {
+    pub const ALL: [AuthFailure; 5] = [
+        Self::StaleNonce,
+        Self::UnknownUser,
+        Self::Expired,
+        Self::BadIntegrity,
+        Self::WrongUser,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::StaleNonce => "stale_nonce",
+            Self::UnknownUser => "unknown_user",
+            Self::Expired => "expired",
+            Self::BadIntegrity => "bad_integrity",
+            Self::WrongUser => "wrong_user",
+        }
+    }
+}
+
+/// Every error code the core answers with.
+pub const ERROR_CODES: [u16; 13] = [300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508];
+
+/// Client transports, in the order of the per-transport arrays.
+pub const TRANSPORTS: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Counters of what the core did since it started.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub allocations_created: u64,
+    pub allocations_expired: u64,
+    /// Deleted by the client (Refresh 0), its connection closing, or an
+    /// operator.
+    pub allocations_deleted: u64,
+    pub refused: [u64; Refusal::ALL.len()],
+    pub auth_failures: [u64; AuthFailure::ALL.len()],
+    /// Error answers, by [`ERROR_CODES`] index.
+    pub errors: [u64; ERROR_CODES.len()],
+    /// Relayed payload by client transport ([`TRANSPORTS`] index).
+    pub to_peer: [Traffic; 3],
+    pub to_client: [Traffic; 3],
+    /// Datagrams and messages dropped (malformed, no permission, …).
+    pub dropped: u64,
+}
+
+impl Stats {
+    #[inline]
+    pub(super) fn relayed_to_peer(&mut self, t: Transport, bytes: usize) {
+        let c = &mut self.to_peer[t as usize];
+        c.packets += 1;
+        c.bytes += bytes as u64;
+    }
+
+    #[inline]
+    pub(super) fn relayed_to_client(&mut self, t: Transport, bytes: usize) {
+        let c = &mut self.to_client[t as usize];
+        c.packets += 1;
+        c.bytes += bytes as u64;
+    }
+
+    pub(super) fn error(&mut self, code: u16) {
+        if let Some(i) = ERROR_CODES.iter().position(|c| *c == code) {
+            self.errors[i] += 1;
+        }
+    }
+
+    /// Adds `other` in (the sum over workers).
+    pub fn add(&mut self, other: &Stats) {
+        self.allocations_created += other.allocations_created;
+        self.allocations_expired += other.allocations_expired;
+        self.allocations_deleted += other.allocations_deleted;
+        self.dropped += other.dropped;
+        let sum = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        sum(&mut self.refused, &other.refused);
+        sum(&mut self.auth_failures, &other.auth_failures);
+        sum(&mut self.errors, &other.errors);
+        for (a, b) in self.to_peer.iter_mut().zip(&other.to_peer) {
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+        }
+        for (a, b) in self.to_client.iter_mut().zip(&other.to_client) {
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+        }
+    }
+}
