@@ -1127,3 +1127,32 @@ fn draining_with_an_alternate_server_answers_300() {
     assert_eq!(SocketAddr::new(alt.ip, alt.port), sa("203.0.113.9:3478"));
     assert_eq!(h.shared.lock().total, 0);
 }
+
+// ---------------------------------------------------------------- Reload
+
+#[test]
+fn a_reloaded_peer_policy_applies_to_existing_permissions_and_channels() {
+    let mut h = H::new(base_config());
+    let c = client(5200);
+    let (_, relay) = h.allocate(c);
+    let r = h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(sa(PEER))]);
+    assert!(is_success(&r));
+    assert_eq!(h.send(c, &channel_data(0x4000, b"x", false)).to_peer.len(), 1);
+    // The operator denies the peer's range and reloads.
+    let mut cfg = base_config();
+    cfg.policy = PeerPolicy::new(vec![], vec!["1.2.3.0/24".parse().expect("net")]);
+    h.s.set_config(Arc::new(cfg));
+    assert!(
+        h.send(c, &channel_data(0x4000, b"x", false)).to_peer.is_empty(),
+        "client data still relayed"
+    );
+    assert!(
+        h.peer_sends(relay, sa(PEER), b"y").to_client.is_empty(),
+        "peer data still relayed"
+    );
+    let r = h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(sa(PEER))]);
+    assert_eq!(error_code(&r), Some(403));
+    // Other peers are unaffected.
+    let r = h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(sa("5.6.7.8:9"))]);
+    assert!(is_success(&r));
+}

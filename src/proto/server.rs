@@ -189,13 +189,33 @@ pub(super) struct ClientRoute {
 impl Server {
     /// `seed` feeds the port and token choices; `nonce_key` signs nonces
     /// (give every worker of one process the same key).
-    /// Replaces the configuration (a reload): credentials, peer policy,
-    /// lifetimes and quotas apply to requests from now on. Allocations,
-    /// permissions and channels already made stay as they are until they
-    /// are refreshed or expire.
+    /// Replaces the configuration (a reload): credentials, lifetimes and
+    /// quotas apply to requests from now on; allocations already made keep
+    /// their lifetimes. The peer policy applies at once: permissions and
+    /// channels to peers it now denies are removed.
     pub fn set_config(&mut self, cfg: Arc<CoreConfig>) {
         self.nonces.set_lifetime(cfg.nonce_lifetime.as_secs());
         self.cfg = cfg;
+        let policy = &self.cfg.policy;
+        let mut gone = Vec::new();
+        for (_, a) in self.allocs.iter_mut() {
+            a.perms.retain(|ip, _| policy.permits(*ip));
+            let denied: Vec<u16> = a
+                .channels
+                .iter()
+                .filter(|(_, c)| !policy.permits(c.peer.ip()))
+                .map(|(n, _)| *n)
+                .collect();
+            for n in denied {
+                if let Some(c) = a.channels.remove(&n) {
+                    a.by_peer.remove(&c.peer);
+                    gone.push((a.client, n));
+                }
+            }
+        }
+        for route in gone {
+            self.routes.remove(&route);
+        }
     }
 
     pub fn new(cfg: Arc<CoreConfig>, shared: Arc<Shared>, seed: u64, nonce_key: [u8; 32]) -> Self {
