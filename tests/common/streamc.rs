@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::Duration;
 
 use stun::message::*;
@@ -130,15 +129,9 @@ pub fn tls(addr: SocketAddr) -> Framed<Tls> {
     let s = TcpStream::connect(addr).expect("connect");
     s.set_nodelay(true).expect("nodelay");
     s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-        .with_no_client_auth();
+    let config = turnd::tls::client_config(true);
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let conn = rustls::ClientConnection::new(config, name).expect("client");
     let mut t = rustls::StreamOwned::new(conn, s);
     while t.conn.is_handshaking() {
         t.conn.complete_io(&mut t.sock).expect("TLS handshake");
@@ -150,42 +143,4 @@ pub fn tls(addr: SocketAddr) -> Framed<Tls> {
 pub fn presented(t: &Framed<Tls>) -> String {
     let certs = t.io.conn.peer_certificates().expect("a certificate");
     turnd::tls::fingerprint(&certs[0])
-}
-
-#[derive(Debug)]
-struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
