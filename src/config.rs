@@ -181,6 +181,10 @@ pub struct Auth {
     /// Between expiry and user name in REST usernames.
     #[serde(default = "defaults::separator")]
     pub rest_separator: char,
+    /// 401/438 answers per second to one source address (bursts of twice
+    /// that); beyond, requests get no answer. 0 turns the limit off.
+    #[serde(default = "defaults::challenges_per_second")]
+    pub challenges_per_second: u32,
     /// How long a nonce stays valid before 438 Stale Nonce.
     #[serde(default = "defaults::nonce_lifetime", with = "humantime_serde")]
     pub nonce_lifetime: Duration,
@@ -357,6 +361,9 @@ mod defaults {
     }
     pub fn separator() -> char {
         ':'
+    }
+    pub fn challenges_per_second() -> u32 {
+        100
     }
     pub fn nonce_lifetime() -> Duration {
         Duration::from_secs(600)
@@ -627,6 +634,7 @@ impl Config {
         c.default_lifetime = r.default_lifetime;
         c.max_lifetime = r.max_lifetime;
         c.nonce_lifetime = self.auth.nonce_lifetime;
+        c.challenges_per_second = self.auth.challenges_per_second;
         c.max_allocations_per_user = r.max_allocations_per_user;
         c.max_allocations = r.max_allocations;
         c.relay_ipv4 = r.relay_ipv4;

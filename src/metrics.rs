@@ -182,6 +182,12 @@ impl Collector for Source {
         )?;
         counter(
             &mut e,
+            "turnd_challenges_limited",
+            "401/438 answers not sent because the source address was over auth.challenges-per-second",
+            s.challenges_limited,
+        )?;
+        counter(
+            &mut e,
             "turnd_dropped_packets",
             "Datagrams and messages dropped (malformed, no permission, …)",
             s.dropped,

@@ -1156,3 +1156,56 @@ fn a_reloaded_peer_policy_applies_to_existing_permissions_and_channels() {
     let r = h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(sa("5.6.7.8:9"))]);
     assert!(is_success(&r));
 }
+
+// ---------------------------------------------------------------- Abuse
+
+#[test]
+fn challenges_are_rate_limited_per_source_address() {
+    let mut cfg = base_config();
+    cfg.challenges_per_second = 10;
+    let mut h = H::new(cfg);
+    let unsigned = || build(req(METHOD_ALLOCATE), vec![transport_udp()], None, false);
+    // A burst of twice the rate from one address (any port), then silence.
+    let answered = (0..30)
+        .filter(|i| !h.send(client(6000 + i), &unsigned().raw).replies.is_empty())
+        .count();
+    assert_eq!(answered, 20);
+    assert_eq!(h.s.stats.challenges_limited, 10);
+    // Another address is not affected.
+    let other = ClientAddr::udp(sa("198.51.100.99:6000"), sa(LOCAL));
+    assert_eq!(h.send(other, &unsigned().raw).replies.len(), 1);
+    // Tokens come back at the rate.
+    h.advance_ms(500);
+    let answered = (0..10)
+        .filter(|i| !h.send(client(6100 + i), &unsigned().raw).replies.is_empty())
+        .count();
+    assert_eq!(answered, 5);
+}
+
+#[test]
+fn requests_without_an_allocation_get_a_small_unsigned_437() {
+    let mut h = H::new(base_config());
+    let c = client(6200);
+    for m in [
+        build(req(METHOD_REFRESH), vec![], None, false),
+        build(req(METHOD_CREATE_PERMISSION), vec![peer(sa(PEER))], None, false),
+        build(
+            req(METHOD_CHANNEL_BIND),
+            vec![channel(0x4000), peer(sa(PEER))],
+            None,
+            false,
+        ),
+    ] {
+        let out = h.send(c, &m.raw);
+        assert_eq!(out.replies.len(), 1);
+        let r = decode(&out.replies[0]);
+        assert_eq!(error_code(&r), Some(437));
+        assert!(!r.contains(ATTR_NONCE) && !r.contains(ATTR_MESSAGE_INTEGRITY));
+        assert!(
+            out.replies[0].len() <= 2 * m.raw.len(),
+            "{} bytes for {}",
+            out.replies[0].len(),
+            m.raw.len()
+        );
+    }
+}

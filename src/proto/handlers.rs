@@ -125,21 +125,40 @@ impl Server {
         self.commands.push_back(Command::SendToClient { client, data });
     }
 
+    /// An error answer; signed with `key` when the request authenticated.
+    /// Unsigned answers carry no reason phrase: anyone can provoke them
+    /// from a spoofed address, so they stay as small as the code allows.
     fn error(&mut self, client: ClientAddr, req: &Decoded, code: u16, key: Option<&Key>) {
         self.stats.error(code);
         let e = ErrorCodeAttribute {
             code: ErrorCode(code),
-            reason: reason(code).as_bytes().to_vec(),
+            reason: if key.is_some() {
+                reason(code).as_bytes().to_vec()
+            } else {
+                Vec::new()
+            },
         };
         self.reply(client, req, false, &[&e], key);
     }
 
-    /// 401 or 438 with a fresh nonce.
+    /// 401 or 438 with a fresh nonce, unless the client's address has used
+    /// up its challenges for now (then nothing: an attacker spoofing a
+    /// victim's address gets no reflection past the limit). A 401 carries no
+    /// reason phrase: it is the answer an unauthenticated request gets, and
+    /// every byte counts in its amplification factor.
     fn challenge(&mut self, client: ClientAddr, req: &Decoded, code: u16, now: Now) {
+        if !self.challenges.take(client.remote.ip(), now.mono) {
+            self.stats.challenges_limited += 1;
+            return;
+        }
         self.stats.error(code);
         let e = ErrorCodeAttribute {
             code: ErrorCode(code),
-            reason: reason(code).as_bytes().to_vec(),
+            reason: if code == 401 {
+                Vec::new()
+            } else {
+                reason(code).as_bytes().to_vec()
+            },
         };
         let realm = TextAttribute::new(ATTR_REALM, self.cfg.credentials.realm.clone());
         let nonce = TextAttribute::new(ATTR_NONCE, self.nonces.issue(client.remote.ip(), now.unix));
@@ -248,6 +267,13 @@ impl Server {
                     return;
                 }
             }
+        } else if !self.by_client.contains_key(&client) {
+            // Refresh, CreatePermission or ChannelBind without an
+            // allocation: 437 at once, unsigned and small, rather than a 401
+            // with realm and nonce that a spoofed source could use for
+            // amplification.
+            self.error(client, req, 437, None);
+            return;
         }
         let Some(auth) = self.authenticate(client, req, now) else {
             return;

@@ -6,6 +6,7 @@ mod handlers;
 pub mod msg;
 pub mod nonce;
 pub mod policy;
+pub mod ratelimit;
 pub mod server;
 pub mod shared;
 pub mod stats;

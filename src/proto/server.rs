@@ -29,6 +29,7 @@ use super::allocation::Allocation;
 use super::msg::{self, Kind, CHANNEL_HEADER};
 use super::nonce::Nonces;
 use super::policy::PeerPolicy;
+use super::ratelimit::PerAddress;
 use super::shared::Shared;
 use super::stats::Stats;
 
@@ -82,6 +83,9 @@ pub struct CoreConfig {
     pub external_ipv6: Option<Ipv6Addr>,
     /// Where clients are sent (300) while this server drains.
     pub alternate_server: Option<SocketAddr>,
+    /// 401/438 answers per second per source address (bursts of twice
+    /// that); 0 for no limit.
+    pub challenges_per_second: u32,
 }
 
 impl CoreConfig {
@@ -101,6 +105,7 @@ impl CoreConfig {
             external_ipv4: None,
             external_ipv6: None,
             alternate_server: None,
+            challenges_per_second: 100,
         }
     }
 }
@@ -167,6 +172,7 @@ pub struct Server {
     pub(super) cfg: Arc<CoreConfig>,
     pub(super) shared: Arc<Shared>,
     pub(super) nonces: Nonces,
+    pub(super) challenges: PerAddress,
     pub(super) rng: ChaCha8Rng,
     pub(super) allocs: Slab<Allocation>,
     pub(super) by_client: HashMap<ClientAddr, RelayId, ahash::RandomState>,
@@ -195,6 +201,9 @@ impl Server {
     /// channels to peers it now denies are removed.
     pub fn set_config(&mut self, cfg: Arc<CoreConfig>) {
         self.nonces.set_lifetime(cfg.nonce_lifetime.as_secs());
+        if cfg.challenges_per_second != self.cfg.challenges_per_second {
+            self.challenges = PerAddress::new(cfg.challenges_per_second);
+        }
         self.cfg = cfg;
         let policy = &self.cfg.policy;
         let mut gone = Vec::new();
@@ -220,7 +229,9 @@ impl Server {
 
     pub fn new(cfg: Arc<CoreConfig>, shared: Arc<Shared>, seed: u64, nonce_key: [u8; 32]) -> Self {
         let nonces = Nonces::new(nonce_key, cfg.nonce_lifetime.as_secs());
+        let challenges = PerAddress::new(cfg.challenges_per_second);
         Self {
+            challenges,
             cfg,
             shared,
             nonces,

@@ -86,6 +86,8 @@ pub struct Stats {
     pub to_client: [Traffic; 3],
     /// Datagrams and messages dropped (malformed, no permission, …).
     pub dropped: u64,
+    /// 401/438 answers not sent: the source address was over its rate.
+    pub challenges_limited: u64,
 }
 
 impl Stats {
@@ -115,6 +117,7 @@ impl Stats {
         self.allocations_expired += other.allocations_expired;
         self.allocations_deleted += other.allocations_deleted;
         self.dropped += other.dropped;
+        self.challenges_limited += other.challenges_limited;
         let sum = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         sum(&mut self.refused, &other.refused);
         sum(&mut self.auth_failures, &other.auth_failures);
