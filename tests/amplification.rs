@@ -18,12 +18,16 @@ use stun::message::*;
 /// The default realm: a 401's size grows with the realm's length.
 const DEFAULT_REALM: &str = "turnd";
 
-struct Coturn(Child, tempfile::TempDir);
+/// The server and the directory of its log and pid file.
+struct Coturn {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
 
 impl Drop for Coturn {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -48,7 +52,7 @@ fn coturn(port: u16) -> Option<Coturn> {
         .stderr(Stdio::null())
         .spawn()
         .expect("turnserver starts");
-    Some(Coturn(child, dir))
+    Some(Coturn { child, _dir: dir })
 }
 
 /// The size of the answer to `request`, retrying while the server starts.
