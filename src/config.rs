@@ -214,6 +214,10 @@ pub struct Relay {
     pub max_allocations_per_user: u32,
     #[serde(default = "defaults::max_total")]
     pub max_allocations: u32,
+    /// Bytes per second one allocation may relay in each direction
+    /// (coturn's `max-bps`); beyond, packets are dropped. 0: no limit.
+    #[serde(default)]
+    pub max_bps: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -635,6 +639,7 @@ impl Config {
         c.max_lifetime = r.max_lifetime;
         c.nonce_lifetime = self.auth.nonce_lifetime;
         c.challenges_per_second = self.auth.challenges_per_second;
+        c.max_bps = r.max_bps;
         c.max_allocations_per_user = r.max_allocations_per_user;
         c.max_allocations = r.max_allocations;
         c.relay_ipv4 = r.relay_ipv4;

@@ -182,6 +182,12 @@ impl Collector for Source {
         )?;
         counter(
             &mut e,
+            "turnd_over_bandwidth_packets",
+            "Packets dropped because their allocation was over relay.max-bps",
+            s.over_bandwidth,
+        )?;
+        counter(
+            &mut e,
             "turnd_challenges_limited",
             "401/438 answers not sent because the source address was over auth.challenges-per-second",
             s.challenges_limited,

@@ -1209,3 +1209,31 @@ fn requests_without_an_allocation_get_a_small_unsigned_437() {
         );
     }
 }
+
+#[test]
+fn max_bps_limits_each_direction_of_an_allocation() {
+    let mut cfg = base_config();
+    cfg.max_bps = 1000;
+    let mut h = H::new(cfg);
+    let c = client(6300);
+    let (_, relay) = h.allocate(c);
+    let r = h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(sa(PEER))]);
+    assert!(is_success(&r));
+    // A second's worth passes, then packets are dropped and counted.
+    let sent = (0..5)
+        .filter(|_| !h.send(c, &channel_data(0x4000, &[1; 400], false)).to_peer.is_empty())
+        .count();
+    assert_eq!(sent, 2);
+    // The other direction has its own budget.
+    let back = (0..5)
+        .filter(|_| !h.peer_sends(relay, sa(PEER), &[2; 400]).to_client.is_empty())
+        .count();
+    assert_eq!(back, 2);
+    assert_eq!(h.s.stats.over_bandwidth, 6);
+    // Half a second later, 500 more bytes may pass.
+    h.advance_ms(500);
+    let sent = (0..5)
+        .filter(|_| !h.send(c, &channel_data(0x4000, &[1; 400], false)).to_peer.is_empty())
+        .count();
+    assert_eq!(sent, 1);
+}

@@ -80,17 +80,37 @@ pub struct Allocation {
     pub to_client: Counter,
 }
 
+/// What went one way through an allocation, and that direction's
+/// bandwidth budget (`relay.max-bps`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counter {
     pub packets: u64,
     pub bytes: u64,
+    /// Bytes that may still pass now (a bucket of one second's worth).
+    tokens: f64,
+    last: Option<Instant>,
 }
 
 impl Counter {
+    /// Counts `bytes` when they fit in the budget of `rate` bytes a second
+    /// (0: no limit); false when they must be dropped.
     #[inline]
-    pub fn add(&mut self, bytes: usize) {
+    pub fn pass(&mut self, bytes: usize, rate: u64, now: Instant) -> bool {
+        if rate > 0 {
+            let cap = rate as f64;
+            let refill = self
+                .last
+                .map_or(cap, |t| now.saturating_duration_since(t).as_secs_f64() * cap);
+            self.tokens = (self.tokens + refill).min(cap);
+            self.last = Some(now);
+            if self.tokens < bytes as f64 {
+                return false;
+            }
+            self.tokens -= bytes as f64;
+        }
         self.packets += 1;
         self.bytes += bytes as u64;
+        true
     }
 }
 

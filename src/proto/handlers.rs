@@ -726,6 +726,7 @@ impl Server {
         now: Now,
     ) -> Option<Transmit<'a>> {
         let relay = *self.by_client.get(&client)?;
+        let rate = self.cfg.max_bps;
         let a = self.allocs.get_mut(relay.index())?;
         if a.opening.is_some() || !req.unknown_required().is_empty() {
             return None;
@@ -736,7 +737,10 @@ impl Server {
             return None;
         }
         let range = msg::attr_range(buf, ATTR_DATA)?;
-        a.to_peer.add(range.len());
+        if !a.to_peer.pass(range.len(), rate, now.mono) {
+            self.stats.over_bandwidth += 1;
+            return None;
+        }
         self.stats.relayed_to_peer(client.transport, range.len());
         Some(Transmit::ToPeer {
             relay,

@@ -86,6 +86,9 @@ pub struct CoreConfig {
     /// 401/438 answers per second per source address (bursts of twice
     /// that); 0 for no limit.
     pub challenges_per_second: u32,
+    /// Bytes per second each allocation may relay in each direction (bursts
+    /// of one second's worth); 0 for no limit.
+    pub max_bps: u64,
 }
 
 impl CoreConfig {
@@ -106,6 +109,7 @@ impl CoreConfig {
             external_ipv6: None,
             alternate_server: None,
             challenges_per_second: 100,
+            max_bps: 0,
         }
     }
 }
@@ -317,8 +321,12 @@ impl Server {
                 match self.routes.get(&(client, channel)) {
                     Some(r) if now.mono < r.chan_expires && now.mono < r.perm_expires => {
                         let (relay, peer) = (r.relay, r.peer);
+                        let rate = self.cfg.max_bps;
                         if let Some(a) = self.allocs.get_mut(relay.index()) {
-                            a.to_peer.add(len);
+                            if !a.to_peer.pass(len, rate, now.mono) {
+                                self.stats.over_bandwidth += 1;
+                                return None;
+                            }
                         }
                         self.stats.relayed_to_peer(client.transport, len);
                         Some(Transmit::ToPeer {
@@ -379,6 +387,7 @@ impl Server {
         now: Now,
     ) -> Option<Transmit<'a>> {
         let len = buf.len().checked_sub(CHANNEL_HEADER)?;
+        let rate = self.cfg.max_bps;
         let Some(a) = self.allocs.get_mut(relay.index()) else {
             self.stats.dropped += 1;
             return None;
@@ -391,7 +400,10 @@ impl Server {
             if now.mono < r.chan_expires && now.mono < r.perm_expires {
                 let header: &mut [u8; CHANNEL_HEADER] = (&mut buf[..CHANNEL_HEADER]).try_into().ok()?;
                 msg::write_channel_header(header, r.channel, len);
-                a.to_client.add(len);
+                if !a.to_client.pass(len, rate, now.mono) {
+                    self.stats.over_bandwidth += 1;
+                    return None;
+                }
                 self.stats.relayed_to_client(a.client.transport, len);
                 return Some(Transmit::ToClient {
                     client: a.client,
@@ -403,7 +415,10 @@ impl Server {
             self.stats.dropped += 1;
             return None;
         }
-        a.to_client.add(len);
+        if !a.to_client.pass(len, rate, now.mono) {
+            self.stats.over_bandwidth += 1;
+            return None;
+        }
         self.stats.relayed_to_client(a.client.transport, len);
         let client = a.client;
         let data = super::handlers::data_indication(&mut self.rng, peer, &buf[CHANNEL_HEADER..]);

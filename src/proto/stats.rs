@@ -88,6 +88,8 @@ pub struct Stats {
     pub dropped: u64,
     /// 401/438 answers not sent: the source address was over its rate.
     pub challenges_limited: u64,
+    /// Packets dropped because their allocation was over `relay.max-bps`.
+    pub over_bandwidth: u64,
 }
 
 impl Stats {
@@ -118,6 +120,7 @@ impl Stats {
         self.allocations_deleted += other.allocations_deleted;
         self.dropped += other.dropped;
         self.challenges_limited += other.challenges_limited;
+        self.over_bandwidth += other.over_bandwidth;
         let sum = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         sum(&mut self.refused, &other.refused);
         sum(&mut self.auth_failures, &other.auth_failures);
