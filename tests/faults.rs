@@ -1,0 +1,172 @@
+//! Quotas and faults over real sockets: the per-user quota holds when one
+//! user's Allocates arrive at once from many source ports (spread over the
+//! workers); an exhausted relay port range answers 508 and recovers when
+//! ports come free; a peer that vanishes (ICMP port unreachable) does not
+//! take the allocation down.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::server::*;
+use common::stunc::*;
+use stun::message::*;
+
+/// A UDP client with its own source port.
+struct Client {
+    sock: UdpSocket,
+    server: SocketAddr,
+}
+
+impl Client {
+    fn new(server: SocketAddr) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+        Self { sock, server }
+    }
+
+    fn send(&self, m: &Message) {
+        self.sock.send_to(&m.raw, self.server).expect("send");
+    }
+
+    /// The answer to `m` (other datagrams skipped).
+    fn answer(&self, m: &Message) -> Message {
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, _) = self.sock.recv_from(&mut buf).expect("an answer");
+            if buf[0] < 0x40 {
+                let r = decode(&buf[..n]);
+                if r.transaction_id == m.transaction_id {
+                    return r;
+                }
+            }
+        }
+    }
+
+    fn ask(&self, m: &Message) -> Message {
+        self.send(m);
+        self.answer(m)
+    }
+
+    /// The credentials after the 401 round.
+    fn cred(&self, user: &str) -> Cred {
+        let r = self.ask(&build(req(METHOD_ALLOCATE), vec![transport_udp()], None, true));
+        assert_eq!(error_code(&r), Some(401));
+        let (u, p) = rest_creds(user);
+        Cred {
+            user: u,
+            realm: REALM.into(),
+            pass: p,
+            nonce: text(&r, stun::attributes::ATTR_NONCE).expect("nonce"),
+        }
+    }
+}
+
+fn allocate_msg(cred: &Cred) -> Message {
+    build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(cred), true)
+}
+
+#[test]
+fn per_user_quota_holds_under_concurrent_allocates() {
+    let srv = TestServer::start("[relay]\nmax-allocations-per-user = 10\n");
+    let clients: Vec<Client> = (0..60).map(|_| Client::new(srv.addr)).collect();
+    let creds: Vec<Cred> = clients.iter().map(|c| c.cred("crowd")).collect();
+    // All 60 signed Allocates leave before any answer is read.
+    let msgs: Vec<Message> = creds.iter().map(allocate_msg).collect();
+    for (c, m) in clients.iter().zip(&msgs) {
+        c.send(m);
+    }
+    let codes: Vec<Option<u16>> = clients
+        .iter()
+        .zip(&msgs)
+        .map(|(c, m)| error_code(&c.answer(m)))
+        .collect();
+    assert_eq!(codes.iter().filter(|c| c.is_none()).count(), 10, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == Some(486)).count(), 50, "{codes:?}");
+    assert_eq!(srv.allocations(), 10);
+    // Freed places can be taken again.
+    for (c, (cred, code)) in clients.iter().zip(creds.iter().zip(&codes)) {
+        if code.is_none() {
+            let r = c.ask(&build(req(METHOD_REFRESH), vec![lifetime_attr(0)], Some(cred), true));
+            assert!(is_success(&r), "refresh 0: {r}");
+        }
+    }
+    assert!(srv.wait_idle(Duration::from_secs(5)));
+    let fresh = Client::new(srv.addr);
+    let cred = fresh.cred("crowd");
+    assert!(is_success(&fresh.ask(&allocate_msg(&cred))));
+}
+
+#[test]
+fn exhausted_port_range_answers_508_and_recovers() {
+    let srv = TestServer::start("[relay]\nmin-port = 61000\nmax-port = 61003\n");
+    let clients: Vec<Client> = (0..5).map(|_| Client::new(srv.addr)).collect();
+    let creds: Vec<Cred> = clients.iter().map(|c| c.cred("ports")).collect();
+    for (c, cred) in clients.iter().zip(&creds).take(4) {
+        assert!(is_success(&c.ask(&allocate_msg(cred))));
+    }
+    assert_eq!(error_code(&clients[4].ask(&allocate_msg(&creds[4]))), Some(508));
+    // One allocation ends: its port is free for the fifth client.
+    let r = clients[0].ask(&build(
+        req(METHOD_REFRESH),
+        vec![lifetime_attr(0)],
+        Some(&creds[0]),
+        true,
+    ));
+    assert!(is_success(&r));
+    let cred = clients[4].cred("ports");
+    assert!(
+        is_success(&clients[4].ask(&allocate_msg(&cred))),
+        "no recovery after a port came free"
+    );
+    assert_eq!(srv.ports_in_use(), 4);
+}
+
+#[test]
+fn a_vanished_peer_does_not_take_the_allocation_down() {
+    let srv = TestServer::start("");
+    let (peer, echo) = echo_peer();
+    let c = Client::new(srv.addr);
+    let cred = c.cred("vanish");
+    assert!(is_success(&c.ask(&allocate_msg(&cred))));
+    let bind = build(
+        req(METHOD_CHANNEL_BIND),
+        vec![channel(0x4000), common::stunc::peer(peer)],
+        Some(&cred),
+        true,
+    );
+    assert!(is_success(&c.ask(&bind)));
+    c.sock
+        .send_to(&channel_data(0x4000, b"hello", false), srv.addr)
+        .expect("send");
+    let mut buf = [0u8; 2048];
+    let (n, _) = c.sock.recv_from(&mut buf).expect("echo");
+    assert_eq!(&buf[4..n], b"hello");
+    // The peer goes away: sends to it now draw ICMP port unreachable.
+    drop(echo);
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..20 {
+        c.sock
+            .send_to(&channel_data(0x4000, b"anyone?", false), srv.addr)
+            .expect("send");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // The allocation is still there and answers; a new peer works.
+    let r = c.ask(&build(req(METHOD_REFRESH), vec![lifetime_attr(600)], Some(&cred), true));
+    assert!(is_success(&r), "refresh after ICMP errors: {r}");
+    assert_eq!(srv.allocations(), 1);
+    let (peer2, _echo2) = echo_peer();
+    let bind = build(
+        req(METHOD_CHANNEL_BIND),
+        vec![channel(0x4001), common::stunc::peer(peer2)],
+        Some(&cred),
+        true,
+    );
+    assert!(is_success(&c.ask(&bind)));
+    c.sock
+        .send_to(&channel_data(0x4001, b"again", false), srv.addr)
+        .expect("send");
+    let (n, _) = c.sock.recv_from(&mut buf).expect("echo from the new peer");
+    assert_eq!(&buf[4..n], b"again");
+}
