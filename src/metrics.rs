@@ -96,6 +96,12 @@ impl Collector for Source {
         )?;
         gauge(
             &mut e,
+            "turnd_timers",
+            "Expiry timers pending in the workers",
+            t.timers as i64,
+        )?;
+        gauge(
+            &mut e,
             "turnd_relay_ports_in_use",
             "Relay ports taken (allocations and reservations)",
             in_use as i64,

@@ -76,6 +76,7 @@ pub struct Snapshot {
     pub stats: crate::proto::Stats,
     pub permissions: u64,
     pub channels: u64,
+    pub timers: u64,
 }
 
 impl Control {
@@ -163,6 +164,7 @@ impl Control {
             sum.stats.add(&s.stats);
             sum.permissions += s.permissions;
             sum.channels += s.channels;
+            sum.timers += s.timers;
         }
         sum
     }

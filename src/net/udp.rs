@@ -329,6 +329,7 @@ impl Worker {
             stats: self.core.stats,
             permissions,
             channels,
+            timers: self.core.pending_timers() as u64,
         };
         self.control.publish(self.index, snapshot);
     }

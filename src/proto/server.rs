@@ -301,6 +301,12 @@ impl Server {
         doomed.len()
     }
 
+    /// Timers waiting in this core (allocation, permission and channel
+    /// expiry, reservations), for the soak test's "nothing grows" check.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
     /// Live permissions and channel bindings of this core's allocations.
     pub fn bindings(&self) -> (u64, u64) {
         self.allocs.iter().fold((0, 0), |(p, c), (_, a)| {

@@ -1,5 +1,6 @@
 pub mod process;
 pub mod server;
+pub mod soak;
 pub mod streamc;
 pub mod stunc;
 pub mod turnc;
