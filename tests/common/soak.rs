@@ -22,6 +22,9 @@ pub struct Cycle {
     pub bound: usize,
     pub echoed: usize,
     pub took: Duration,
+    /// Error codes of the signed Allocates, and how many had no answer.
+    pub errors: std::collections::BTreeMap<u16, usize>,
+    pub unanswered: usize,
 }
 
 struct Slot {
@@ -36,9 +39,16 @@ fn exchange(slots: &mut [Slot], server: SocketAddr, tries: u32) -> HashMap<usize
     let mut answers = HashMap::new();
     let mut buf = [0u8; 2048];
     for _ in 0..tries {
+        // Paced, so that a burst of thousands does not overflow the
+        // server's receive buffer (lost requests are sent again anyway).
+        let mut sent = 0;
         for (i, s) in slots.iter().enumerate() {
             if let (Some(m), false) = (&s.pending, answers.contains_key(&i)) {
                 let _ = s.sock.send_to(&m.raw, server);
+                sent += 1;
+                if sent % 200 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
         }
         let end = Instant::now() + Duration::from_millis(1500);
@@ -90,7 +100,7 @@ pub fn cycle(server: SocketAddr, secret: &[u8], realm: &str, peer: SocketAddr, n
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     // 401s: the nonce.
-    let answers = exchange(&mut slots, server, 3);
+    let answers = exchange(&mut slots, server, 5);
     for (i, s) in slots.iter_mut().enumerate() {
         s.pending = None;
         if let Some(nonce) = answers.get(&i).and_then(|r| text(r, stun::attributes::ATTR_NONCE)) {
@@ -112,8 +122,14 @@ pub fn cycle(server: SocketAddr, secret: &[u8], realm: &str, peer: SocketAddr, n
         }
     }
     // Signed Allocates.
-    let answers = exchange(&mut slots, server, 3);
+    let answers = exchange(&mut slots, server, 5);
     out.allocated = answers.values().filter(|r| is_success(r)).count();
+    for r in answers.values() {
+        if let Some(c) = error_code(r) {
+            *out.errors.entry(c).or_default() += 1;
+        }
+    }
+    out.unanswered = slots.iter().filter(|s| s.cred.is_some()).count() - answers.len();
     let ok = |answers: &HashMap<usize, Message>, i: usize| answers.get(&i).is_some_and(is_success);
     for (i, s) in slots.iter_mut().enumerate() {
         s.pending = match (&s.cred, ok(&answers, i)) {
@@ -126,7 +142,7 @@ pub fn cycle(server: SocketAddr, secret: &[u8], realm: &str, peer: SocketAddr, n
             _ => None,
         };
     }
-    let answers = exchange(&mut slots, server, 3);
+    let answers = exchange(&mut slots, server, 5);
     out.refreshed = answers.values().filter(|r| is_success(r)).count();
     for (i, s) in slots.iter_mut().enumerate() {
         s.pending = match (&s.cred, ok(&answers, i)) {
@@ -139,7 +155,7 @@ pub fn cycle(server: SocketAddr, secret: &[u8], realm: &str, peer: SocketAddr, n
             _ => None,
         };
     }
-    let answers = exchange(&mut slots, server, 3);
+    let answers = exchange(&mut slots, server, 5);
     out.bound = answers.values().filter(|r| is_success(r)).count();
     // One message each through the channel, paced (the echo peer is one
     // socket with a default receive buffer); count the echoes.
