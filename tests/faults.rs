@@ -170,3 +170,80 @@ fn a_vanished_peer_does_not_take_the_allocation_down() {
     let (n, _) = c.sock.recv_from(&mut buf).expect("echo from the new peer");
     assert_eq!(&buf[4..n], b"again");
 }
+
+/// Out of file descriptors (a 64-descriptor limit): Allocates that cannot
+/// get a relay socket get 508, a TCP connection waits in the backlog
+/// instead of spinning the accept loop, and both recover once allocations
+/// end and descriptors come free.
+#[test]
+fn running_out_of_file_descriptors_answers_508_and_recovers() {
+    use common::process::{free_tcp_port, Proc};
+    let udp = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+        .port();
+    let tcp = free_tcp_port();
+    let config = format!(
+        r#"realm = "{REALM}"
+data-dir = "{{dir}}"
+workers = 1
+[[listener]]
+address = "127.0.0.1"
+port = {udp}
+transport = "udp"
+[[listener]]
+address = "127.0.0.1"
+port = {tcp}
+transport = "tcp"
+[auth]
+static-auth-secrets = ["{SECRET}"]
+[http]
+listen = []
+"#
+    );
+    let d = Proc::spawn_limited(&config, 64);
+    let tcp_addr = SocketAddr::from(([127, 0, 0, 1], tcp));
+    d.wait_listening(tcp_addr);
+    let server = SocketAddr::from(([127, 0, 0, 1], udp));
+    let mut held = Vec::new();
+    let mut refused = None;
+    for i in 0..80 {
+        let c = Client::new(server);
+        let cred = c.cred("fds");
+        let r = c.ask(&allocate_msg(&cred));
+        if is_success(&r) {
+            held.push((c, cred));
+        } else {
+            refused = Some((i, error_code(&r)));
+            break;
+        }
+    }
+    let (at, code) = refused.expect("the descriptor limit was never reached");
+    assert_eq!(code, Some(508), "after {at} allocations");
+    assert!(at > 10, "only {at} allocations under a 64-descriptor limit");
+    // A TCP client now: accept fails (EMFILE) and is retried, not spun.
+    let mut waiting = std::net::TcpStream::connect(tcp_addr).expect("the kernel accepts into the backlog");
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // Free half the allocations.
+    for (c, cred) in held.drain(..held.len() / 2) {
+        let r = c.ask(&build(req(METHOD_REFRESH), vec![lifetime_attr(0)], Some(&cred), true));
+        assert!(is_success(&r));
+    }
+    // The waiting TCP connection is served now.
+    use std::io::{Read, Write};
+    let b = build(req(METHOD_BINDING), vec![], None, true);
+    waiting.write_all(&b.raw).expect("write");
+    let mut buf = [0u8; 512];
+    let n = waiting.read(&mut buf).expect("an answer once descriptors are free");
+    assert!(n >= 20 && is_success(&decode(&buf[..n])));
+    // And new allocations work again.
+    let c = Client::new(server);
+    let cred = c.cred("fds");
+    assert!(
+        is_success(&c.ask(&allocate_msg(&cred))),
+        "no recovery after descriptors came free"
+    );
+    assert!(d.log().contains("accept failed"), "the EMFILE on accept is logged");
+}

@@ -30,10 +30,38 @@ impl Proc {
     }
 
     pub fn spawn_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(dir, config, env, None)
+    }
+
+    /// Like [`Proc::spawn`], with at most `nofile` open file descriptors.
+    pub fn spawn_limited(config: &str, nofile: u64) -> Self {
+        Self::spawn_with(tempfile::tempdir().expect("tempdir"), config, &[], Some(nofile))
+    }
+
+    fn spawn_with(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)], nofile: Option<u64>) -> Self {
         let config = config.replace("{dir}", &dir.path().display().to_string());
         std::fs::write(dir.path().join("turnd.toml"), config).expect("config");
         let log = std::fs::File::create(dir.path().join("log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd
             .arg("-c")
             .arg(dir.path().join("turnd.toml"))
             .envs(env.iter().copied())
