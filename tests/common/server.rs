@@ -132,6 +132,22 @@ static-auth-secrets = ["{SECRET}"]
             .expect("an [http] section")
     }
 
+    /// 401/438 answers the rate limit held back, as last published by the
+    /// workers (once a second).
+    pub fn challenges_limited(&self) -> u64 {
+        let end = Instant::now() + Duration::from_secs(2);
+        loop {
+            let n = self
+                .running
+                .as_ref()
+                .map_or(0, |r| r.relay.control.totals().stats.challenges_limited);
+            if n > 0 || Instant::now() > end {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn allocations(&self) -> u32 {
         self.running.as_ref().map_or(0, |r| r.relay.shared.lock().total)
     }
