@@ -251,7 +251,6 @@ pub struct Daemon {
     pub config: Config,
     /// `/metrics` and the admin API on their own listeners, when configured.
     pub ops: Option<http::ops::Running>,
-    pub metrics: Arc<crate::metrics::Source>,
 }
 
 /// What a reload changed, and what it could not.
@@ -332,16 +331,6 @@ impl Daemon {
         }
     }
 
-    /// Reads the certificate files again (SIGHUP): new TLS connections get
-    /// the new certificate, established ones keep theirs. On error the old
-    /// certificate stays. Returns the fingerprint now in use.
-    pub fn reload_certificate(&self) -> anyhow::Result<Option<String>> {
-        match &self.certs {
-            None => Ok(None),
-            Some(c) => c.reload().map(Some),
-        }
-    }
-
     /// Stops the HTTP side, then the relay.
     pub fn stop(self) {
         drop(self.ops);
@@ -397,7 +386,6 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
         certs,
         config: cfg.clone(),
         ops: None,
-        metrics: metrics.clone(),
     };
     if !cfg.metrics.listen.is_empty() || !cfg.admin.listen.is_empty() {
         let spec = http::ops::Spec {

@@ -40,21 +40,17 @@ pub fn bind_relay(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-/// Sets a buffer size past the sysctl limit (needs CAP_NET_ADMIN).
+/// Sets a buffer size past the sysctl limit (needs CAP_NET_ADMIN); whether
+/// it took.
 fn force_buffer(s: &Socket, opt: libc::c_int, bytes: libc::c_int) -> bool {
-    set_int(s, libc::SOL_SOCKET, opt, bytes)
-}
-
-/// setsockopt with a c_int value, for options socket2 does not cover;
-/// whether it took.
-fn set_int(s: &impl std::os::fd::AsRawFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
     // SAFETY: a valid socket descriptor and a c_int option value of the right size.
     let rc = unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
-            level,
+            libc::SOL_SOCKET,
             opt,
-            (&value as *const libc::c_int).cast(),
+            (&bytes as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
