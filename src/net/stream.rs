@@ -95,21 +95,20 @@ impl Bridge {
             let mut chunk = vec![0u8; 16 * 1024];
             loop {
                 let mut at = 0;
-                while let Frame::Message { len, skip } = stream_frame(&buf[at..]) {
-                    if !send(ToWorker::Data {
-                        client,
-                        msg: buf[at..at + len].to_vec(),
-                    })
-                    .await
-                    {
-                        return "worker stopped";
+                loop {
+                    match stream_frame(&buf[at..]) {
+                        Frame::Message { len, skip } => {
+                            let msg = buf[at..at + len].to_vec();
+                            if !send(ToWorker::Data { client, msg }).await {
+                                return "worker stopped";
+                            }
+                            at += skip;
+                        }
+                        Frame::Garbage => return "not STUN or ChannelData",
+                        Frame::Partial => break,
                     }
-                    at += skip;
                 }
                 buf.drain(..at);
-                if stream_frame(&buf) == Frame::Garbage {
-                    return "not STUN or ChannelData";
-                }
                 if buf.len() > MAX_PENDING {
                     return "message too long";
                 }

@@ -104,7 +104,7 @@ pub struct Worker {
     inbox_backlog: bool,
     streams: HashMap<ClientAddr, StreamOut, ahash::RandomState>,
     /// When the once-a-second chores last ran.
-    flags_checked: Instant,
+    chores_at: Instant,
     pub dropped_sends: u64,
 }
 
@@ -137,7 +137,7 @@ impl Worker {
             inbox,
             inbox_backlog: false,
             streams: HashMap::default(),
-            flags_checked: Instant::now(),
+            chores_at: Instant::now(),
             dropped_sends: 0,
         })
     }
@@ -164,7 +164,7 @@ impl Worker {
             }
             // At most a second asleep: the once-a-second chores below.
             let timeout = if self.backlog.is_empty() && !self.inbox_backlog {
-                let chores = self.flags_checked + Duration::from_secs(1);
+                let chores = self.chores_at + Duration::from_secs(1);
                 let next = self.core.poll_timeout().map_or(chores, |t| t.min(chores));
                 Some(next.saturating_duration_since(Instant::now()))
             } else {
@@ -193,8 +193,8 @@ impl Worker {
             self.run_commands();
             // Once a second: counters out for /metrics, idle flags of
             // stream connections.
-            if self.flags_checked.elapsed() >= Duration::from_secs(1) {
-                self.flags_checked = Instant::now();
+            if self.chores_at.elapsed() >= Duration::from_secs(1) {
+                self.chores_at = Instant::now();
                 self.check_allocated_flags();
                 self.publish();
             }
@@ -353,9 +353,13 @@ impl Worker {
                 }
                 Ok(ToWorker::Data { client, msg }) => {
                     self.on_client_datagram(client, &msg, Now::system());
+                    // Set here once the connection has an allocation (no
+                    // lookup per message after that); cleared by the
+                    // once-a-second check when the allocation is gone.
                     if let Some(s) = self.streams.get(&client) {
-                        let has = self.core.relayed_address(&client).is_some();
-                        s.allocated.store(has, Ordering::Relaxed);
+                        if !s.allocated.load(Ordering::Relaxed) && self.core.relayed_address(&client).is_some() {
+                            s.allocated.store(true, Ordering::Relaxed);
+                        }
                     }
                 }
                 Ok(ToWorker::Closed { client }) => {
