@@ -96,14 +96,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Sessions => {
             let (cfg, _) = load(cli.config.as_deref())?;
-            let v = admin_call(&cfg, "GET", "/admin/sessions")?;
+            let v = admin_call(&cfg, "GET", "/admin/sessions", None)?;
             print_sessions(&v);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Kill { user } => {
             let (cfg, _) = load(cli.config.as_deref())?;
-            let q: String = url_escape(&user);
-            let v = admin_call(&cfg, "POST", &format!("/admin/kill?user={q}"))?;
+            let v = admin_call(&cfg, "POST", "/admin/kill", Some(("user", &user)))?;
             println!("killed {} allocation(s) of {user}", v["killed"]);
             Ok(ExitCode::SUCCESS)
         }
@@ -288,7 +287,12 @@ impl Logging {
 }
 
 /// A call to the admin API of the turnd `cfg` describes.
-fn admin_call(cfg: &Config, method: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+fn admin_call(
+    cfg: &Config,
+    method: &str,
+    path: &str,
+    query: Option<(&str, &str)>,
+) -> anyhow::Result<serde_json::Value> {
     let addr = cfg
         .admin
         .listen
@@ -303,25 +307,16 @@ fn admin_call(cfg: &Config, method: &str, path: &str) -> anyhow::Result<serde_js
     let url = format!("http://{host}{path}");
     let auth = format!("Bearer {token}");
     let resp = if method == "POST" {
-        ureq::post(&url).header("Authorization", &auth).send_empty()
+        ureq::post(&url)
+            .header("Authorization", &auth)
+            .query_pairs(query)
+            .send_empty()
     } else {
-        ureq::get(&url).header("Authorization", &auth).call()
+        ureq::get(&url).header("Authorization", &auth).query_pairs(query).call()
     };
     let mut resp = resp.with_context(|| format!("admin API at {url}"))?;
     let body = resp.body_mut().read_to_string().context("admin API answer")?;
     serde_json::from_str(&body).context("admin API answer is not JSON")
-}
-
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn print_sessions(v: &serde_json::Value) {

@@ -13,7 +13,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use rand::Rng;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use super::{ws, AppState, Remote, Spec};
 
@@ -145,12 +144,8 @@ fn authorized(state: &AppState, query: &HashMap<String, String>, headers: &Heade
     let Some(want) = &state.access_key else {
         return true;
     };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let given = query.get("key").map(String::as_str).or(bearer);
-    given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(want.as_bytes())))
+    let given = query.get("key").map(String::as_str).or(super::bearer(headers));
+    given.is_some_and(|g| super::same_secret(g, want))
 }
 
 fn unauthorized(json_body: bool) -> Response {

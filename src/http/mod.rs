@@ -171,6 +171,19 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
     })
 }
 
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Whether `given` is `want`, compared in constant time.
+fn same_secret(given: &str, want: &str) -> bool {
+    subtle::ConstantTimeEq::ct_eq(given.as_bytes(), want.as_bytes()).into()
+}
+
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(crate::net::tcp::bind(addr)?)
 }

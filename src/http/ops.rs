@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::metrics::Source;
@@ -40,14 +39,7 @@ pub struct Running {
 /// Whether `headers` carry `Authorization: Bearer <want>` (always true
 /// without a token).
 pub fn bearer_ok(headers: &HeaderMap, want: Option<&str>) -> bool {
-    let Some(want) = want else {
-        return true;
-    };
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|g| bool::from(g.as_bytes().ct_eq(want.as_bytes())))
+    want.is_none_or(|w| super::bearer(headers).is_some_and(|g| super::same_secret(g, w)))
 }
 
 fn unauthorized() -> Response {
@@ -108,8 +100,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
     for (addrs, router, which) in [(&spec.metrics, Some(metrics), 0), (&spec.admin, admin, 1)] {
         let Some(router) = router else { continue };
         for addr in addrs {
-            let l = tokio::net::TcpListener::from_std(crate::net::tcp::bind(*addr)?)
-                .with_context(|| format!("cannot listen on {addr}"))?;
+            let l = super::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
             let local = l.local_addr()?;
             if which == 0 { &mut bound.0 } else { &mut bound.1 }.push(local);
             serving.push((super::listener::accept(l, None, permits.clone())?, router.clone()));
