@@ -129,16 +129,17 @@ impl Server {
     /// Unsigned answers carry no reason phrase: anyone can provoke them
     /// from a spoofed address, so they stay as small as the code allows.
     fn error(&mut self, client: ClientAddr, req: &Decoded, code: u16, key: Option<&Key>) {
-        self.stats.error(code);
-        let e = ErrorCodeAttribute {
-            code: ErrorCode(code),
-            reason: if key.is_some() {
-                reason(code).as_bytes().to_vec()
-            } else {
-                Vec::new()
-            },
-        };
+        let e = self.error_code(code, if key.is_some() { reason(code) } else { "" });
         self.reply(client, req, false, &[&e], key);
+    }
+
+    /// ERROR-CODE for an answer about to be sent, counted for `/metrics`.
+    fn error_code(&mut self, code: u16, reason: &str) -> ErrorCodeAttribute {
+        self.stats.error(code);
+        ErrorCodeAttribute {
+            code: ErrorCode(code),
+            reason: reason.as_bytes().to_vec(),
+        }
     }
 
     /// 401 or 438 with a fresh nonce, unless the client's address has used
@@ -151,15 +152,7 @@ impl Server {
             self.stats.challenges_limited += 1;
             return;
         }
-        self.stats.error(code);
-        let e = ErrorCodeAttribute {
-            code: ErrorCode(code),
-            reason: if code == 401 {
-                Vec::new()
-            } else {
-                reason(code).as_bytes().to_vec()
-            },
-        };
+        let e = self.error_code(code, if code == 401 { "" } else { reason(code) });
         let realm = TextAttribute::new(ATTR_REALM, self.cfg.credentials.realm.clone());
         let nonce = TextAttribute::new(ATTR_NONCE, self.nonces.issue(client.remote.ip(), now.unix));
         self.reply(client, req, false, &[&e, &realm, &nonce], None);
@@ -170,11 +163,7 @@ impl Server {
         if unknown.is_empty() {
             return false;
         }
-        self.stats.error(420);
-        let e = ErrorCodeAttribute {
-            code: ErrorCode(420),
-            reason: reason(420).as_bytes().to_vec(),
-        };
+        let e = self.error_code(420, reason(420));
         self.reply(client, req, false, &[&e, &UnknownAttributes(unknown)], key);
         true
     }
@@ -314,19 +303,11 @@ impl Server {
             self.stats.refused[Refusal::Draining as usize] += 1;
             return match self.cfg.alternate_server {
                 Some(alt) => {
-                    let e = ErrorCodeAttribute {
-                        code: ErrorCode(300),
-                        reason: reason(300).as_bytes().to_vec(),
-                    };
-                    self.stats.error(300);
+                    let e = self.error_code(300, reason(300));
                     self.reply(client, req, false, &[&e, &AlternateServer(alt)], Some(&key));
                 }
                 None => {
-                    let e = ErrorCodeAttribute {
-                        code: ErrorCode(508),
-                        reason: b"Server Shutting Down".to_vec(),
-                    };
-                    self.stats.error(508);
+                    let e = self.error_code(508, "Server Shutting Down");
                     self.reply(client, req, false, &[&e], Some(&key));
                 }
             };
@@ -515,11 +496,7 @@ impl Server {
                 a.opening = Some(opening);
                 self.delete_allocation(relay, "relay socket failed", now.mono);
                 self.stats.refused[Refusal::NoRelayPort as usize] += 1;
-                self.stats.error(508);
-                let e = ErrorCodeAttribute {
-                    code: ErrorCode(508),
-                    reason: reason(508).as_bytes().to_vec(),
-                };
+                let e = self.error_code(508, reason(508));
                 let data = msg::build(
                     MessageType::new(METHOD_ALLOCATE, CLASS_ERROR_RESPONSE),
                     txid,

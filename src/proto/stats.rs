@@ -69,6 +69,21 @@ pub struct Traffic {
     pub bytes: u64,
 }
 
+impl Traffic {
+    #[inline]
+    fn count(&mut self, bytes: usize) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
+impl std::ops::AddAssign for Traffic {
+    fn add_assign(&mut self, other: Traffic) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}
+
 /// Counters of what the core did since it started.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
@@ -95,16 +110,12 @@ pub struct Stats {
 impl Stats {
     #[inline]
     pub(super) fn relayed_to_peer(&mut self, t: Transport, bytes: usize) {
-        let c = &mut self.to_peer[t as usize];
-        c.packets += 1;
-        c.bytes += bytes as u64;
+        self.to_peer[t as usize].count(bytes);
     }
 
     #[inline]
     pub(super) fn relayed_to_client(&mut self, t: Transport, bytes: usize) {
-        let c = &mut self.to_client[t as usize];
-        c.packets += 1;
-        c.bytes += bytes as u64;
+        self.to_client[t as usize].count(bytes);
     }
 
     pub(super) fn error(&mut self, code: u16) {
@@ -125,13 +136,9 @@ impl Stats {
         sum(&mut self.refused, &other.refused);
         sum(&mut self.auth_failures, &other.auth_failures);
         sum(&mut self.errors, &other.errors);
-        for (a, b) in self.to_peer.iter_mut().zip(&other.to_peer) {
-            a.packets += b.packets;
-            a.bytes += b.bytes;
-        }
-        for (a, b) in self.to_client.iter_mut().zip(&other.to_client) {
-            a.packets += b.packets;
-            a.bytes += b.bytes;
+        let mine = self.to_peer.iter_mut().chain(self.to_client.iter_mut());
+        for (a, b) in mine.zip(other.to_peer.iter().chain(&other.to_client)) {
+            *a += *b;
         }
     }
 }
