@@ -99,10 +99,7 @@ fn unauthenticated_answers_stay_within_twice_the_request() {
     let secrets = cfg.secrets("t.toml").expect("secrets");
     let daemon = turnd::serve::start(&cfg, secrets).expect("turnd starts");
     let ours = daemon.relay.udp[0];
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-        .port();
+    let port = common::process::free_udp_port();
     let theirs = coturn(port);
     println!("| request | bytes | turnd answer | factor | coturn answer | factor |");
     println!("| --- | --- | --- | --- | --- | --- |");

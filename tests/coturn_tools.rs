@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::process::free_udp_port;
 use common::server::*;
 
 struct Peer(Child);
@@ -20,14 +20,6 @@ impl Drop for Peer {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn start_peer() -> Option<(Peer, u16)> {

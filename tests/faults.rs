@@ -177,25 +177,14 @@ fn a_vanished_peer_does_not_take_the_allocation_down() {
 /// end and descriptors come free.
 #[test]
 fn running_out_of_file_descriptors_answers_508_and_recovers() {
-    use common::process::{free_tcp_port, Proc};
-    let udp = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-        .port();
-    let tcp = free_tcp_port();
+    use common::process::{free_tcp_port, free_udp_port, Proc};
+    let (udp, tcp) = (free_udp_port(), free_tcp_port());
+    let listeners = listener_toml("127.0.0.1", udp, "udp") + &listener_toml("127.0.0.1", tcp, "tcp");
     let config = format!(
         r#"realm = "{REALM}"
 data-dir = "{{dir}}"
 workers = 1
-[[listener]]
-address = "127.0.0.1"
-port = {udp}
-transport = "udp"
-[[listener]]
-address = "127.0.0.1"
-port = {tcp}
-transport = "tcp"
-[auth]
+{listeners}[auth]
 static-auth-secrets = ["{SECRET}"]
 [http]
 listen = []

@@ -20,15 +20,12 @@ use stun::message::*;
 /// A config with one TCP listener on `port`, REST secrets `secrets` and
 /// `extra` top-level keys.
 fn config(port: u16, secrets: &str, extra: &str) -> String {
+    let listener = listener_toml("127.0.0.1", port, "tcp");
     format!(
         r#"realm = "{REALM}"
 data-dir = "{{dir}}"
 {extra}
-[[listener]]
-address = "127.0.0.1"
-port = {port}
-transport = "tcp"
-[auth]
+{listener}[auth]
 static-auth-secrets = [{secrets}]
 [peers]
 allow = ["127.0.0.0/8"]

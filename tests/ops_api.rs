@@ -10,7 +10,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{free_tcp_port, Proc};
+use common::process::{free_tcp_port, free_udp_port, Proc};
 use common::server::*;
 use common::streamc::{self, Item};
 use common::stunc::*;
@@ -18,13 +18,6 @@ use stun::message::*;
 
 const METRICS_TOKEN: &str = "metrics-token-0123456789";
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 struct Ports {
     udp: u16,
@@ -42,22 +35,14 @@ fn start(peers: &str) -> (Proc, Ports) {
         metrics: free_tcp_port(),
         admin: free_tcp_port(),
     };
+    let listeners: String = [(p.udp, "udp"), (p.tcp, "tcp"), (p.tls, "tls")]
+        .iter()
+        .map(|(port, t)| listener_toml("127.0.0.1", *port, t))
+        .collect();
     let config = format!(
         r#"realm = "{REALM}"
 data-dir = "{{dir}}"
-[[listener]]
-address = "127.0.0.1"
-port = {udp}
-transport = "udp"
-[[listener]]
-address = "127.0.0.1"
-port = {tcp}
-transport = "tcp"
-[[listener]]
-address = "127.0.0.1"
-port = {tls}
-transport = "tls"
-[auth]
+{listeners}[auth]
 static-auth-secrets = ["{SECRET}"]
 {peers}
 [http]
@@ -69,9 +54,6 @@ token = "{METRICS_TOKEN}"
 listen = ["127.0.0.1:{admin}"]
 token = "{ADMIN_TOKEN}"
 "#,
-        udp = p.udp,
-        tcp = p.tcp,
-        tls = p.tls,
         metrics = p.metrics,
         admin = p.admin,
     );

@@ -9,26 +9,21 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::process::{free_tcp_port, Proc};
+use common::process::{free_tcp_port, free_udp_port, Proc};
 use common::server::*;
 use common::soak;
 
 #[test]
 fn allocations_come_and_go_without_leaking() {
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-        .port();
+    let udp = free_udp_port();
     let metrics = free_tcp_port();
+    let listener = listener_toml("127.0.0.1", udp, "udp");
     let config = format!(
         r#"realm = "{REALM}"
 data-dir = "{{dir}}"
 workers = 2
 log-level = "warn"
-[[listener]]
-address = "127.0.0.1"
-port = {udp}
-[auth]
+{listener}[auth]
 static-auth-secrets = ["{SECRET}"]
 challenges-per-second = 0
 [relay]

@@ -47,14 +47,11 @@ fn sighup_swaps_the_certificate_under_a_live_tls_allocation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = write_cert(dir.path(), "a.example");
     let port = free_tcp_port();
+    let listener = listener_toml("127.0.0.1", port, "tls");
     let config = format!(
         r#"realm = "{REALM}"
 data-dir = "{{dir}}"
-[[listener]]
-address = "127.0.0.1"
-port = {port}
-transport = "tls"
-[auth]
+{listener}[auth]
 static-auth-secrets = ["{SECRET}"]
 [peers]
 allow = ["127.0.0.0/8"]

@@ -13,6 +13,14 @@ pub struct Proc {
     pub dir: tempfile::TempDir,
 }
 
+/// A UDP port free on 127.0.0.1 a moment ago (the daemon binds it next).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A TCP port free on 127.0.0.1 a moment ago (the daemon binds it next).
 pub fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

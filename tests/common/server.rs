@@ -88,10 +88,7 @@ impl TestServer {
             .as_ref()
             .map(|d| format!("data-dir = {:?}\n", d.path().display().to_string()))
             .unwrap_or_default();
-        let listeners: String = transports
-            .iter()
-            .map(|t| format!("[[listener]]\naddress = \"{address}\"\nport = 0\ntransport = \"{t}\"\n"))
-            .collect();
+        let listeners: String = transports.iter().map(|t| listener_toml(address, 0, t)).collect();
         let toml = format!(
             r#"realm = "{REALM}"
 workers = 2
@@ -177,6 +174,11 @@ impl Drop for TestServer {
             r.stop();
         }
     }
+}
+
+/// One `[[listener]]` table of a config file.
+pub fn listener_toml(address: &str, port: u16, transport: &str) -> String {
+    format!("[[listener]]\naddress = \"{address}\"\nport = {port}\ntransport = \"{transport}\"\n")
 }
 
 /// A REST username/password valid for an hour.
