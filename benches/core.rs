@@ -39,7 +39,7 @@ fn replies(s: &mut Server, now: Now, relay_addr: SocketAddr) -> (Vec<Vec<u8>>, O
                 s.handle_relay_opened(relay, Ok(relay_addr), now);
                 opened = Some(relay);
             }
-            Command::CloseRelay { .. } => {}
+            Command::CloseRelay { .. } | Command::ReleaseHeld { .. } => {}
         }
     }
     (out, opened)

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +62,8 @@ struct H {
     now: Now,
     shared: Arc<Shared>,
     open: HashMap<RelayId, SocketAddr>,
+    /// Reserved ports the driver binds and keeps (EVEN-PORT with R).
+    held: HashSet<SocketAddr>,
     /// Outcomes for the next relay opens (default: success).
     open_results: Vec<Result<(), OpenError>>,
     nonces: HashMap<ClientAddr, String>,
@@ -85,6 +87,7 @@ impl H {
             },
             shared,
             open: HashMap::new(),
+            held: HashSet::new(),
             open_results: Vec::new(),
             nonces: HashMap::new(),
             rest_creds: HashMap::new(),
@@ -95,21 +98,30 @@ impl H {
         while let Some(c) = self.s.poll_command() {
             match c {
                 Command::SendToClient { data, .. } => out.replies.push(data),
-                Command::OpenRelay { relay, addr } => {
+                Command::OpenRelay { relay, addr, hold } => {
                     let r = if self.open_results.is_empty() {
                         Ok(())
                     } else {
                         self.open_results.remove(0)
                     };
+                    // A held port is used as it is, whatever the outcome.
+                    self.held.remove(&addr);
                     match r {
                         Ok(()) => {
                             assert!(!self.open.contains_key(&relay), "relay id reused while open");
                             assert!(!self.open.values().any(|a| *a == addr), "port {addr} handed out twice");
+                            if let Some(next) = hold {
+                                assert!(!self.open.values().any(|a| *a == next), "holding an open port {next}");
+                                assert!(self.held.insert(next), "port {next} held twice");
+                            }
                             self.open.insert(relay, addr);
                             self.s.handle_relay_opened(relay, Ok(addr), self.now);
                         }
                         Err(e) => self.s.handle_relay_opened(relay, Err(e), self.now),
                     }
+                }
+                Command::ReleaseHeld { addr } => {
+                    assert!(self.held.remove(&addr), "releasing {addr}, which is not held");
                 }
                 Command::CloseRelay { relay } => {
                     assert!(self.open.remove(&relay).is_some(), "closing a relay that is not open");
@@ -590,6 +602,8 @@ fn even_port_and_reservation_token() {
     stun::message::Getter::get_from(&mut tok, &r).expect("RESERVATION-TOKEN");
     assert_eq!(tok.0.len(), 8);
     assert_eq!(h.ports_in_use(), 3, "the reserved port is held");
+    let next = SocketAddr::new(relayed(&r).expect("relayed").ip(), port + 1);
+    assert_eq!(h.held, HashSet::from([next]), "the driver was told to bind and keep it");
     // Token with EVEN-PORT: 400.
     let both: Attrs = vec![
         transport_udp(),
@@ -604,6 +618,7 @@ fn even_port_and_reservation_token() {
         vec![transport_udp(), Box::new(ReservationToken(tok.0.clone()))],
     );
     assert_eq!(relayed(&r).map(|a| a.port()), Some(port + 1));
+    assert!(h.held.is_empty(), "the held socket became the relay");
     // Used up: 508.
     let r = h.authed(client(4), METHOD_ALLOCATE, vec![transport_udp(), Box::new(tok)]);
     assert_eq!(error_code(&r), Some(508));
@@ -614,6 +629,26 @@ fn even_port_and_reservation_token() {
     );
 }
 
+/// The pair is bound together: when the reserved port is taken by another
+/// program, the core picks a new pair instead of handing out a token the
+/// driver cannot honour.
+#[test]
+fn a_taken_reserved_port_makes_a_new_pair() {
+    let mut h = H::new(base_config());
+    h.open_results = vec![Err(OpenError::InUse), Err(OpenError::InUse)];
+    let r = h.authed(client(2), METHOD_ALLOCATE, vec![transport_udp(), raw(0x0018, &[0x80])]);
+    let port = relayed(&r).expect("allocated on the third pair").port();
+    assert_eq!(port % 2, 0);
+    assert_eq!(h.ports_in_use(), 2, "the failed pairs were given back");
+    let next = SocketAddr::new(relayed(&r).expect("relayed").ip(), port + 1);
+    assert_eq!(h.held, HashSet::from([next]));
+    let mut tok = ReservationToken::default();
+    stun::message::Getter::get_from(&mut tok, &r).expect("token");
+    let r = h.authed(client(3), METHOD_ALLOCATE, vec![transport_udp(), Box::new(tok)]);
+    assert_eq!(relayed(&r).map(|a| a.port()), Some(port + 1));
+    assert!(h.held.is_empty());
+}
+
 #[test]
 fn unredeemed_reservation_expires_after_30s() {
     let mut h = H::new(base_config());
@@ -621,8 +656,10 @@ fn unredeemed_reservation_expires_after_30s() {
     let mut tok = ReservationToken::default();
     stun::message::Getter::get_from(&mut tok, &r).expect("token");
     assert_eq!(h.ports_in_use(), 2);
+    assert_eq!(h.held.len(), 1);
     h.advance(31);
     assert_eq!(h.ports_in_use(), 1);
+    assert!(h.held.is_empty(), "the held socket was closed");
     let r = h.authed(client(3), METHOD_ALLOCATE, vec![transport_udp(), Box::new(tok)]);
     assert_eq!(error_code(&r), Some(508));
 }

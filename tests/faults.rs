@@ -2,7 +2,9 @@
 //! user's Allocates arrive at once from many source ports (spread over the
 //! workers); an exhausted relay port range answers 508 and recovers when
 //! ports come free; a peer that vanishes (ICMP port unreachable) does not
-//! take the allocation down.
+//! take the allocation down; a port reserved with EVEN-PORT is bound by the
+//! server, and a reserved port another program holds makes it pick another
+//! pair.
 
 mod common;
 
@@ -121,6 +123,49 @@ fn exhausted_port_range_answers_508_and_recovers() {
         "no recovery after a port came free"
     );
     assert_eq!(srv.ports_in_use(), 4);
+}
+
+#[test]
+fn a_reserved_port_is_bound_and_a_taken_one_makes_a_new_pair() {
+    let srv = TestServer::start("[relay]\nmin-port = 61010\nmax-port = 61013\n");
+    // Another program holds the odd port of the first pair.
+    let squatter = UdpSocket::bind("127.0.0.1:61011").expect("61011 is free");
+    let a = Client::new(srv.addr);
+    let cred = a.cred("pairs");
+    let even_reserve = raw(0x0018, &[0x80]);
+    let r = a.ask(&build(
+        req(METHOD_ALLOCATE),
+        vec![transport_udp(), even_reserve],
+        Some(&cred),
+        true,
+    ));
+    assert_eq!(relayed(&r).map(|x| x.port()), Some(61012), "{r}");
+    let token = r
+        .get(stun::attributes::ATTR_RESERVATION_TOKEN)
+        .expect("RESERVATION-TOKEN");
+    // The reserved port is bound by turnd: nothing else can take it.
+    let err = UdpSocket::bind("127.0.0.1:61013").expect_err("61013 is held");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    drop(squatter);
+    let b = Client::new(srv.addr);
+    let cred = b.cred("pairs");
+    let r = b.ask(&build(
+        req(METHOD_ALLOCATE),
+        vec![transport_udp(), raw(0x0022, &token)],
+        Some(&cred),
+        true,
+    ));
+    assert_eq!(relayed(&r).map(|x| x.port()), Some(61013), "{r}");
+    // The held socket is the relay: data reaches the client through it.
+    let p = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let to = p.local_addr().expect("addr");
+    let r = b.ask(&build(req(METHOD_CREATE_PERMISSION), vec![peer(to)], Some(&cred), true));
+    assert!(is_success(&r), "{r}");
+    p.send_to(b"via-held", "127.0.0.1:61013").expect("send");
+    let mut buf = [0u8; 2048];
+    let n = b.sock.recv(&mut buf).expect("a Data indication");
+    let (_, d) = data_indication(&decode(&buf[..n])).expect("Data indication");
+    assert_eq!(d, b"via-held");
 }
 
 #[test]

@@ -156,11 +156,12 @@ fn drive(steps: Vec<Step>) -> Result<u64, TestCaseError> {
                  who: Option<u8>| {
         while let Some(c) = s.poll_command() {
             match c {
-                Command::OpenRelay { relay, addr } => {
+                Command::OpenRelay { relay, addr, .. } => {
                     open.push(relay);
                     s.handle_relay_opened(relay, Ok(addr), now);
                 }
                 Command::CloseRelay { relay } => open.retain(|r| *r != relay),
+                Command::ReleaseHeld { .. } => {}
                 Command::SendToClient { data, .. } => {
                     if let (Some(n), Ok(d)) = (who, msg::decode(&data)) {
                         if let Some(nonce) = d.text(ATTR_NONCE) {

@@ -6,6 +6,7 @@ pub mod stream;
 pub mod tcp;
 pub mod udp;
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -62,6 +63,10 @@ pub struct Control {
     /// any (so a worker's loop turn costs one load, not a lock).
     jobs: Vec<(AtomicBool, Mutex<Vec<Job>>)>,
     wakers: Vec<Arc<Waker>>,
+    /// Relay ports reserved with EVEN-PORT's R bit, bound and kept until
+    /// their RESERVATION-TOKEN Allocate (on any worker) takes the socket or
+    /// the reservation expires, so nothing else on the host can take them.
+    held: Mutex<HashMap<SocketAddr, std::net::UdpSocket>>,
 }
 
 /// An operator's request to one worker, answered on the channel.
@@ -92,7 +97,18 @@ impl Control {
                 .map(|_| (AtomicBool::new(false), Mutex::new(Vec::new())))
                 .collect(),
             wakers,
+            held: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps the socket of a reserved relay port.
+    pub fn hold(&self, addr: SocketAddr, sock: std::net::UdpSocket) {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, sock);
+    }
+
+    /// The held socket at `addr`, taken (dropping it closes the port).
+    pub fn take_held(&self, addr: SocketAddr) -> Option<std::net::UdpSocket> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr)
     }
 
     fn wake_all(&self) {

@@ -379,10 +379,11 @@ impl Worker {
                 Command::SendToClient { client, data } => {
                     send_to_client(&self.listeners, &self.streams, &client, &data)
                 }
-                Command::OpenRelay { relay, addr } => {
-                    let result = self.open_relay(relay, addr);
+                Command::OpenRelay { relay, addr, hold } => {
+                    let result = self.open_relay(relay, addr, hold);
                     self.core.handle_relay_opened(relay, result, Now::system());
                 }
+                Command::ReleaseHeld { addr } => drop(self.control.take_held(addr)),
                 Command::CloseRelay { relay } => {
                     if let Some(slot) = self.relays.get_mut(relay.index()) {
                         if let Some(mut r) = slot.take() {
@@ -394,15 +395,20 @@ impl Worker {
         }
     }
 
-    fn open_relay(&mut self, relay: RelayId, addr: SocketAddr) -> Result<SocketAddr, OpenError> {
-        let std = socket::bind_relay(addr).map_err(|e| {
-            tracing::debug!(%addr, error = %e, "relay bind failed");
-            if e.kind() == io::ErrorKind::AddrInUse {
-                OpenError::InUse
-            } else {
-                OpenError::Failed
-            }
-        })?;
+    fn open_relay(
+        &mut self,
+        relay: RelayId,
+        addr: SocketAddr,
+        hold: Option<SocketAddr>,
+    ) -> Result<SocketAddr, OpenError> {
+        let std = match self.control.take_held(addr) {
+            Some(held) => held,
+            None => bind_relay(addr)?,
+        };
+        if let Some(next) = hold {
+            // Both or neither: on failure `std` closes here too.
+            self.control.hold(next, bind_relay(next)?);
+        }
         let bound = std.local_addr().map_err(|_| OpenError::Failed)?;
         let mut sock = UdpSocket::from_std(std);
         self.poll
@@ -415,6 +421,18 @@ impl Worker {
         self.relays[relay.index()] = Some(sock);
         Ok(bound)
     }
+}
+
+/// A relay socket at `addr`, or why not.
+fn bind_relay(addr: SocketAddr) -> Result<std::net::UdpSocket, OpenError> {
+    socket::bind_relay(addr).map_err(|e| {
+        tracing::debug!(%addr, error = %e, "relay bind failed");
+        if e.kind() == io::ErrorKind::AddrInUse {
+            OpenError::InUse
+        } else {
+            OpenError::Failed
+        }
+    })
 }
 
 /// What one recvmmsg call gave.

@@ -2,8 +2,10 @@
 //! authentication ([RFC 8489 §9.2](https://www.rfc-editor.org/rfc/rfc8489#section-9.2)) and the
 //! TURN methods ([RFC 8656 §7–§12](https://www.rfc-editor.org/rfc/rfc8656#section-7)).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use stun::attributes::*;
@@ -101,6 +103,29 @@ fn fresh_token(rng: &mut impl Rng, g: &super::shared::Inner) -> u64 {
             return t;
         }
     }
+}
+
+/// Reserves the port after `addr` for a later RESERVATION-TOKEN Allocate
+/// (RFC 8656 §7.2): its token goes to `opening`, its expiry to `timers`;
+/// returns the address the driver binds and holds.
+fn reserve_after(
+    rng: &mut impl Rng,
+    timers: &mut BinaryHeap<Reverse<(Instant, Timer)>>,
+    g: &mut super::shared::Inner,
+    addr: SocketAddr,
+    opening: &mut Opening,
+    now: Now,
+) -> SocketAddr {
+    let t = fresh_token(rng, g);
+    let r = Reservation {
+        ip: addr.ip(),
+        port: addr.port() + 1,
+        expires: now.mono + RESERVATION_LIFETIME,
+    };
+    g.reservations.insert(t, r);
+    opening.token = Some(t);
+    timers.push(Reverse((r.expires, Timer::Reservation { token: t })));
+    SocketAddr::new(r.ip, r.port)
 }
 
 fn lifetime_attr(value: &[u8]) -> Option<Duration> {
@@ -398,18 +423,8 @@ impl Server {
             attempts: 1,
             token: None,
         };
-        if reserve_next {
-            let t = fresh_token(&mut self.rng, &g);
-            let r = Reservation {
-                ip: addr.ip(),
-                port: addr.port() + 1,
-                expires: now.mono + RESERVATION_LIFETIME,
-            };
-            g.reservations.insert(t, r);
-            opening.token = Some(t);
-            self.timers
-                .push(std::cmp::Reverse((r.expires, Timer::Reservation { token: t })));
-        }
+        let hold =
+            reserve_next.then(|| reserve_after(&mut self.rng, &mut self.timers, &mut g, addr, &mut opening, now));
         drop(g);
         let serial = self.next_serial;
         self.next_serial += 1;
@@ -436,7 +451,7 @@ impl Server {
             to_client: Default::default(),
         });
         self.by_client.insert(client, relay);
-        self.commands.push_back(Command::OpenRelay { relay, addr });
+        self.commands.push_back(Command::OpenRelay { relay, addr, hold });
     }
 
     /// Call right after executing [`Command::OpenRelay`] with its outcome:
@@ -469,23 +484,14 @@ impl Server {
                 if let Some(p) = port {
                     g.ports.release(a.relay.port());
                     a.relay.set_port(p);
-                    if opening.reserve_next {
-                        let t = fresh_token(&mut self.rng, &g);
-                        let r = Reservation {
-                            ip: a.relay.ip(),
-                            port: p + 1,
-                            expires: now.mono + RESERVATION_LIFETIME,
-                        };
-                        g.reservations.insert(t, r);
-                        opening.token = Some(t);
-                        self.timers
-                            .push(std::cmp::Reverse((r.expires, Timer::Reservation { token: t })));
-                    }
-                    drop(g);
-                    opening.attempts += 1;
                     let addr = a.relay;
+                    opening.attempts += 1;
+                    let hold = opening
+                        .reserve_next
+                        .then(|| reserve_after(&mut self.rng, &mut self.timers, &mut g, addr, &mut opening, now));
+                    drop(g);
                     a.opening = Some(opening);
-                    self.commands.push_back(Command::OpenRelay { relay, addr });
+                    self.commands.push_back(Command::OpenRelay { relay, addr, hold });
                     return;
                 }
                 drop(g);

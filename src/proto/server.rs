@@ -133,8 +133,18 @@ pub enum Command {
     /// Send `data` to the client from the local address it reached.
     SendToClient { client: ClientAddr, data: Vec<u8> },
     /// Bind a UDP socket at `addr` for `relay` and report the outcome with
-    /// [`Server::handle_relay_opened`] before handling anything else.
-    OpenRelay { relay: RelayId, addr: SocketAddr },
+    /// [`Server::handle_relay_opened`] before handling anything else. With
+    /// `hold` (EVEN-PORT with the R bit) also bind the next port and keep
+    /// that socket, so nothing else on the host takes the reserved port: the
+    /// open fails if either port is taken. An `addr` held earlier is used as
+    /// it is.
+    OpenRelay {
+        relay: RelayId,
+        addr: SocketAddr,
+        hold: Option<SocketAddr>,
+    },
+    /// A reserved port was not claimed in time: close its held socket.
+    ReleaseHeld { addr: SocketAddr },
     /// Close the socket of `relay`.
     CloseRelay { relay: RelayId },
 }
@@ -464,6 +474,8 @@ impl Server {
                         if r.expires <= now.mono {
                             g.reservations.remove(&token);
                             g.ports.release(r.port);
+                            let addr = SocketAddr::new(r.ip, r.port);
+                            self.commands.push_back(Command::ReleaseHeld { addr });
                         }
                     }
                 }
