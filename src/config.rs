@@ -218,6 +218,11 @@ pub struct Relay {
     /// (coturn's `max-bps`); beyond, packets are dropped. 0: no limit.
     #[serde(default)]
     pub max_bps: u64,
+    /// Bytes per second all of one user's allocations together may relay in
+    /// each direction, across workers; beyond, packets are dropped. 0: no
+    /// limit.
+    #[serde(default)]
+    pub max_bps_per_user: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -640,6 +645,7 @@ impl Config {
         c.nonce_lifetime = self.auth.nonce_lifetime;
         c.challenges_per_second = self.auth.challenges_per_second;
         c.max_bps = r.max_bps;
+        c.max_bps_per_user = r.max_bps_per_user;
         c.max_allocations_per_user = r.max_allocations_per_user;
         c.max_allocations = r.max_allocations;
         c.relay_ipv4 = r.relay_ipv4;

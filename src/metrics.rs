@@ -189,7 +189,7 @@ impl Collector for Source {
         counter(
             &mut e,
             "turnd_over_bandwidth_packets",
-            "Packets dropped because their allocation was over relay.max-bps",
+            "Packets dropped because their allocation was over relay.max-bps or their user over relay.max-bps-per-user",
             s.over_bandwidth,
         )?;
         counter(

@@ -78,7 +78,17 @@ impl H {
     }
 
     fn with_ports(cfg: CoreConfig, min: u16, max: u16) -> Self {
-        let shared = Arc::new(Shared::new(min, max));
+        Self::with_shared(cfg, Arc::new(Shared::new(min, max)))
+    }
+
+    /// A second core on this one's shared state and clock: another worker.
+    fn beside(&self, cfg: CoreConfig) -> Self {
+        let mut h = Self::with_shared(cfg, self.shared.clone());
+        h.now = self.now;
+        h
+    }
+
+    fn with_shared(cfg: CoreConfig, shared: Arc<Shared>) -> Self {
         Self {
             s: Server::new(Arc::new(cfg), shared.clone(), 7, [3; 32]),
             now: Now {
@@ -1273,4 +1283,59 @@ fn max_bps_limits_each_direction_of_an_allocation() {
         .filter(|_| !h.send(c, &channel_data(0x4000, &[1; 400], false)).to_peer.is_empty())
         .count();
     assert_eq!(sent, 1);
+}
+
+/// One user's allocations on two workers share one budget per direction;
+/// another user has its own.
+#[test]
+fn max_bps_per_user_is_shared_across_workers() {
+    let mut cfg = base_config();
+    cfg.max_bps_per_user = 1000;
+    let mut a = H::new(cfg.clone());
+    let mut b = a.beside(cfg);
+    let (ca, cb) = (client(6400), client(6401));
+    let (_, relay_b) = b.allocate(cb);
+    a.allocate(ca);
+    for (h, c) in [(&mut a, ca), (&mut b, cb)] {
+        assert!(is_success(&h.authed(
+            c,
+            METHOD_CHANNEL_BIND,
+            vec![channel(0x4000), peer(sa(PEER))]
+        )));
+    }
+    let sent = |h: &mut H, c| {
+        (0..3)
+            .filter(|_| !h.send(c, &channel_data(0x4000, &[1; 400], false)).to_peer.is_empty())
+            .count()
+    };
+    assert_eq!(sent(&mut a, ca), 2, "a second's worth on the first worker");
+    assert_eq!(sent(&mut b, cb), 0, "the same user on the second worker: spent");
+    // The other direction has its own budget.
+    let back = (0..3)
+        .filter(|_| !b.peer_sends(relay_b, sa(PEER), &[2; 400]).to_client.is_empty())
+        .count();
+    assert_eq!(back, 2);
+    assert_eq!(a.s.stats.over_bandwidth + b.s.stats.over_bandwidth, 5);
+    // Another user on the second worker is not held back.
+    let cc = client(6402);
+    let cred = b.cred(cc, "alice", "wonderland");
+    assert!(is_success(&b.allocate_with(cc, &cred)));
+    let r = b.ask(
+        cc,
+        &build(
+            req(METHOD_CHANNEL_BIND),
+            vec![channel(0x4001), peer(sa(PEER))],
+            Some(&cred),
+            false,
+        ),
+    );
+    assert!(is_success(&r));
+    let passed = (0..2)
+        .filter(|_| !b.send(cc, &channel_data(0x4001, &[1; 400], false)).to_peer.is_empty())
+        .count();
+    assert_eq!(passed, 2);
+    // A second later the first user may send again, from either worker.
+    a.advance_ms(1000);
+    b.advance_ms(1000);
+    assert_eq!(sent(&mut b, cb), 2);
 }

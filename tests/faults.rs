@@ -2,7 +2,8 @@
 //! user's Allocates arrive at once from many source ports (spread over the
 //! workers); an exhausted relay port range answers 508 and recovers when
 //! ports come free; a peer that vanishes (ICMP port unreachable) does not
-//! take the allocation down; a port reserved with EVEN-PORT is bound by the
+//! take the allocation down; one user's allocations share one bandwidth
+//! budget whichever worker serves them; a port reserved with EVEN-PORT is bound by the
 //! server, and a reserved port another program holds makes it pick another
 //! pair.
 
@@ -166,6 +167,48 @@ fn a_reserved_port_is_bound_and_a_taken_one_makes_a_new_pair() {
     let n = b.sock.recv(&mut buf).expect("a Data indication");
     let (_, d) = data_indication(&decode(&buf[..n])).expect("Data indication");
     assert_eq!(d, b"via-held");
+}
+
+#[test]
+fn max_bps_per_user_holds_over_many_allocations() {
+    let srv = TestServer::start("[relay]\nmax-bps-per-user = 2000\n");
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+    sink.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let to = sink.local_addr().expect("addr");
+    // Four allocations of one user from four source ports (spread over the
+    // workers), each sending 5 × 500 bytes: 10 000 bytes in all.
+    let clients: Vec<Client> = (0..4).map(|_| Client::new(srv.addr)).collect();
+    for c in &clients {
+        let cred = c.cred("heavy");
+        assert!(is_success(&c.ask(&allocate_msg(&cred))));
+        let bind = build(
+            req(METHOD_CHANNEL_BIND),
+            vec![channel(0x4000), peer(to)],
+            Some(&cred),
+            true,
+        );
+        assert!(is_success(&c.ask(&bind)));
+    }
+    for _ in 0..5 {
+        for c in &clients {
+            c.sock
+                .send_to(&channel_data(0x4000, &[7; 500], false), srv.addr)
+                .expect("send");
+        }
+    }
+    let mut got = 0;
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = sink.recv(&mut buf) {
+        got += n;
+    }
+    // One second's worth (plus what refilled while sending), not 10 000.
+    assert!((2000..=2500).contains(&got), "the sink got {got} bytes");
+    let dropped = srv.over_bandwidth(15);
+    assert!(
+        (15..=16).contains(&dropped),
+        "{dropped} packets counted as over the limit"
+    );
 }
 
 #[test]

@@ -5,19 +5,20 @@
 //! without panicking or leaking an allocation or a port.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
+
+#[path = "../fuzz/harness.rs"]
+mod harness;
+use harness::{Driver, Step};
 use stun::attributes::*;
 use stun::message::{MessageType, Setter, CLASS_INDICATION, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_SEND};
 use stun::textattrs::TextAttribute;
 use turn::proto::data::Data;
 use turn::proto::lifetime::Lifetime;
 use turn::proto::peeraddr::PeerAddress;
-use turnd::auth::Credentials;
 use turnd::proto::msg::{self, Frame, CHANNEL_HEADER};
-use turnd::proto::{ClientAddr, Command, CoreConfig, Now, RelayId, Server, Shared, Transmit};
 
 fn ip() -> impl Strategy<Value = IpAddr> {
     prop_oneof![
@@ -90,141 +91,72 @@ proptest! {
     }
 }
 
-/// One step of what reaches a core.
-#[derive(Debug, Clone)]
-enum Step {
-    Client(u8, Vec<u8>),
-    /// A signed Allocate from client `n` (so that allocations exist).
-    Allocate(u8),
-    Peer(u8, Vec<u8>),
-    Wait(u16),
-}
-
 fn step() -> impl Strategy<Value = Step> {
+    let bytes = || proptest::collection::vec(any::<u8>(), 0..200);
     prop_oneof![
-        (0u8..4, proptest::collection::vec(any::<u8>(), 0..200)).prop_map(|(c, b)| Step::Client(c, b)),
-        (0u8..4).prop_map(Step::Allocate),
-        (0u8..8, proptest::collection::vec(any::<u8>(), 0..200)).prop_map(|(p, b)| Step::Peer(p, b)),
+        (any::<u8>(), bytes()).prop_map(|(n, b)| Step::Raw(n, b)),
+        (any::<u8>(), any::<u8>(), any::<u16>()).prop_map(|(n, flags, secs)| Step::Allocate { n, flags, secs }),
+        (any::<u8>(), any::<u8>()).prop_map(|(n, peer)| Step::Permission { n, peer }),
+        (any::<u8>(), 0x3ff0u16..0x4010, any::<u8>()).prop_map(|(n, channel, peer)| Step::ChannelBind {
+            n,
+            channel,
+            peer
+        }),
+        (any::<u8>(), any::<u16>()).prop_map(|(n, secs)| Step::Refresh { n, secs }),
+        (any::<u8>(), any::<u8>(), bytes()).prop_map(|(n, peer, data)| Step::Send { n, peer, data }),
+        (any::<u8>(), 0x3ff0u16..0x4010, bytes()).prop_map(|(n, channel, data)| Step::ChannelData { n, channel, data }),
+        (any::<u8>(), any::<u8>(), bytes()).prop_map(|(relay, peer, data)| Step::Peer { relay, peer, data }),
+        any::<u8>().prop_map(Step::Close),
+        any::<bool>().prop_map(Step::FailOpen),
         any::<u16>().prop_map(Step::Wait),
     ]
 }
 
-const SECRET: &[u8] = b"prop";
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// The core driven by arbitrary client datagrams (random, or signed
-    /// Allocates and their mutations), peer datagrams and time steps of up to
-    /// a minute: no panic, and after the longest lifetime every allocation
-    /// and relay port is gone.
+    /// The fuzzing harness's core target as a property: arbitrary client
+    /// messages (random, or signed requests of every kind), peer datagrams,
+    /// closed connections, failing sockets and time steps: no panic, nothing
+    /// sent to a denied peer, and after the longest lifetime every
+    /// allocation, port, reservation and timer is gone.
     #[test]
     fn core_never_panics_nor_leaks(steps in proptest::collection::vec(step(), 1..60)) {
-        drive(steps)?;
+        let mut d = Driver::new();
+        for st in steps {
+            d.step(st);
+        }
+        if let Err(e) = d.finish() {
+            prop_assert!(false, "{}", e);
+        }
     }
 }
 
 /// The harness does make allocations (so the property above is about
-/// something): a 438 for the empty nonce, then success.
+/// something): the first signed Allocate fetches a nonce, the second client
+/// and a reservation pair work too.
 #[test]
 fn the_harness_allocates() {
-    let created = drive(vec![Step::Allocate(0), Step::Allocate(1), Step::Allocate(0)]).expect("no failure");
-    assert_eq!(created, 1);
-}
-
-/// Runs `steps` against a fresh core; fails if anything leaks. Returns how
-/// many allocations were created.
-fn drive(steps: Vec<Step>) -> Result<u64, TestCaseError> {
-    let mut creds = Credentials::new("prop");
-    creds.secrets = vec![SECRET.to_vec()];
-    let mut cfg = CoreConfig::new(creds);
-    cfg.policy = turnd::proto::policy::PeerPolicy::new(vec!["0.0.0.0/0".parse().expect("net")], vec![]);
-    let shared = Arc::new(Shared::new(50000, 50015));
-    let mut s = Server::new(Arc::new(cfg), shared.clone(), 1, [9; 32]);
-    let mut now = Now {
-        mono: std::time::Instant::now(),
-        unix: 1_800_000_000,
-    };
-    let local: SocketAddr = "192.0.2.1:3478".parse().expect("addr");
-    let client = |n: u8| ClientAddr::udp(SocketAddr::new([198, 51, 100, 1].into(), 40000 + u16::from(n)), local);
-    let mut open: Vec<RelayId> = Vec::new();
-    let mut nonces: std::collections::HashMap<u8, String> = Default::default();
-    let drain = |s: &mut Server,
-                 open: &mut Vec<RelayId>,
-                 now: Now,
-                 nonces: &mut std::collections::HashMap<u8, String>,
-                 who: Option<u8>| {
-        while let Some(c) = s.poll_command() {
-            match c {
-                Command::OpenRelay { relay, addr, .. } => {
-                    open.push(relay);
-                    s.handle_relay_opened(relay, Ok(addr), now);
-                }
-                Command::CloseRelay { relay } => open.retain(|r| *r != relay),
-                Command::ReleaseHeld { .. } => {}
-                Command::SendToClient { data, .. } => {
-                    if let (Some(n), Ok(d)) = (who, msg::decode(&data)) {
-                        if let Some(nonce) = d.text(ATTR_NONCE) {
-                            nonces.insert(n, nonce.to_string());
-                        }
-                    }
-                }
-            }
-        }
-    };
-    for st in steps {
-        match st {
-            Step::Client(n, bytes) => {
-                let _ = s.handle_client_input(client(n), &bytes, now);
-                drain(&mut s, &mut open, now, &mut nonces, Some(n));
-            }
-            Step::Allocate(n) => {
-                let t = turn::proto::reqtrans::RequestedTransport {
-                    protocol: turn::proto::PROTO_UDP,
-                };
-                let (user, pass) =
-                    turnd::auth::rest_credentials(SECRET, Some("p"), Duration::from_secs(3600), now.unix, ':');
-                let nonce = nonces.get(&n).cloned().unwrap_or_default();
-                let key = turnd::auth::long_term_key(&user, "prop", &pass);
-                let u = TextAttribute::new(ATTR_USERNAME, user);
-                let r = TextAttribute::new(ATTR_REALM, "prop".into());
-                let no = TextAttribute::new(ATTR_NONCE, nonce);
-                let attrs: [&dyn Setter; 4] = [&t, &u, &r, &no];
-                let bytes = msg::build(
-                    MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST),
-                    [n; 12],
-                    &attrs,
-                    Some(&key),
-                    false,
-                );
-                let _ = s.handle_client_input(client(n), &bytes, now);
-                drain(&mut s, &mut open, now, &mut nonces, Some(n));
-            }
-            Step::Peer(p, bytes) => {
-                if let Some(relay) = open.get(usize::from(p) % open.len().max(1)).copied() {
-                    let mut buf = vec![0u8; CHANNEL_HEADER];
-                    buf.extend_from_slice(&bytes);
-                    let peer = SocketAddr::new([203, 0, 113, p].into(), 7000);
-                    if let Some(Transmit::ToPeer { .. }) = s.handle_peer_input(relay, peer, &mut buf, now) {
-                        prop_assert!(false, "peer input sent to a peer");
-                    }
-                    drain(&mut s, &mut open, now, &mut nonces, None);
-                }
-            }
-            Step::Wait(ms) => {
-                now = now.after(Duration::from_millis(u64::from(ms)));
-                s.handle_timeout(now);
-                drain(&mut s, &mut open, now, &mut nonces, None);
-            }
-        }
+    let mut d = Driver::new();
+    for st in [
+        Step::Allocate {
+            n: 0,
+            flags: 0,
+            secs: 0,
+        },
+        Step::Allocate {
+            n: 1,
+            flags: 3,
+            secs: 0,
+        },
+        Step::Allocate {
+            n: 4,
+            flags: 64,
+            secs: 0,
+        },
+        Step::Permission { n: 0, peer: 1 },
+    ] {
+        d.step(st);
     }
-    // Past every lifetime: nothing may be left.
-    now = now.after(Duration::from_secs(3600 + 600));
-    s.handle_timeout(now);
-    drain(&mut s, &mut open, now, &mut nonces, None);
-    prop_assert!(open.is_empty(), "relays left open: {:?}", open);
-    let g = shared.lock();
-    prop_assert_eq!(g.total, 0);
-    prop_assert_eq!(g.ports.in_use(), 0);
-    Ok(s.stats.allocations_created)
+    assert_eq!(d.finish(), Ok(3));
 }

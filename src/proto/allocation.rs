@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::Key;
 
 use super::addr::ClientAddr;
+use super::shared::UserBudget;
 
 /// Permission lifetime, not configurable ([RFC 8656 §9](https://www.rfc-editor.org/rfc/rfc8656#section-9)).
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
@@ -78,6 +80,15 @@ pub struct Allocation {
     pub created: Instant,
     pub to_peer: Counter,
     pub to_client: Counter,
+    /// The user's budget, shared with its other allocations.
+    pub budget: Arc<UserBudget>,
+}
+
+/// The bandwidth limits in force, bytes a second per direction (0: none).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub allocation: u64,
+    pub user: u64,
 }
 
 /// What went one way through an allocation, and that direction's
@@ -115,6 +126,19 @@ impl Counter {
 }
 
 impl Allocation {
+    /// Counts `bytes` toward a peer when both the user's and this
+    /// allocation's budgets allow them; false when they must be dropped.
+    #[inline]
+    pub fn pass_to_peer(&mut self, bytes: usize, limits: Limits, now: Instant) -> bool {
+        self.budget.to_peer(bytes, limits.user, now) && self.to_peer.pass(bytes, limits.allocation, now)
+    }
+
+    /// Like [`Allocation::pass_to_peer`], toward the client.
+    #[inline]
+    pub fn pass_to_client(&mut self, bytes: usize, limits: Limits, now: Instant) -> bool {
+        self.budget.to_client(bytes, limits.user, now) && self.to_client.pass(bytes, limits.allocation, now)
+    }
+
     /// Whether the peer's IP has a live permission.
     pub fn permits(&self, ip: IpAddr, now: Instant) -> bool {
         self.perms.get(&ip).is_some_and(|&t| now < t)

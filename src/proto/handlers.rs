@@ -382,16 +382,19 @@ impl Server {
         };
         let shared = self.shared.clone();
         let mut g = shared.lock();
-        if let Err(full) = g.admit(&quota_user, max_user, max_total) {
-            drop(g);
-            let (code, why) = match full {
-                QuotaFull::User => (486, Refusal::UserQuota),
-                _ => (508, Refusal::TotalQuota),
-            };
-            self.stats.refused[why as usize] += 1;
-            tracing::info!(%client, user = %auth.username, code, "allocation refused: quota");
-            return self.error(client, req, code, Some(&key));
-        }
+        let budget = match g.admit(&quota_user, max_user, max_total, now.mono) {
+            Ok(budget) => budget,
+            Err(full) => {
+                drop(g);
+                let (code, why) = match full {
+                    QuotaFull::User => (486, Refusal::UserQuota),
+                    _ => (508, Refusal::TotalQuota),
+                };
+                self.stats.refused[why as usize] += 1;
+                tracing::info!(%client, user = %auth.username, code, "allocation refused: quota");
+                return self.error(client, req, code, Some(&key));
+            }
+        };
         let addr = match (token, ip) {
             (Some(t), _) => match g.reservations.remove(&t) {
                 Some(r) if r.expires > now.mono => Some(SocketAddr::new(r.ip, r.port)),
@@ -449,6 +452,7 @@ impl Server {
             created: now.mono,
             to_peer: Default::default(),
             to_client: Default::default(),
+            budget,
         });
         self.by_client.insert(client, relay);
         self.commands.push_back(Command::OpenRelay { relay, addr, hold });
@@ -709,7 +713,7 @@ impl Server {
         now: Now,
     ) -> Option<Transmit<'a>> {
         let relay = *self.by_client.get(&client)?;
-        let rate = self.cfg.max_bps;
+        let limits = self.cfg.limits();
         let a = self.allocs.get_mut(relay.index())?;
         if a.opening.is_some() || !req.unknown_required().is_empty() {
             return None;
@@ -720,7 +724,7 @@ impl Server {
             return None;
         }
         let range = msg::attr_range(buf, ATTR_DATA)?;
-        if !a.to_peer.pass(range.len(), rate, now.mono) {
+        if !a.pass_to_peer(range.len(), limits, now.mono) {
             self.stats.over_bandwidth += 1;
             return None;
         }

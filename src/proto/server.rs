@@ -89,6 +89,9 @@ pub struct CoreConfig {
     /// Bytes per second each allocation may relay in each direction (bursts
     /// of one second's worth); 0 for no limit.
     pub max_bps: u64,
+    /// Bytes a second per direction for all of one user's allocations
+    /// together (0: no limit).
+    pub max_bps_per_user: u64,
 }
 
 impl CoreConfig {
@@ -110,6 +113,16 @@ impl CoreConfig {
             alternate_server: None,
             challenges_per_second: 100,
             max_bps: 0,
+            max_bps_per_user: 0,
+        }
+    }
+
+    /// The bandwidth limits in force.
+    #[inline]
+    pub fn limits(&self) -> super::allocation::Limits {
+        super::allocation::Limits {
+            allocation: self.max_bps,
+            user: self.max_bps_per_user,
         }
     }
 }
@@ -337,9 +350,9 @@ impl Server {
                 match self.routes.get(&(client, channel)) {
                     Some(r) if now.mono < r.chan_expires && now.mono < r.perm_expires => {
                         let (relay, peer) = (r.relay, r.peer);
-                        let rate = self.cfg.max_bps;
+                        let limits = self.cfg.limits();
                         if let Some(a) = self.allocs.get_mut(relay.index()) {
-                            if !a.to_peer.pass(len, rate, now.mono) {
+                            if !a.pass_to_peer(len, limits, now.mono) {
                                 self.stats.over_bandwidth += 1;
                                 return None;
                             }
@@ -403,7 +416,7 @@ impl Server {
         now: Now,
     ) -> Option<Transmit<'a>> {
         let len = buf.len().checked_sub(CHANNEL_HEADER)?;
-        let rate = self.cfg.max_bps;
+        let limits = self.cfg.limits();
         let Some(a) = self.allocs.get_mut(relay.index()) else {
             self.stats.dropped += 1;
             return None;
@@ -416,7 +429,7 @@ impl Server {
             if now.mono < r.chan_expires && now.mono < r.perm_expires {
                 let header: &mut [u8; CHANNEL_HEADER] = (&mut buf[..CHANNEL_HEADER]).try_into().ok()?;
                 msg::write_channel_header(header, r.channel, len);
-                if !a.to_client.pass(len, rate, now.mono) {
+                if !a.pass_to_client(len, limits, now.mono) {
                     self.stats.over_bandwidth += 1;
                     return None;
                 }
@@ -431,7 +444,7 @@ impl Server {
             self.stats.dropped += 1;
             return None;
         }
-        if !a.to_client.pass(len, rate, now.mono) {
+        if !a.pass_to_client(len, limits, now.mono) {
             self.stats.over_bandwidth += 1;
             return None;
         }

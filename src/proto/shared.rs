@@ -1,10 +1,12 @@
-//! State the workers share. It is touched only on the control path (Allocate,
-//! expiry, reservation), never per relayed packet, so a mutex is enough.
+//! State the workers share. The mutex is taken only on the control path
+//! (Allocate, expiry, reservation), never per relayed packet; the one thing
+//! relayed packets touch is a user's [`UserBudget`] (atomics, and only when
+//! `relay.max-bps-per-user` is set).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use rand::Rng;
@@ -108,7 +110,8 @@ pub struct Reservation {
 #[derive(Debug)]
 pub struct Inner {
     pub ports: PortPool,
-    pub per_user: HashMap<String, u32>,
+    /// Each user's allocation count and shared bandwidth budget.
+    pub per_user: HashMap<String, (u32, Arc<UserBudget>)>,
     pub total: u32,
     pub reservations: HashMap<u64, Reservation>,
 }
@@ -153,28 +156,91 @@ impl Shared {
 }
 
 impl Inner {
-    /// Counts one more allocation for `user`, or says which quota is full.
-    pub fn admit(&mut self, user: &str, per_user_max: u32, total_max: u32) -> Result<(), QuotaFull> {
+    /// Counts one more allocation for `user` and hands out the user's
+    /// bandwidth budget (shared by all its allocations on every worker), or
+    /// says which quota is full.
+    pub fn admit(
+        &mut self,
+        user: &str,
+        per_user_max: u32,
+        total_max: u32,
+        now: Instant,
+    ) -> Result<Arc<UserBudget>, QuotaFull> {
         if self.total >= total_max {
             return Err(QuotaFull::Total);
         }
-        let n = self.per_user.get(user).copied().unwrap_or(0);
-        if n >= per_user_max {
+        if self.per_user.get(user).is_some_and(|(n, _)| *n >= per_user_max) {
             return Err(QuotaFull::User);
         }
-        self.per_user.insert(user.to_owned(), n + 1);
+        let entry = self
+            .per_user
+            .entry(user.to_owned())
+            .or_insert_with(|| (0, Arc::new(UserBudget::new(now))));
+        entry.0 += 1;
         self.total += 1;
-        Ok(())
+        Ok(entry.1.clone())
     }
 
     pub fn release(&mut self, user: &str) {
-        if let Some(n) = self.per_user.get_mut(user) {
+        if let Some((n, _)) = self.per_user.get_mut(user) {
             *n -= 1;
             if *n == 0 {
                 self.per_user.remove(user);
             }
         }
         self.total = self.total.saturating_sub(1);
+    }
+}
+
+/// One user's bandwidth budget per direction (`relay.max-bps-per-user`),
+/// shared by its allocations across workers without a lock: each direction
+/// is one atomic "theoretical arrival time" (GCRA), a token bucket holding
+/// one second's worth, like the per-allocation limit.
+#[derive(Debug)]
+pub struct UserBudget {
+    base: Instant,
+    /// Nanoseconds after `base` when the bucket is full again.
+    to_peer: AtomicU64,
+    to_client: AtomicU64,
+}
+
+impl UserBudget {
+    fn new(base: Instant) -> Self {
+        Self {
+            base,
+            to_peer: AtomicU64::new(0),
+            to_client: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `bytes` toward peers from a budget of `rate` bytes a second
+    /// (0: no limit); false when they must be dropped.
+    #[inline]
+    pub fn to_peer(&self, bytes: usize, rate: u64, now: Instant) -> bool {
+        rate == 0 || self.take(&self.to_peer, bytes, rate, now)
+    }
+
+    /// Like [`UserBudget::to_peer`], toward the user's clients.
+    #[inline]
+    pub fn to_client(&self, bytes: usize, rate: u64, now: Instant) -> bool {
+        rate == 0 || self.take(&self.to_client, bytes, rate, now)
+    }
+
+    fn take(&self, tat: &AtomicU64, bytes: usize, rate: u64, now: Instant) -> bool {
+        const SECOND: u64 = 1_000_000_000;
+        let now = u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX / 2);
+        let cost = u64::try_from(bytes as u128 * u128::from(SECOND) / u128::from(rate)).unwrap_or(u64::MAX / 2);
+        let mut cur = tat.load(Ordering::Relaxed);
+        loop {
+            let next = cur.max(now).saturating_add(cost);
+            if next > now.saturating_add(SECOND) {
+                return false;
+            }
+            match tat.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(seen) => cur = seen,
+            }
+        }
     }
 }
 
@@ -218,11 +284,38 @@ mod tests {
     fn quotas() {
         let s = Shared::new(1, 2);
         let mut g = s.lock();
-        assert!(g.admit("a", 1, 2).is_ok());
-        assert_eq!(g.admit("a", 1, 2), Err(QuotaFull::User));
-        assert!(g.admit("b", 1, 2).is_ok());
-        assert_eq!(g.admit("c", 1, 2), Err(QuotaFull::Total));
+        assert!(g.admit("a", 1, 2, Instant::now()).is_ok());
+        assert_eq!(g.admit("a", 1, 2, Instant::now()).err(), Some(QuotaFull::User));
+        assert!(g.admit("b", 1, 2, Instant::now()).is_ok());
+        assert_eq!(g.admit("c", 1, 2, Instant::now()).err(), Some(QuotaFull::Total));
         g.release("a");
-        assert!(g.admit("a", 1, 2).is_ok());
+        assert!(g.admit("a", 1, 2, Instant::now()).is_ok());
+    }
+
+    #[test]
+    fn a_user_budget_holds_one_second_and_refills() {
+        let t0 = Instant::now();
+        let s = Shared::new(1, 9);
+        let a = s.lock().admit("u", 5, 5, t0).expect("admitted");
+        let b = s.lock().admit("u", 5, 5, t0).expect("admitted");
+        assert!(Arc::ptr_eq(&a, &b), "one budget per user");
+        // 1000 B/s: ten 100-byte packets from either allocation, then none.
+        let passed = (0..20).filter(|i| [&a, &b][i % 2].to_peer(100, 1000, t0)).count();
+        assert_eq!(passed, 10);
+        // The other direction has its own budget.
+        assert!(a.to_client(1000, 1000, t0));
+        assert!(!a.to_client(1, 1000, t0));
+        // Half a second later, half of it is back.
+        let t1 = t0 + std::time::Duration::from_millis(500);
+        assert_eq!((0..10).filter(|_| b.to_peer(100, 1000, t1)).count(), 5);
+        // No limit: everything passes.
+        assert!(a.to_peer(65535, 0, t1));
+        // The last allocation gone, a new one starts a fresh budget.
+        for _ in 0..2 {
+            s.lock().release("u");
+        }
+        let c = s.lock().admit("u", 5, 5, t1).expect("admitted");
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert!(c.to_peer(1000, 1000, t1));
     }
 }

@@ -103,7 +103,8 @@ pub struct Stats {
     pub dropped: u64,
     /// 401/438 answers not sent: the source address was over its rate.
     pub challenges_limited: u64,
-    /// Packets dropped because their allocation was over `relay.max-bps`.
+    /// Packets dropped because their allocation was over `relay.max-bps` or
+    /// their user over `relay.max-bps-per-user`.
     pub over_bandwidth: u64,
 }
 

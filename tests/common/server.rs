@@ -145,6 +145,22 @@ static-auth-secrets = ["{SECRET}"]
         }
     }
 
+    /// Packets dropped over a bandwidth limit, as last published by the
+    /// workers (once a second): waits (bounded) until at least `min`.
+    pub fn over_bandwidth(&self, min: u64) -> u64 {
+        let end = Instant::now() + Duration::from_secs(3);
+        loop {
+            let n = self
+                .running
+                .as_ref()
+                .map_or(0, |r| r.relay.control.totals().stats.over_bandwidth);
+            if n >= min || Instant::now() > end {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn allocations(&self) -> u32 {
         self.running.as_ref().map_or(0, |r| r.relay.shared.lock().total)
     }

@@ -1,0 +1,675 @@
+//! The fuzz targets' bodies, shared by the AFL++ binaries (`fuzz/targets`),
+//! the corpus replay in the normal test run (`tests/fuzz_corpus.rs`) and the
+//! property tests (`tests/props.rs`). Each target panics on a broken
+//! invariant, which AFL++ records as a crash.
+//!
+//! - [`stun_decode`]: the STUN decoder on any bytes, integrity and address
+//!   attributes included; stream framing agrees with it.
+//! - [`channel_data`]: ChannelData headers and stream framing of any byte
+//!   stream cut at any points.
+//! - [`core`]: a relay core driven by a sequence of steps decoded from the
+//!   input ([`Step::parse`]): raw and signed client messages (captured ones
+//!   re-signed), peer datagrams, closed connections, failing relay sockets
+//!   and time steps. Nothing may reach a denied peer, and after the longest
+//!   lifetime no allocation, port, held socket, reservation or timer is left.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use stun::attributes::*;
+use stun::message::{Message, MessageType, Setter, CLASS_INDICATION, CLASS_REQUEST};
+use stun::message::{METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND};
+use stun::textattrs::TextAttribute;
+use turnd::auth::Credentials;
+use turnd::proto::msg::{self, Frame, CHANNEL_HEADER};
+use turnd::proto::{ClientAddr, Command, CoreConfig, Now, OpenError, RelayId, Server, Shared, Transmit};
+
+/// The STUN decoder on `data`: no panic; what decodes is framed as one
+/// whole message by the stream framer, and its address attributes and
+/// integrity check run.
+pub fn stun_decode(data: &[u8]) {
+    let framed = msg::stream_frame(data);
+    if let Frame::Message { len, skip } = framed {
+        assert!(len <= skip && skip <= data.len(), "frame past the buffer");
+    }
+    let Ok(mut d) = msg::decode(data) else { return };
+    assert!(
+        matches!(framed, Frame::Message { len, .. } if len == data.len()),
+        "decoded but framed as {framed:?}"
+    );
+    let txid = d.txid();
+    for t in [ATTR_XOR_PEER_ADDRESS, ATTR_XORMAPPED_ADDRESS, ATTR_XOR_RELAYED_ADDRESS] {
+        if let Some(v) = d.attr(t) {
+            let _ = msg::xor_address(v, &txid);
+        }
+    }
+    for t in [ATTR_USERNAME, ATTR_REALM, ATTR_NONCE, ATTR_SOFTWARE] {
+        let _ = d.text(t);
+    }
+    let _ = d.unknown_required();
+    let _ = d.counted_attrs().count();
+    let _ = msg::attr_range(data, ATTR_MESSAGE_INTEGRITY);
+    let _ = d.check_integrity(&[7; 16]);
+}
+
+/// ChannelData and stream framing on `data`: a parsed header never claims
+/// more than the buffer, a header written back reads the same, and framing
+/// the bytes as they arrive in chunks (cut where `data`'s first bytes say)
+/// finds the same messages as framing them all at once.
+pub fn channel_data(data: &[u8]) {
+    let (cuts, stream) = match data.split_first() {
+        Some((&n, rest)) => rest.split_at(usize::from(n % 8).min(rest.len())),
+        None => return,
+    };
+    if let Some((channel, len)) = msg::channel_data(stream) {
+        assert!(CHANNEL_HEADER + len <= stream.len(), "ChannelData past the buffer");
+        let mut header = [0u8; CHANNEL_HEADER];
+        msg::write_channel_header(&mut header, channel, len);
+        assert_eq!(
+            msg::channel_data(&[&header[..], &stream[CHANNEL_HEADER..]].concat()),
+            Some((channel, len))
+        );
+    }
+    let whole = frames(stream, &[]);
+    let cut: Vec<usize> = cuts.iter().map(|&c| usize::from(c) + 1).collect();
+    assert_eq!(frames(stream, &cut), whole, "framing depends on how the bytes arrived");
+}
+
+/// The messages (offset, length) a stream reader finds in `stream` when it
+/// arrives in pieces of the sizes in `cuts` (repeated), up to garbage.
+fn frames(stream: &[u8], cuts: &[usize]) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    let (mut start, mut have) = (0usize, 0usize);
+    let mut sizes = cuts.iter().cycle();
+    while have < stream.len() {
+        have = (have + sizes.next().copied().unwrap_or(stream.len())).min(stream.len());
+        loop {
+            match msg::stream_frame(&stream[start..have]) {
+                Frame::Partial => break,
+                Frame::Garbage => return found,
+                Frame::Message { len, skip } => {
+                    assert!(len <= skip && start + skip <= have, "frame past what arrived");
+                    found.push((start, len));
+                    start += skip;
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Drives a core with the steps `data` decodes to; panics on a leak or on
+/// data sent to a denied peer.
+pub fn core(data: &[u8]) {
+    if let Err(e) = drive(data) {
+        panic!("{e}");
+    }
+}
+
+/// [`core`]'s run: how many allocations were made, or what was left.
+pub fn drive(data: &[u8]) -> Result<u64, String> {
+    let mut d = Driver::new();
+    let mut input = data;
+    while let Some(step) = Step::parse(&mut input) {
+        d.step(step);
+    }
+    d.finish()
+}
+
+/// One thing that happens to a core.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Client `n` sends bytes as they are.
+    Raw(u8, Vec<u8>),
+    /// Client `n` sends a signed Allocate; `flags`: 1 EVEN-PORT, 2 its R bit,
+    /// 4 LIFETIME `secs`, 8 IPv6, 16 FINGERPRINT, 32 DONT-FRAGMENT, 64 the
+    /// last RESERVATION-TOKEN handed out.
+    Allocate {
+        n: u8,
+        flags: u8,
+        secs: u16,
+    },
+    Permission {
+        n: u8,
+        peer: u8,
+    },
+    ChannelBind {
+        n: u8,
+        channel: u16,
+        peer: u8,
+    },
+    Refresh {
+        n: u8,
+        secs: u16,
+    },
+    /// A Send indication from client `n` to `peer`.
+    Send {
+        n: u8,
+        peer: u8,
+        data: Vec<u8>,
+    },
+    /// ChannelData from client `n`.
+    ChannelData {
+        n: u8,
+        channel: u16,
+        data: Vec<u8>,
+    },
+    /// A datagram from `peer` to the open relay picked by `relay`.
+    Peer {
+        relay: u8,
+        peer: u8,
+        data: Vec<u8>,
+    },
+    /// A captured message, signed again with client `n`'s credentials.
+    Resign(u8, Vec<u8>),
+    /// Stream client `n`'s connection closes.
+    Close(u8),
+    /// The next relay socket fails to open (in use, or for another reason).
+    FailOpen(bool),
+    Wait(u16),
+}
+
+impl Step {
+    /// The next step from the front of `input` (consumed), or None at its
+    /// end. Every byte string decodes to some steps.
+    pub fn parse(input: &mut &[u8]) -> Option<Step> {
+        let op = take(input, 1)?[0];
+        let b = |input: &mut &[u8]| take(input, 1).map_or(0, |v| v[0]);
+        let w = |input: &mut &[u8]| take(input, 2).map_or(0, |v| u16::from_be_bytes([v[0], v[1]]));
+        let bytes = |input: &mut &[u8], len: usize| {
+            let n = len.min(input.len());
+            take(input, n).unwrap_or_default().to_vec()
+        };
+        Some(match op % 13 {
+            0 => {
+                let n = b(input);
+                let len = usize::from(w(input));
+                Step::Raw(n, bytes(input, len))
+            }
+            1 => Step::Allocate {
+                n: b(input),
+                flags: b(input),
+                secs: w(input),
+            },
+            2 => Step::Permission {
+                n: b(input),
+                peer: b(input),
+            },
+            3 => Step::ChannelBind {
+                n: b(input),
+                channel: w(input),
+                peer: b(input),
+            },
+            4 => Step::Refresh {
+                n: b(input),
+                secs: w(input),
+            },
+            5 => {
+                let (n, peer, len) = (b(input), b(input), usize::from(b(input)));
+                Step::Send {
+                    n,
+                    peer,
+                    data: bytes(input, len),
+                }
+            }
+            6 => {
+                let (n, channel, len) = (b(input), w(input), usize::from(b(input)));
+                Step::ChannelData {
+                    n,
+                    channel,
+                    data: bytes(input, len),
+                }
+            }
+            7 => {
+                let (relay, peer, len) = (b(input), b(input), usize::from(b(input)));
+                Step::Peer {
+                    relay,
+                    peer,
+                    data: bytes(input, len),
+                }
+            }
+            8 => {
+                let n = b(input);
+                let len = usize::from(w(input));
+                Step::Resign(n, bytes(input, len))
+            }
+            9 => Step::Close(b(input)),
+            10 => Step::FailOpen(b(input) % 2 == 0),
+            _ => Step::Wait(w(input)),
+        })
+    }
+}
+
+fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if input.len() < n || (n == 0 && input.is_empty()) {
+        return None;
+    }
+    let (head, rest) = input.split_at(n);
+    *input = rest;
+    Some(head)
+}
+
+pub const REALM: &str = "fuzz";
+const SECRET: &[u8] = b"fuzz";
+/// Clients 0-3 are UDP, 4-5 TCP, 6-7 TLS.
+const CLIENTS: u8 = 8;
+
+/// Peer `p`: public addresses of both families in the allowed and in the
+/// denied half of the operator's ranges, and built-in denied ones in
+/// several spellings.
+pub fn peer(p: u8) -> SocketAddr {
+    let port = 7000 + u16::from(p % 3);
+    let ip: IpAddr = match p % 8 {
+        0..=2 => Ipv4Addr::new(203, 0, 113, p).into(),
+        3 | 4 => Ipv6Addr::new(0x2001, 0xdb8, 1 + u16::from(p & 1), 0, 0, 0, 0, u16::from(p)).into(),
+        _ => [
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "10.0.0.1",
+            "::1",
+            "2002:7f00:1::1",
+            "::ffff:203.0.113.1",
+            "0.0.0.0",
+        ][usize::from(p / 8 % 8)]
+        .parse()
+        .expect("peer address"),
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// Where data must never go, written independently of the policy code:
+/// the ranges an attacker aims at (loopback, private, CGNAT, link-local and
+/// cloud metadata, "this network", multicast, ULA) and the half of each
+/// documentation range the operator did not allow, also when spelled as an
+/// IPv4-mapped, IPv4-compatible, NAT64 or 6to4 IPv6 address.
+fn forbidden(ip: IpAddr) -> bool {
+    const V4: [&str; 11] = [
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "203.0.113.128/25",
+        "192.0.2.0/24",
+    ];
+    const V6: [&str; 6] = ["::1/128", "::/128", "fe80::/10", "fc00::/7", "ff00::/8", "2001:db8:2::/48"];
+    let in_any = |nets: &[&str], ip: IpAddr| nets.iter().any(|n| n.parse::<ipnet::IpNet>().expect("net").contains(&ip));
+    match ip {
+        IpAddr::V4(_) => in_any(&V4, ip),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let o = v6.octets();
+            let v4 = |b: &[u8]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+            let embedded = match s {
+                [0, 0, 0, 0, 0, 0xffff, ..] | [0, 0, 0, 0, 0, 0, ..] => Some(v4(&o[12..])),
+                [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some(v4(&o[12..])),
+                [0x2002, ..] => Some(v4(&o[2..6])),
+                _ => None,
+            };
+            in_any(&V6, ip) || embedded.is_some_and(|e| in_any(&V4, e))
+        }
+    }
+}
+
+/// A core with REST credentials, the built-in deny list with operator
+/// ranges 203.0.113.0/25 and 2001:db8:1::/48 allowed (the list covers the
+/// rest of both documentation ranges), a bandwidth limit, and a small port
+/// range; the driver side kept in plain maps.
+pub struct Driver {
+    pub s: Server,
+    shared: Arc<Shared>,
+    now: Now,
+    open: Vec<(RelayId, SocketAddr)>,
+    held: HashSet<SocketAddr>,
+    nonces: HashMap<u8, String>,
+    token: Option<Vec<u8>>,
+    fail_next: Option<OpenError>,
+    txid: u32,
+}
+
+impl Default for Driver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Driver {
+    pub fn new() -> Self {
+        let mut creds = Credentials::new(REALM);
+        creds.secrets = vec![SECRET.to_vec()];
+        let mut cfg = CoreConfig::new(creds);
+        cfg.policy = turnd::proto::policy::PeerPolicy::new(
+            vec![
+                "203.0.113.0/25".parse().expect("net"),
+                "2001:db8:1::/48".parse().expect("net"),
+            ],
+            vec![],
+        );
+        cfg.max_allocations_per_user = 4;
+        cfg.max_allocations = 6;
+        cfg.max_bps = 20_000;
+        cfg.relay_ipv6 = Some(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1));
+        let shared = Arc::new(Shared::new(50000, 50009));
+        Self {
+            s: Server::new(Arc::new(cfg), shared.clone(), 1, [9; 32]),
+            shared,
+            now: Now {
+                mono: std::time::Instant::now(),
+                unix: 1_800_000_000,
+            },
+            open: Vec::new(),
+            held: HashSet::new(),
+            nonces: HashMap::new(),
+            token: None,
+            fail_next: None,
+            txid: 0,
+        }
+    }
+
+    fn client(n: u8) -> ClientAddr {
+        let n = n % CLIENTS;
+        let remote = SocketAddr::new([198, 51, 100, 1].into(), 40000 + u16::from(n));
+        match n {
+            0..=3 => ClientAddr::udp(remote, "192.0.2.1:3478".parse().expect("addr")),
+            4 | 5 => ClientAddr::stream(false, remote, "192.0.2.1:3478".parse().expect("addr")),
+            _ => ClientAddr::stream(true, remote, "192.0.2.1:443".parse().expect("addr")),
+        }
+    }
+
+    pub fn step(&mut self, step: Step) {
+        match step {
+            Step::Raw(n, bytes) => self.input(n, &bytes),
+            Step::Allocate { n, flags, secs } => {
+                let t = turn::proto::reqtrans::RequestedTransport {
+                    protocol: turn::proto::PROTO_UDP,
+                };
+                let mut attrs: Vec<Box<dyn Setter>> = vec![Box::new(t)];
+                if flags & 1 != 0 {
+                    attrs.push(Box::new(Raw(
+                        ATTR_EVEN_PORT,
+                        vec![if flags & 2 != 0 { 0x80 } else { 0 }],
+                    )));
+                }
+                if flags & 4 != 0 {
+                    attrs.push(Box::new(Raw(ATTR_LIFETIME, u32::from(secs).to_be_bytes().to_vec())));
+                }
+                if flags & 8 != 0 {
+                    attrs.push(Box::new(Raw(ATTR_REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0])));
+                }
+                if flags & 32 != 0 {
+                    attrs.push(Box::new(Raw(ATTR_DONT_FRAGMENT, vec![])));
+                }
+                if flags & 64 != 0 {
+                    if let Some(t) = self.token.clone() {
+                        attrs.push(Box::new(Raw(ATTR_RESERVATION_TOKEN, t)));
+                    }
+                }
+                self.signed(
+                    n,
+                    MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST),
+                    attrs,
+                    flags & 16 != 0,
+                );
+            }
+            Step::Permission { n, peer: p } => {
+                let a = xor_peer(peer(p));
+                self.signed(
+                    n,
+                    MessageType::new(METHOD_CREATE_PERMISSION, CLASS_REQUEST),
+                    vec![a],
+                    false,
+                );
+            }
+            Step::ChannelBind { n, channel, peer: p } => {
+                let attrs: Vec<Box<dyn Setter>> = vec![
+                    Box::new(Raw(ATTR_CHANNEL_NUMBER, [channel.to_be_bytes(), [0, 0]].concat())),
+                    xor_peer(peer(p)),
+                ];
+                self.signed(n, MessageType::new(METHOD_CHANNEL_BIND, CLASS_REQUEST), attrs, false);
+            }
+            Step::Refresh { n, secs } => {
+                let l = Raw(ATTR_LIFETIME, u32::from(secs % 4000).to_be_bytes().to_vec());
+                self.signed(
+                    n,
+                    MessageType::new(METHOD_REFRESH, CLASS_REQUEST),
+                    vec![Box::new(l)],
+                    false,
+                );
+            }
+            Step::Send { n, peer: p, data } => {
+                let d = turn::proto::data::Data(data);
+                let a = xor_peer(peer(p));
+                let txid = self.next_txid();
+                let bytes = msg::build(
+                    MessageType::new(METHOD_SEND, CLASS_INDICATION),
+                    txid,
+                    &[&*a, &d],
+                    None,
+                    false,
+                );
+                self.input(n, &bytes);
+            }
+            Step::ChannelData { n, channel, data } => {
+                let mut bytes = vec![0u8; CHANNEL_HEADER];
+                let header: &mut [u8; CHANNEL_HEADER] = (&mut bytes[..]).try_into().expect("4 bytes");
+                msg::write_channel_header(header, channel, data.len());
+                bytes.extend_from_slice(&data);
+                if Self::client(n).transport.is_stream() {
+                    bytes.resize(bytes.len().next_multiple_of(4), 0);
+                }
+                self.input(n, &bytes);
+            }
+            Step::Peer { relay, peer: p, data } => {
+                if self.open.is_empty() {
+                    return;
+                }
+                let (id, _) = self.open[usize::from(relay) % self.open.len()];
+                let mut buf = vec![0u8; CHANNEL_HEADER];
+                buf.extend_from_slice(&data);
+                let now = self.now;
+                if let Some(Transmit::ToPeer { .. }) = self.s.handle_peer_input(id, peer(p), &mut buf, now) {
+                    panic!("peer input sent to a peer");
+                }
+                self.drain(None);
+            }
+            Step::Resign(n, bytes) => {
+                if let Some((typ, attrs)) = strip_auth(&bytes) {
+                    self.signed(n, typ, attrs, false);
+                }
+            }
+            Step::Close(n) => {
+                let now = self.now;
+                self.s.handle_client_closed(&Self::client(n), now);
+                self.drain(None);
+            }
+            Step::FailOpen(in_use) => {
+                self.fail_next = Some(if in_use { OpenError::InUse } else { OpenError::Failed });
+            }
+            Step::Wait(ms) => {
+                // Steps of up to ~18 minutes: past every lifetime in a few.
+                let d = if ms & 0x8000 != 0 {
+                    Duration::from_secs(u64::from(ms & 0x3ff))
+                } else {
+                    Duration::from_millis(u64::from(ms))
+                };
+                self.now = self.now.after(d);
+                self.s.handle_timeout(self.now);
+                self.drain(None);
+            }
+        }
+    }
+
+    fn next_txid(&mut self) -> [u8; 12] {
+        self.txid += 1;
+        let mut t = [0x5a; 12];
+        t[8..].copy_from_slice(&self.txid.to_be_bytes());
+        t
+    }
+
+    /// Client `n` sends `bytes`; what the core sends to a peer is checked
+    /// against the policy.
+    fn input(&mut self, n: u8, bytes: &[u8]) {
+        let now = self.now;
+        if let Some(Transmit::ToPeer { peer, .. }) = self.s.handle_client_input(Self::client(n), bytes, now) {
+            assert!(!forbidden(peer.ip()), "data sent to denied peer {peer}");
+        }
+        self.drain(Some(n % CLIENTS));
+    }
+
+    /// A request of `typ` from client `n` with `attrs`, signed with its REST
+    /// credentials and the last nonce it was given (an unsigned Allocate
+    /// first fetches one).
+    fn signed(&mut self, n: u8, typ: MessageType, attrs: Vec<Box<dyn Setter>>, fingerprint: bool) {
+        let n = n % CLIENTS;
+        if !self.nonces.contains_key(&n) {
+            let t = turn::proto::reqtrans::RequestedTransport {
+                protocol: turn::proto::PROTO_UDP,
+            };
+            let txid = self.next_txid();
+            let bytes = msg::build(
+                MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST),
+                txid,
+                &[&t],
+                None,
+                false,
+            );
+            self.input(n, &bytes);
+        }
+        let nonce = self.nonces.get(&n).cloned().unwrap_or_default();
+        let (user, pass) =
+            turnd::auth::rest_credentials(SECRET, Some("f"), Duration::from_secs(3600), self.now.unix, ':');
+        let key = turnd::auth::long_term_key(&user, REALM, &pass);
+        let u = TextAttribute::new(ATTR_USERNAME, user);
+        let r = TextAttribute::new(ATTR_REALM, REALM.into());
+        let no = TextAttribute::new(ATTR_NONCE, nonce);
+        let mut all: Vec<&dyn Setter> = attrs.iter().map(|a| &**a as &dyn Setter).collect();
+        all.extend([&u as &dyn Setter, &r, &no]);
+        let txid = self.next_txid();
+        let bytes = msg::build(typ, txid, &all, Some(&key), fingerprint);
+        self.input(n, &bytes);
+    }
+
+    /// Carries out the core's commands the way the UDP driver does.
+    fn drain(&mut self, from: Option<u8>) {
+        while let Some(c) = self.s.poll_command() {
+            match c {
+                Command::SendToClient { client, data } => {
+                    let Ok(d) = msg::decode(&data) else { continue };
+                    let n = (0..CLIENTS).find(|&n| Self::client(n) == client);
+                    if let (Some(n), Some(nonce)) = (n.or(from), d.text(ATTR_NONCE)) {
+                        self.nonces.insert(n, nonce.to_string());
+                    }
+                    if let Some(t) = d.attr(ATTR_RESERVATION_TOKEN) {
+                        self.token = Some(t.to_vec());
+                    }
+                }
+                Command::OpenRelay { relay, addr, hold } => {
+                    let held = self.held.remove(&addr);
+                    let result = match self.fail_next.take() {
+                        Some(e) => Err(e),
+                        None => {
+                            assert!(held || !self.is_bound(addr), "relay port {addr} bound twice");
+                            if let Some(next) = hold {
+                                assert!(!self.is_bound(next), "held port {next} bound twice");
+                                self.held.insert(next);
+                            }
+                            self.open.push((relay, addr));
+                            Ok(addr)
+                        }
+                    };
+                    let now = self.now;
+                    self.s.handle_relay_opened(relay, result, now);
+                }
+                Command::CloseRelay { relay } => {
+                    let before = self.open.len();
+                    self.open.retain(|(r, _)| *r != relay);
+                    assert_eq!(
+                        self.open.len() + 1,
+                        before,
+                        "closing relay {relay:?}, which is not open"
+                    );
+                }
+                Command::ReleaseHeld { addr } => {
+                    assert!(self.held.remove(&addr), "releasing {addr}, which is not held");
+                }
+            }
+        }
+    }
+
+    fn is_bound(&self, addr: SocketAddr) -> bool {
+        self.held.contains(&addr) || self.open.iter().any(|(_, a)| *a == addr)
+    }
+
+    /// Past every lifetime: nothing may be left. Returns how many
+    /// allocations were made.
+    pub fn finish(mut self) -> Result<u64, String> {
+        self.now = self.now.after(Duration::from_secs(3600 + 600));
+        self.s.handle_timeout(self.now);
+        self.drain(None);
+        let g = self.shared.lock();
+        let left = [
+            ("relays open", self.open.len()),
+            ("held ports", self.held.len()),
+            ("allocations", self.s.allocation_count()),
+            ("counted allocations", g.total as usize),
+            ("ports in use", g.ports.in_use()),
+            ("reservations", g.reservations.len()),
+            ("timers", self.s.pending_timers()),
+        ];
+        match left.iter().find(|(_, n)| *n != 0) {
+            Some((what, n)) => Err(format!("{n} {what} left after every lifetime")),
+            None => Ok(self.s.stats.allocations_created),
+        }
+    }
+}
+
+/// A STUN attribute as raw bytes.
+struct Raw(AttrType, Vec<u8>);
+
+impl Setter for Raw {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.add(self.0, &self.1);
+        Ok(())
+    }
+}
+
+fn xor_peer(addr: SocketAddr) -> Box<dyn Setter> {
+    Box::new(turn::proto::peeraddr::PeerAddress {
+        ip: addr.ip(),
+        port: addr.port(),
+    })
+}
+
+/// A captured request's type and attributes without its credentials,
+/// integrity and fingerprint, to be signed again.
+fn strip_auth(bytes: &[u8]) -> Option<(MessageType, Vec<Box<dyn Setter>>)> {
+    let mut m = Message::new();
+    m.unmarshal_binary(bytes).ok()?;
+    let drop = [
+        ATTR_USERNAME,
+        ATTR_REALM,
+        ATTR_NONCE,
+        ATTR_MESSAGE_INTEGRITY,
+        ATTR_MESSAGE_INTEGRITY_SHA256,
+        ATTR_FINGERPRINT,
+        ATTR_USER_HASH,
+        ATTR_PASSWORD_ALGORITHM,
+    ];
+    let attrs = m
+        .attributes
+        .0
+        .iter()
+        .filter(|a| !drop.contains(&a.typ))
+        .map(|a| Box::new(Raw(a.typ, a.value.clone())) as Box<dyn Setter>)
+        .collect();
+    (m.typ.class == CLASS_REQUEST || m.typ.class == CLASS_INDICATION).then_some((m.typ, attrs))
+}
