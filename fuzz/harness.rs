@@ -301,8 +301,18 @@ fn forbidden(ip: IpAddr) -> bool {
         "203.0.113.128/25",
         "192.0.2.0/24",
     ];
-    const V6: [&str; 6] = ["::1/128", "::/128", "fe80::/10", "fc00::/7", "ff00::/8", "2001:db8:2::/48"];
-    let in_any = |nets: &[&str], ip: IpAddr| nets.iter().any(|n| n.parse::<ipnet::IpNet>().expect("net").contains(&ip));
+    const V6: [&str; 6] = [
+        "::1/128",
+        "::/128",
+        "fe80::/10",
+        "fc00::/7",
+        "ff00::/8",
+        "2001:db8:2::/48",
+    ];
+    let in_any = |nets: &[&str], ip: IpAddr| {
+        nets.iter()
+            .any(|n| n.parse::<ipnet::IpNet>().expect("net").contains(&ip))
+    };
     match ip {
         IpAddr::V4(_) => in_any(&V4, ip),
         IpAddr::V6(v6) => {

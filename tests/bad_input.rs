@@ -1,7 +1,9 @@
 //! Malformed input of every shape, as a storm from several sockets, while a
-//! real client (the `turn` crate's) keeps relaying: no panic, the client
-//! loses nothing, the server keeps answering, the storm's 401s are
-//! rate-limited, memory stays bounded and nothing leaks.
+//! real client keeps relaying: over UDP (the `turn` crate's client) and over
+//! TCP (connections that send junk, stop mid-message, or stay silent, next
+//! to a TCP client): no panic, the client loses nothing, the server keeps
+//! answering, the storm's 401s are rate-limited, memory stays bounded and
+//! nothing leaks.
 
 mod common;
 
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::server::*;
+use common::streamc;
 use common::stunc::*;
 use rand::{Rng, SeedableRng};
 use stun::message::*;
@@ -139,6 +142,91 @@ async fn storm_of_malformed_datagrams_while_a_client_relays() {
     let (n, _) = probe.recv_from(&mut b).expect("Binding answered after the storm");
     assert_eq!(mapped(&decode(&b[..n])), Some(probe.local_addr().expect("addr")));
     // Nothing the storm sent created anything, and the client's allocation is gone.
+    assert!(
+        srv.wait_idle(Duration::from_secs(5)),
+        "allocations {} ports {}",
+        srv.allocations(),
+        srv.ports_in_use()
+    );
+}
+
+#[test]
+fn storm_of_malformed_tcp_connections_while_a_tcp_client_relays() {
+    let srv = TestServer::start_streams("");
+    let server = srv.stream("tcp");
+    let (peer, _echo) = echo_peer();
+    let (u, p) = rest_creds("stormy");
+    let cred = Cred {
+        user: u,
+        realm: REALM.into(),
+        pass: p,
+        nonce: "00000000000000000000000000000000".into(),
+    };
+    let connections = Arc::new(AtomicU64::new(0));
+    let counter = connections.clone();
+    let rss_before = rss_kib();
+    // Connections from another address: each sends a few malformed
+    // messages (or half of one, or nothing) and goes; every tenth stays
+    // open and silent. Bounded to 20 s and 200 silent ones.
+    let storm = Bg::spawn(Duration::from_secs(20), move |stop, end| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        let mut silent = Vec::new();
+        let mut k = 0u32;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+            let local = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+            local
+                .bind(&"127.0.0.2:0".parse::<std::net::SocketAddr>().expect("addr").into())
+                .expect("bind");
+            if local.connect(&server.into()).is_err() {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let mut s: std::net::TcpStream = local.into();
+            counter.fetch_add(1, Ordering::Relaxed);
+            k += 1;
+            if k % 10 == 0 && silent.len() < 200 {
+                silent.push(s);
+                continue;
+            }
+            for _ in 0..rng.random_range(1..4) {
+                let kind = rng.random();
+                let mut m = junk(&mut rng, kind, &cred);
+                if rng.random_range(0..4) == 0 {
+                    m.truncate(rng.random_range(0..m.len().max(1)));
+                }
+                if std::io::Write::write_all(&mut s, &m).is_err() {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+
+    let mut c = streamc::tcp(srv.stream("tcp"));
+    let (cred, _) = c.allocate("alice");
+    c.bind(&cred, 0x4000, peer);
+    let mut echoed = 0;
+    for i in 0..300u32 {
+        c.send(&channel_data(0x4000, &i.to_be_bytes(), true));
+        match c.recv() {
+            Some(streamc::Item::Channel(0x4000, d)) if d == i.to_be_bytes() => echoed += 1,
+            other => panic!("message {i}: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(echoed, 300);
+    let made = connections.load(Ordering::Relaxed);
+    drop(storm);
+    assert!(made > 300, "the storm ran ({made} connections)");
+    eprintln!("{made} storm connections during 300 echoed ChannelData");
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(grown < 32 * 1024, "RSS grew by {grown} KiB during the storm");
+    // Still answering new connections, and the client's allocation ends
+    // with its connection; nothing of the storm's is left.
+    let mut probe = streamc::tcp(srv.stream("tcp"));
+    let r = probe.request(&build(req(METHOD_BINDING), vec![], None, false));
+    assert!(is_success(&r), "{r}");
+    drop(c);
     assert!(
         srv.wait_idle(Duration::from_secs(5)),
         "allocations {} ports {}",

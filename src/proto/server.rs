@@ -330,6 +330,30 @@ impl Server {
         self.timers.len()
     }
 
+    /// Gives back the room the core's tables kept from a wave of
+    /// allocations that has ended (each shrinks when at most a quarter
+    /// full), so the driver can return the memory to the system.
+    pub fn shrink(&mut self) {
+        fn loose(len: usize, cap: usize) -> bool {
+            cap > 64 && len <= cap / 4
+        }
+        if loose(self.allocs.len(), self.allocs.capacity()) {
+            self.allocs.shrink_to_fit();
+        }
+        if loose(self.by_client.len(), self.by_client.capacity()) {
+            self.by_client.shrink_to_fit();
+        }
+        if loose(self.routes.len(), self.routes.capacity()) {
+            self.routes.shrink_to_fit();
+        }
+        if loose(self.timers.len(), self.timers.capacity()) {
+            self.timers.shrink_to_fit();
+        }
+        if loose(self.commands.len(), self.commands.capacity()) {
+            self.commands.shrink_to_fit();
+        }
+    }
+
     /// Live permissions and channel bindings of this core's allocations.
     pub fn bindings(&self) -> (u64, u64) {
         self.allocs.iter().fold((0, 0), |(p, c), (_, a)| {
