@@ -125,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    serve::limit_malloc_arenas();
     let (cfg, file) = load(path)?;
     let logging = Logging::init(&cfg)?;
     let (secrets, generated) = serve::resolve_secrets(&cfg, &file, true)?;

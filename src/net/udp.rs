@@ -106,8 +106,9 @@ pub struct Worker {
     /// When the once-a-second chores last ran.
     chores_at: Instant,
     /// The most allocations this worker held since the heap was last
-    /// trimmed.
-    peak_allocations: usize,
+    /// trimmed, and whether some were left at that trim (see `trim_heap`).
+    trim_mark: usize,
+    trim_rest: bool,
     pub dropped_sends: u64,
 }
 
@@ -141,7 +142,8 @@ impl Worker {
             inbox_backlog: false,
             streams: HashMap::default(),
             chores_at: Instant::now(),
-            peak_allocations: 0,
+            trim_mark: 0,
+            trim_rest: false,
             dropped_sends: 0,
         })
     }
@@ -195,13 +197,15 @@ impl Worker {
             self.drain_inbox();
             self.core.handle_timeout(Now::system());
             self.run_commands();
-            // Once a second: counters out for /metrics, idle flags of
-            // stream connections.
+            // Once a second: memory back after a wave of allocations,
+            // counters out for /metrics, idle flags of stream connections.
+            // The trim comes first, so the memory is back by the time the
+            // metrics show the allocations gone.
             if self.chores_at.elapsed() >= Duration::from_secs(1) {
                 self.chores_at = Instant::now();
                 self.check_allocated_flags();
-                self.publish();
                 self.trim_heap();
+                self.publish();
             }
         }
         tracing::debug!("worker stopped");
@@ -318,29 +322,33 @@ impl Worker {
         }
     }
 
-    /// After a wave of allocations has mostly ended (fewer than half of the
-    /// peak, which was at least 1000), shrinks the tables it grew and hands
-    /// the freed heap pages back to the kernel. glibc keeps freed memory
-    /// below the top of each thread's arena; without this, RSS after a burst
-    /// stays near its high-water mark (a one-time step of ~10 % in
-    /// `bin/soak`). Called from the once-a-second chores.
+    /// After a wave of allocations has mostly ended (at least 500 of them
+    /// gone and at most half of the high-water mark left), and again when
+    /// the rest of that wave is gone, shrinks the tables it grew and hands
+    /// the freed heap pages back to the kernel. glibc keeps freed memory in
+    /// its arenas; without this, RSS after a burst stays near its
+    /// high-water mark.
     fn trim_heap(&mut self) {
         let now = self.core.allocation_count();
-        self.peak_allocations = self.peak_allocations.max(now);
-        if self.peak_allocations >= 1000 && now < self.peak_allocations / 2 {
-            self.peak_allocations = now;
-            self.core.shrink();
-            if self.relays.iter().rev().take_while(|r| r.is_none()).count() > self.relays.len() / 2 {
-                while self.relays.last().is_some_and(|r| r.is_none()) {
-                    self.relays.pop();
-                }
-                self.relays.shrink_to_fit();
+        self.trim_mark = self.trim_mark.max(now);
+        let wave_over = self.trim_mark - now >= 500 && now <= self.trim_mark / 2;
+        let rest_gone = self.trim_rest && now == 0;
+        if !wave_over && !rest_gone {
+            return;
+        }
+        self.trim_mark = now;
+        self.trim_rest = now > 0;
+        self.core.shrink();
+        if self.relays.iter().rev().take_while(|r| r.is_none()).count() > self.relays.len() / 2 {
+            while self.relays.last().is_some_and(|r| r.is_none()) {
+                self.relays.pop();
             }
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            // SAFETY: malloc_trim only walks and releases free heap memory.
-            unsafe {
-                libc::malloc_trim(0);
-            }
+            self.relays.shrink_to_fit();
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only walks the arenas and releases free pages.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 
