@@ -91,13 +91,7 @@ async fn storm_of_malformed_datagrams_while_a_client_relays() {
     let server = srv.addr;
     let (peer, _echo) = echo_peer();
     let sent = Arc::new(AtomicU64::new(0));
-    let (u, p) = rest_creds("stormy");
-    let cred = Cred {
-        user: u,
-        realm: REALM.into(),
-        pass: p,
-        nonce: "00000000000000000000000000000000".into(),
-    };
+    let cred = storm_cred();
     let counter = sent.clone();
     let rss_before = rss_kib();
     // ~8000 datagrams/s from 8 sockets of another address than the real
@@ -155,13 +149,7 @@ fn storm_of_malformed_tcp_connections_while_a_tcp_client_relays() {
     let srv = TestServer::start_streams("");
     let server = srv.stream("tcp");
     let (peer, _echo) = echo_peer();
-    let (u, p) = rest_creds("stormy");
-    let cred = Cred {
-        user: u,
-        realm: REALM.into(),
-        pass: p,
-        nonce: "00000000000000000000000000000000".into(),
-    };
+    let cred = storm_cred();
     let connections = Arc::new(AtomicU64::new(0));
     let counter = connections.clone();
     let rss_before = rss_kib();
@@ -233,6 +221,18 @@ fn storm_of_malformed_tcp_connections_while_a_tcp_client_relays() {
         srv.allocations(),
         srv.ports_in_use()
     );
+}
+
+/// The credentials the storm signs its junk with: a real user, a nonce
+/// turnd never issued.
+fn storm_cred() -> Cred {
+    let (user, pass) = rest_creds("stormy");
+    Cred {
+        user,
+        realm: REALM.into(),
+        pass,
+        nonce: "00000000000000000000000000000000".into(),
+    }
 }
 
 fn rss_kib() -> u64 {
