@@ -149,10 +149,19 @@ fn read(cert: &Path, key: &Path) -> anyhow::Result<Loaded> {
 /// A client configuration (for `turnd probe` and tests): Mozilla's roots,
 /// or with `insecure` any certificate (signatures still checked).
 pub fn client_config(insecure: bool) -> Arc<rustls::ClientConfig> {
+    client_config_for(insecure, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`client_config`] offering only `versions` (tests check TLS 1.2 and 1.3
+/// one at a time).
+pub fn client_config_for(
+    insecure: bool,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default TLS versions");
+        .with_protocol_versions(versions)
+        .expect("the ring provider supports TLS 1.2 and 1.3");
     let config = if insecure {
         builder
             .dangerous()

@@ -112,8 +112,13 @@ fn split_and_coalesced_messages_and_padded_channel_data_over_tcp() {
 fn tls_and_auto_carry_turn_and_the_allocation_dies_with_the_connection() {
     let srv = TestServer::start_streams("");
     let (peer, _echo) = echo_peer();
-    for kind in ["tls", "auto"] {
-        let mut c = streamc::tls(srv.stream(kind));
+    let versions = [
+        (&rustls::version::TLS12, "TLS 1.2"),
+        (&rustls::version::TLS13, "TLS 1.3"),
+    ];
+    for (kind, (version, name)) in ["tls", "auto"].into_iter().flat_map(|k| versions.map(|v| (k, v))) {
+        let mut c = streamc::tls_with(srv.stream(kind), &[version]);
+        assert_eq!(c.io.conn.protocol_version(), Some(version.version), "{kind} {name}");
         assert_eq!(streamc::presented(&c), srv.fingerprint());
         let (cred, _) = c.allocate(kind);
         c.bind(&cred, 0x4002, peer);
@@ -124,7 +129,7 @@ fn tls_and_auto_carry_turn_and_the_allocation_dies_with_the_connection() {
         drop(c);
         assert!(
             srv.wait_idle(Duration::from_secs(5)),
-            "{kind}: allocation left after close"
+            "{kind} {name}: allocation left after close"
         );
     }
     // Plain TURN over TCP on the auto port.

@@ -126,10 +126,15 @@ pub type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 /// A TLS connection that accepts any certificate (the test's own), with
 /// the handshake done.
 pub fn tls(addr: SocketAddr) -> Framed<Tls> {
+    tls_with(addr, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`tls`] offering only the given TLS versions.
+pub fn tls_with(addr: SocketAddr, versions: &[&'static rustls::SupportedProtocolVersion]) -> Framed<Tls> {
     let s = TcpStream::connect(addr).expect("connect");
     s.set_nodelay(true).expect("nodelay");
     s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    let config = turnd::tls::client_config(true);
+    let config = turnd::tls::client_config_for(true, versions);
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let conn = rustls::ClientConnection::new(config, name).expect("client");
     let mut t = rustls::StreamOwned::new(conn, s);
