@@ -235,11 +235,7 @@ fn storm_cred() -> Cred {
     }
 }
 
+/// This test process's RSS in KiB (the server runs in it).
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    common::soak::usage(std::process::id()).0
 }

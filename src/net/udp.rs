@@ -339,10 +339,9 @@ impl Worker {
         self.trim_mark = now;
         self.trim_rest = now > 0;
         self.core.shrink();
-        if self.relays.iter().rev().take_while(|r| r.is_none()).count() > self.relays.len() / 2 {
-            while self.relays.last().is_some_and(|r| r.is_none()) {
-                self.relays.pop();
-            }
+        let unused_tail = self.relays.iter().rev().take_while(|r| r.is_none()).count();
+        if unused_tail > self.relays.len() / 2 {
+            self.relays.truncate(self.relays.len() - unused_tail);
             self.relays.shrink_to_fit();
         }
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
