@@ -223,6 +223,11 @@ pub struct Relay {
     /// limit.
     #[serde(default)]
     pub max_bps_per_user: u64,
+    /// Also accept channel numbers 0x5000–0x7FFF, which RFC 8656 reserves
+    /// but RFC 5766 clients (coturn's `turnutils_uclient`, older pjnath)
+    /// still pick. Browsers never need it.
+    #[serde(default)]
+    pub rfc5766_channels: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -646,6 +651,7 @@ impl Config {
         c.challenges_per_second = self.auth.challenges_per_second;
         c.max_bps = r.max_bps;
         c.max_bps_per_user = r.max_bps_per_user;
+        c.rfc5766_channels = r.rfc5766_channels;
         c.max_allocations_per_user = r.max_allocations_per_user;
         c.max_allocations = r.max_allocations;
         c.relay_ipv4 = r.relay_ipv4;

@@ -305,6 +305,12 @@ fn unknown_comprehension_required_attributes_get_420() {
     let mut u = stun::uattrs::UnknownAttributes(vec![]);
     stun::message::Getter::get_from(&mut u, &r).expect("UNKNOWN-ATTRIBUTES");
     assert_eq!(u.0, vec![AttrType(0x0003), AttrType(0x7777)]);
+    // Unsigned: no reason phrase, like the 401 (anyone can provoke it from
+    // a spoofed address, so it stays as small as the code allows).
+    let mut e = stun::error_code::ErrorCodeAttribute::default();
+    stun::message::Getter::get_from(&mut e, &r).expect("ERROR-CODE");
+    assert!(e.reason.is_empty(), "unsigned 420 with a reason phrase: {:?}", e.reason);
+    assert!(r.get(ATTR_MESSAGE_INTEGRITY).is_err());
     // Comprehension-optional ones are ignored.
     let r = h.ask(c, &build(req(METHOD_BINDING), vec![raw(0x8077, b"ok")], None, false));
     assert!(is_success(&r));
@@ -312,6 +318,30 @@ fn unknown_comprehension_required_attributes_get_420() {
     let r = h.authed(c, METHOD_ALLOCATE, vec![transport_udp(), raw(0x0031, b"zz")]);
     assert_eq!(error_code(&r), Some(420));
     assert!(r.get(ATTR_MESSAGE_INTEGRITY).is_ok());
+    let mut e = stun::error_code::ErrorCodeAttribute::default();
+    stun::message::Getter::get_from(&mut e, &r).expect("ERROR-CODE");
+    assert_eq!(e.reason, b"Unknown Attribute", "a signed 420 says why");
+}
+
+#[test]
+fn unsigned_420s_share_the_challenge_rate_limit() {
+    let mut cfg = base_config();
+    cfg.challenges_per_second = 10;
+    let mut h = H::new(cfg);
+    let unknown = || build(req(METHOD_BINDING), vec![raw(0x0003, &[0, 0, 0, 4])], None, false);
+    let unsigned = || build(req(METHOD_ALLOCATE), vec![transport_udp()], None, false);
+    // Ten 420s and ten 401s use up the burst of twenty; the rest get nothing.
+    let mut answered = 0;
+    for i in 0..20 {
+        answered += h.send(client(6000 + i), &unknown().raw).replies.len();
+        answered += h.send(client(6000 + i), &unsigned().raw).replies.len();
+    }
+    assert_eq!(answered, 20);
+    assert_eq!(h.s.stats.challenges_limited, 20);
+    // Plain Bindings are not challenges: still answered.
+    assert!(is_success(
+        &h.ask(client(7000), &build(req(METHOD_BINDING), vec![], None, false))
+    ));
 }
 
 #[test]
@@ -926,10 +956,14 @@ fn channel_bind_ranges_and_data_both_ways() {
         error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x3FFF), peer(p)])),
         Some(400)
     );
-    assert_eq!(
-        error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x8000), peer(p)])),
-        Some(400)
-    );
+    // RFC 8656 §12: 0x4000–0x4FFF; 0x5000–0xFFFF are reserved.
+    for n in [0x5000, 0x7FFF, 0x8000, 0xFFFF] {
+        assert_eq!(
+            error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![channel(n), peer(p)])),
+            Some(400),
+            "channel {n:#x}"
+        );
+    }
     assert_eq!(
         error_code(&h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000)])),
         Some(400)

@@ -78,9 +78,11 @@ fn check(mode: &[&str], local: &str, with_peer: bool) {
 /// uclient's `-t` (TCP) and `-t -S` (TLS) go to.
 fn check_on(mode: &[&str], local: &str, with_peer: bool, listener: &str) {
     // A short lifetime so that allocations uclient does not delete on exit
-    // expire within the test: afterwards nothing may be left.
+    // expire within the test: afterwards nothing may be left. uclient picks
+    // channel numbers from the RFC 5766 range (up to 0x7FFF), which RFC
+    // 8656 reserves above 0x4FFF: turnd accepts them only when told to.
     let srv = TestServer::start_streams(
-        "[relay]\nmax-allocations-per-user = 1000\ndefault-lifetime = \"20s\"\nmax-lifetime = \"20s\"\n",
+        "[relay]\nmax-allocations-per-user = 1000\ndefault-lifetime = \"20s\"\nmax-lifetime = \"20s\"\nrfc5766-channels = true\n",
     );
     let port = match listener {
         "udp" => srv.addr.port(),

@@ -72,6 +72,11 @@ const IPV6: &[&str] = &[
     "64:ff9b::a9fe:a9fe",
     "64:ff9b::a00:1",
     "64:ff9b:1::7f00:1",
+    // Local-use NAT64 (RFC 8215) in the RFC 6052 /64 layout: 127.0.0.1,
+    // 192.168.1.1 and 10.0.0.1 around the reserved octet.
+    "64:ff9b:1:0:7f:0:100:0",
+    "64:ff9b:1:0:c0:a801:100:0",
+    "64:ff9b:1:0:a:0:100:0",
     "2002:7f00:1::1",
     "2002:a00:1::1",
     "2002:a9fe:a9fe::1",

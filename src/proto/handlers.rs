@@ -29,7 +29,7 @@ use super::addr::{ClientAddr, RelayId};
 use super::allocation::{
     Allocation, Channel, Opening, PeerRoute, CHANNEL_LIFETIME, PERMISSION_LIFETIME, RESERVATION_LIFETIME,
 };
-use super::msg::{self, Decoded, CHANNEL_MAX, CHANNEL_MIN};
+use super::msg::{self, Decoded, CHANNEL_MAX, CHANNEL_MAX_RFC5766, CHANNEL_MIN};
 use super::nonce::NonceCheck;
 use super::server::{ClientRoute, Command, Now, OpenError, Server, Timer, Transmit};
 use super::shared::{QuotaFull, Reservation};
@@ -183,18 +183,28 @@ impl Server {
         self.reply(client, req, false, &[&e, &realm, &nonce], None);
     }
 
-    fn unknown_attributes(&mut self, client: ClientAddr, req: &Decoded, key: Option<&Key>) -> bool {
+    /// 420 for comprehension-required attributes turnd does not know
+    /// ([RFC 8489 §6.3.1](https://www.rfc-editor.org/rfc/rfc8489#section-6.3.1)).
+    /// Returns whether the request got it (or, unsigned and over the
+    /// per-address challenge limit, nothing): an unsigned 420 is as cheap to
+    /// provoke from a spoofed address as a 401, so it is as small (no reason
+    /// phrase) and counts against the same limit.
+    fn unknown_attributes(&mut self, client: ClientAddr, req: &Decoded, key: Option<&Key>, now: Now) -> bool {
         let unknown = req.unknown_required();
         if unknown.is_empty() {
             return false;
         }
-        let e = self.error_code(420, reason(420));
+        if key.is_none() && !self.challenges.take(client.remote.ip(), now.mono) {
+            self.stats.challenges_limited += 1;
+            return true;
+        }
+        let e = self.error_code(420, if key.is_some() { reason(420) } else { "" });
         self.reply(client, req, false, &[&e, &UnknownAttributes(unknown)], key);
         true
     }
 
-    pub(super) fn on_binding(&mut self, client: ClientAddr, req: &Decoded) {
-        if self.unknown_attributes(client, req, None) {
+    pub(super) fn on_binding(&mut self, client: ClientAddr, req: &Decoded, now: Now) {
+        if self.unknown_attributes(client, req, None, now) {
             return;
         }
         let mapped = XorMappedAddress {
@@ -292,7 +302,7 @@ impl Server {
         let Some(auth) = self.authenticate(client, req, now) else {
             return;
         };
-        if self.unknown_attributes(client, req, Some(&auth.key)) {
+        if self.unknown_attributes(client, req, Some(&auth.key), now) {
             return;
         }
         if method == METHOD_ALLOCATE {
@@ -639,7 +649,12 @@ impl Server {
             Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
             _ => return self.error(client, req, 400, Some(key)),
         };
-        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
+        let max = if self.cfg.rfc5766_channels {
+            CHANNEL_MAX_RFC5766
+        } else {
+            CHANNEL_MAX
+        };
+        if !(CHANNEL_MIN..=max).contains(&number) {
             return self.error(client, req, 400, Some(key));
         }
         let peer = match self.peers(req, a.relay) {

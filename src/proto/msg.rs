@@ -17,12 +17,15 @@ use stun::message::{Message, MessageClass, MessageType, Setter, MAGIC_COOKIE, ME
 
 /// Size of the ChannelData header ([RFC 8656 §12.4](https://www.rfc-editor.org/rfc/rfc8656#section-12.4)).
 pub const CHANNEL_HEADER: usize = 4;
-/// Channel numbers a client may bind. [RFC 8656 §12](https://www.rfc-editor.org/rfc/rfc8656#section-12)
-/// narrowed the range to 0x4000–0x4FFF, but RFC 5766 clients (coturn's own
-/// `turnutils_uclient`, older pjnath) still pick numbers up to 0x7FFF, and
-/// coturn accepts them: so does turnd.
+/// Channel numbers a client may bind ([RFC 8656 §12](https://www.rfc-editor.org/rfc/rfc8656#section-12)):
+/// 0x4000–0x4FFF; 0x5000–0xFFFF are reserved.
 pub const CHANNEL_MIN: u16 = 0x4000;
-pub const CHANNEL_MAX: u16 = 0x7FFF;
+pub const CHANNEL_MAX: u16 = 0x4FFF;
+/// The RFC 5766 range, which coturn's `turnutils_uclient` and older pjnath
+/// still pick from: bindable only with `relay.rfc5766-channels`, and the
+/// range ChannelData is parsed in (a number nobody could bind finds no
+/// route and is dropped there).
+pub const CHANNEL_MAX_RFC5766: u16 = 0x7FFF;
 
 /// What a datagram looks like from its first byte
 /// ([RFC 8656 §12](https://www.rfc-editor.org/rfc/rfc8656#section-12): 0b00 STUN, 0b01 ChannelData).
@@ -51,7 +54,7 @@ pub fn channel_data(buf: &[u8]) -> Option<(u16, usize)> {
     }
     let channel = u16::from_be_bytes([buf[0], buf[1]]);
     let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
-    if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&channel) || CHANNEL_HEADER + len > buf.len() {
+    if !(CHANNEL_MIN..=CHANNEL_MAX_RFC5766).contains(&channel) || CHANNEL_HEADER + len > buf.len() {
         return None;
     }
     Some((channel, len))

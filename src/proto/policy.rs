@@ -38,6 +38,9 @@ pub const DEFAULT_DENY: &[&str] = &[
     "fec0::/10",
     "ff00::/8",
     "2001:db8::/32",
+    // RFC 8215 local-use NAT64: a translator on the operator's own network,
+    // with any RFC 6052 prefix length inside it.
+    "64:ff9b:1::/48",
 ];
 
 #[derive(Debug, Clone)]
@@ -92,30 +95,46 @@ impl PeerPolicy {
 /// or the host may act on: IPv4-mapped `::ffff:0:0/96`, IPv4-compatible
 /// `::/96`, NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16` and
 /// Teredo `2001::/32` (server and obfuscated client address).
-pub fn embedded_ipv4(ip: Ipv6Addr) -> [Option<Ipv4Addr>; 2] {
+///
+/// The local-use NAT64 prefix ([RFC 8215](https://www.rfc-editor.org/rfc/rfc8215))
+/// may be any of the [RFC 6052 §2.2](https://www.rfc-editor.org/rfc/rfc6052#section-2.2)
+/// lengths that fit inside it (/48, /56, /64, /96), each placing the IPv4
+/// address elsewhere (around the reserved octet 8): every reading is
+/// returned, and an address is permitted only when all of them are.
+pub fn embedded_ipv4(ip: Ipv6Addr) -> [Option<Ipv4Addr>; 4] {
     let o = ip.octets();
     let seg = ip.segments();
+    let v4 = |a: u8, b: u8, c: u8, d: u8| Some(Ipv4Addr::new(a, b, c, d));
     let last32 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
     if seg[..5] == [0, 0, 0, 0, 0] && seg[5] == 0xffff {
-        return [Some(last32), None];
+        return [Some(last32), None, None, None];
     }
     // IPv4-compatible, but `::` and `::1` are themselves (RFC 4291 §2.5.5.1);
     // both are on the deny list by their own right.
     if seg[..6] == [0, 0, 0, 0, 0, 0] && u32::from(last32) > 1 {
-        return [Some(last32), None];
+        return [Some(last32), None, None, None];
     }
-    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || seg[..3] == [0x64, 0xff9b, 1] {
-        return [Some(last32), None];
+    // The well-known prefix is only ever /96 (RFC 6052 §2.1).
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return [Some(last32), None, None, None];
+    }
+    if seg[..3] == [0x64, 0xff9b, 1] {
+        return [
+            v4(o[6], o[7], o[9], o[10]),   // /48
+            v4(o[7], o[9], o[10], o[11]),  // /56
+            v4(o[9], o[10], o[11], o[12]), // /64
+            Some(last32),                  // /96
+        ];
     }
     if seg[0] == 0x2002 {
-        return [Some(Ipv4Addr::new(o[2], o[3], o[4], o[5])), None];
+        return [v4(o[2], o[3], o[4], o[5]), None, None, None];
     }
     if seg[0] == 0x2001 && seg[1] == 0 {
         let server = Ipv4Addr::new(o[4], o[5], o[6], o[7]);
         let client = Ipv4Addr::new(!o[12], !o[13], !o[14], !o[15]);
-        return [Some(server), Some(client)];
+        return [Some(server), Some(client), None, None];
     }
-    [None, None]
+    [None; 4]
 }
 
 #[cfg(test)]
@@ -161,6 +180,14 @@ mod tests {
             "64:ff9b::7f00:1",
             "64:ff9b::a9fe:a9fe",
             "64:ff9b:1::a00:1",
+            // Local-use NAT64 in the RFC 6052 /64 layout: 127.0.0.1,
+            // 192.168.1.1 and 10.0.0.1 around the reserved octet.
+            "64:ff9b:1:0:7f:0:100:0",
+            "64:ff9b:1:0:c0:a801:100:0",
+            "64:ff9b:1:0:a:0:100:0",
+            // … and a public address in the /96 layout: the prefix itself is
+            // local-use, denied unless allowed.
+            "64:ff9b:1::808:808",
             "2002:7f00:1::1",
             "2002:a00:1::1",
             // Teredo: server 127.0.0.1; client 10.0.0.1 obfuscated (~0a000001 = f5fffffe)
@@ -196,6 +223,22 @@ mod tests {
         assert!(!v6.permits(p("::")));
         assert!(!v6.permits(p("::127.0.0.1")));
         assert!(!pol.permits(p("8.8.8.8")));
+        // Allowing the local-use NAT64 prefix still judges every RFC 6052
+        // reading of the address inside it.
+        let nat64 = PeerPolicy::new(vec!["64:ff9b:1::/48".parse().expect("net")], vec![]);
+        assert!(
+            !nat64.permits(p("64:ff9b:1:0:7f:0:100:0")),
+            "127.0.0.1 in the /64 layout"
+        );
+        assert!(
+            !nat64.permits(p("64:ff9b:1:7f00:0:100::")),
+            "127.0.0.1 in the /48 layout"
+        );
+        assert!(!nat64.permits(p("64:ff9b:1:7f:0:1::")), "127.0.0.1 in the /56 layout");
+        assert!(
+            nat64.permits(p("64:ff9b:1:808:8:808:808:808")),
+            "8.8.8.8 in every layout"
+        );
         // A broad allow does not undo a more specific default deny.
         let broad = PeerPolicy::new(vec!["0.0.0.0/0".parse().expect("net")], vec![]);
         assert!(!broad.permits(p("10.0.0.1")));

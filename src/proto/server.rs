@@ -92,6 +92,8 @@ pub struct CoreConfig {
     /// Bytes a second per direction for all of one user's allocations
     /// together (0: no limit).
     pub max_bps_per_user: u64,
+    /// Accept ChannelBind for 0x5000–0x7FFF too (RFC 5766 clients).
+    pub rfc5766_channels: bool,
 }
 
 impl CoreConfig {
@@ -114,6 +116,7 @@ impl CoreConfig {
             challenges_per_second: 100,
             max_bps: 0,
             max_bps_per_user: 0,
+            rfc5766_channels: false,
         }
     }
 
@@ -421,7 +424,7 @@ impl Server {
             return None;
         }
         if typ.method == METHOD_BINDING {
-            self.on_binding(client, &req);
+            self.on_binding(client, &req, now);
         } else {
             self.on_request(client, &mut req, now);
         }
