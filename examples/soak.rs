@@ -126,9 +126,10 @@ fn run(pid: u32, udp: u16, metrics: u16, n: usize, length: Duration) -> ExitCode
     }
 }
 
-/// A UDP echo on loopback, for as long as the process runs.
+/// A UDP echo on loopback (127.0.0.2: turnd never relays to its own
+/// address), for as long as the process runs.
 fn echo_peer() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let s = UdpSocket::bind("127.0.0.2:0").expect("bind");
     let addr = s.local_addr().expect("addr");
     std::thread::spawn(move || {
         let mut buf = [0u8; 2048];

@@ -259,9 +259,14 @@ const SECRET: &[u8] = b"fuzz";
 const CLIENTS: u8 = 8;
 
 /// Peer `p`: public addresses of both families in the allowed and in the
-/// denied half of the operator's ranges, and built-in denied ones in
-/// several spellings.
+/// denied half of the operator's ranges, built-in denied ones in several
+/// spellings, and ports of turnd's own address (its relays' range, live or
+/// not, and its listener).
 pub fn peer(p: u8) -> SocketAddr {
+    if p % 8 == 7 && p >= 128 {
+        let port = if p % 11 == 0 { 3478 } else { 50000 + u16::from(p % 10) };
+        return SocketAddr::new(Ipv4Addr::new(192, 0, 2, 1).into(), port);
+    }
     let port = 7000 + u16::from(p % 3);
     let ip: IpAddr = match p % 8 {
         0..=2 => Ipv4Addr::new(203, 0, 113, p).into(),
@@ -368,6 +373,13 @@ impl Driver {
         cfg.max_allocations = 6;
         cfg.max_bps = 20_000;
         cfg.relay_ipv6 = Some(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1));
+        cfg.own = turnd::proto::policy::OwnAddresses::new(
+            [
+                IpAddr::from([192, 0, 2, 1]),
+                IpAddr::from(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1)),
+            ],
+            &[],
+        );
         let shared = Arc::new(Shared::new(50000, 50009));
         Self {
             s: Server::new(Arc::new(cfg), shared.clone(), 1, [9; 32]),
@@ -486,7 +498,9 @@ impl Driver {
                 let mut buf = vec![0u8; CHANNEL_HEADER];
                 buf.extend_from_slice(&data);
                 let now = self.now;
-                if let Some(Transmit::ToPeer { .. }) = self.s.handle_peer_input(id, peer(p), &mut buf, now) {
+                if let Some(Transmit::ToPeer { .. } | Transmit::ToRelay { .. }) =
+                    self.s.handle_peer_input(id, peer(p), &mut buf, now)
+                {
                     panic!("peer input sent to a peer");
                 }
                 self.drain(None);
@@ -526,11 +540,26 @@ impl Driver {
     }
 
     /// Client `n` sends `bytes`; what the core sends to a peer is checked
-    /// against the policy.
+    /// against the policy, and what it hands to another allocation must be
+    /// for an open relay, and is delivered there.
     fn input(&mut self, n: u8, bytes: &[u8]) {
         let now = self.now;
-        if let Some(Transmit::ToPeer { peer, .. }) = self.s.handle_client_input(Self::client(n), bytes, now) {
-            assert!(!forbidden(peer.ip()), "data sent to denied peer {peer}");
+        match self.s.handle_client_input(Self::client(n), bytes, now) {
+            Some(Transmit::ToPeer { peer, .. }) => assert!(!forbidden(peer.ip()), "data sent to denied peer {peer}"),
+            Some(Transmit::ToRelay { to, from, payload }) => {
+                assert!(
+                    self.open.iter().any(|(id, _)| *id == to.relay),
+                    "data handed to relay {to:?}, which is not open"
+                );
+                let mut buf = vec![0u8; CHANNEL_HEADER];
+                buf.extend_from_slice(payload);
+                if let Some(Transmit::ToPeer { .. } | Transmit::ToRelay { .. }) =
+                    self.s.handle_relayed_input(to, from, &mut buf, now)
+                {
+                    panic!("relayed data went anywhere but to a client");
+                }
+            }
+            _ => {}
         }
         self.drain(Some(n % CLIENTS));
     }

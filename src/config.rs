@@ -682,6 +682,20 @@ impl Config {
         }
     }
 
+    /// The IP of every socket turnd listens on: TURN, HTTP, HTTPS, metrics
+    /// and admin (a wildcard stands for all of the host's addresses).
+    pub fn own_addresses(&self) -> Vec<IpAddr> {
+        let (turn, _) = self.listeners();
+        turn.iter()
+            .map(|(a, _)| a)
+            .chain(&self.http.listen)
+            .chain(&self.http.https_listen)
+            .chain(&self.metrics.listen)
+            .chain(&self.admin.listen)
+            .map(|a| a.ip())
+            .collect()
+    }
+
     /// Whether the page is served: on an HTTP or HTTPS listener, or on an
     /// `auto` listener.
     pub fn page_enabled(&self) -> bool {

@@ -188,6 +188,18 @@ impl Collector for Source {
         )?;
         counter(
             &mut e,
+            "turnd_relayed_internal_packets",
+            "Packets handed from one allocation of this turnd to another inside the process (also in turnd_relayed_packets)",
+            s.internal.packets,
+        )?;
+        counter(
+            &mut e,
+            "turnd_relayed_internal_bytes",
+            "Payload bytes handed from one allocation of this turnd to another inside the process",
+            s.internal.bytes,
+        )?;
+        counter(
+            &mut e,
             "turnd_over_bandwidth_packets",
             "Packets dropped because their allocation was over relay.max-bps or their user over relay.max-bps-per-user",
             s.over_bandwidth,

@@ -2,19 +2,24 @@
 //! WebRTC client would use it — STUN Binding, Allocate, CreatePermission and
 //! ChannelBind between two allocations of its own, and data relayed from
 //! one to the other and back — printing each step with its time and, on
-//! failure, the likely cause.
+//! failure, the likely cause. Whatever happens, the allocations it made are
+//! deleted before it exits (Refresh with lifetime 0), so a probe never
+//! leaves work for the server's drain.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use stun::attributes::*;
 use stun::message::{
     MessageType, Setter, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION,
+    METHOD_REFRESH,
 };
 use stun::textattrs::TextAttribute;
 use turn::proto::channum::ChannelNumber;
+use turn::proto::lifetime::Lifetime;
 use turn::proto::peeraddr::PeerAddress;
 use turn::proto::reqtrans::RequestedTransport;
 
@@ -24,9 +29,15 @@ use crate::proto::msg::{self, Frame};
 pub struct Args {
     /// turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]
     pub url: String,
-    /// The TURN REST shared secret (coturn's static-auth-secret).
-    #[arg(long, conflicts_with = "password")]
+    /// The TURN REST shared secret (coturn's static-auth-secret). Other
+    /// users see it in `ps`: prefer --secret-file or the TURND_SECRET
+    /// environment variable.
+    #[arg(long, conflicts_with_all = ["password", "secret_file"])]
     pub secret: Option<String>,
+    /// A file holding the shared secret, e.g. the one turnd generated in its
+    /// data directory (/var/lib/turnd/secret under systemd).
+    #[arg(long, value_name = "FILE", conflicts_with = "password")]
+    pub secret_file: Option<PathBuf>,
     /// With --secret: the user part of the REST username; with --password:
     /// the static user.
     #[arg(long, default_value = "probe")]
@@ -120,7 +131,17 @@ impl Conn {
                 let mut tls = rustls::StreamOwned::new(c, s);
                 while tls.conn.is_handshaking() {
                     tls.conn.complete_io(&mut tls.sock).map_err(|e| {
-                        anyhow::anyhow!("TLS handshake: {e} (a self-signed certificate needs --insecure)")
+                        let rustls = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+                        if matches!(rustls, Some(rustls::Error::InvalidCertificate(_))) {
+                            anyhow::anyhow!("TLS handshake: {e} (a self-signed certificate needs --insecure)")
+                        } else {
+                            anyhow::anyhow!(
+                                "TLS handshake: {e} (this port does not seem to speak TLS: for a plain TURN port use \
+                                 turn:{}:{}?transport=tcp)",
+                                t.host,
+                                t.port
+                            )
+                        }
                     })?;
                 }
                 Ok(Conn::Tls(Box::new(tls), Vec::new()))
@@ -184,6 +205,8 @@ struct Client {
     user: String,
     password: String,
     auth: Option<(String, String, crate::auth::Key)>,
+    /// Whether it holds an allocation, to delete when the probe ends.
+    allocated: bool,
 }
 
 struct Answer {
@@ -267,8 +290,42 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Deletes the allocation, if it has one (Refresh with lifetime 0).
+    fn release(&mut self) -> Result<(), Failed> {
+        if !self.allocated {
+            return Ok(());
+        }
+        let zero = Lifetime(Duration::ZERO);
+        match self.transact(METHOD_REFRESH, &[&zero])? {
+            Answer { code: None, .. } => {
+                self.allocated = false;
+                Ok(())
+            }
+            Answer { code: Some(c), .. } => Err(Failed(format!("error {c}"))),
+        }
+    }
+}
+
 fn elapsed(t: Instant) -> String {
     format!("{:>6.1} ms", t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// The shared secret from --secret, --secret-file or `TURND_SECRET`.
+fn secret(args: &Args) -> anyhow::Result<Option<String>> {
+    if let Some(s) = &args.secret {
+        return Ok(Some(s.clone()));
+    }
+    if let Some(f) = &args.secret_file {
+        let s = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
+        let s = s.trim();
+        anyhow::ensure!(!s.is_empty(), "{} is empty", f.display());
+        return Ok(Some(s.to_string()));
+    }
+    if args.password.is_some() {
+        return Ok(None);
+    }
+    Ok(std::env::var("TURND_SECRET").ok().filter(|s| !s.is_empty()))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -278,7 +335,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot resolve {}: {e}", target.host))?
         .next()
         .ok_or_else(|| anyhow::anyhow!("{} has no address", target.host))?;
-    let (user, password) = match (&args.secret, &args.password) {
+    let (user, password) = match (secret(&args)?, &args.password) {
         (Some(s), _) => crate::auth::rest_credentials(
             s.as_bytes(),
             Some(&args.user),
@@ -287,10 +344,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ':',
         ),
         (None, Some(p)) => (args.user.clone(), p.clone()),
-        (None, None) => anyhow::bail!("give --secret (TURN REST) or --user and --password"),
+        (None, None) => anyhow::bail!(
+            "give the TURN REST secret (--secret-file FILE, TURND_SECRET or --secret) or --user and --password"
+        ),
     };
     println!("probing {} ({addr}) over {:?}", args.url, target.via);
-    match probe(&target, addr, &args, &user, &password) {
+    let start = Instant::now();
+    let mut clients = Vec::new();
+    let outcome = probe(&target, addr, &args, &user, &password, &mut clients, start);
+    // Whatever happened, nothing stays behind on the server.
+    let mut deleted = 0;
+    for c in clients.iter_mut().filter(|c| c.allocated) {
+        match c.release() {
+            Ok(()) => deleted += 1,
+            Err(Failed(why)) => println!("[{}] could not delete an allocation: {why}", elapsed(start)),
+        }
+    }
+    if deleted > 0 {
+        println!("[{}] {deleted} allocation(s) deleted", elapsed(start));
+    }
+    match outcome {
         Ok(()) => {
             println!("ok: data went through the relay");
             Ok(ExitCode::SUCCESS)
@@ -306,7 +379,8 @@ fn hint_for(code: Option<u16>, via: Via) -> &'static str {
     match code {
         Some(401) => "wrong secret or password, or this machine's clock is off (REST usernames carry an expiry)",
         Some(403) => {
-            "the server's peer policy refuses the relayed address (relays on private addresses need peers.allow)"
+            "the server's peer policy refuses the other relayed address (turnd always permits its own relays; \
+             other servers may need their relay range allowed, e.g. coturn's allowed-peer-ip)"
         }
         Some(437) => "this connection already has an allocation",
         Some(486) => "the user's allocation quota is full",
@@ -318,8 +392,17 @@ fn hint_for(code: Option<u16>, via: Via) -> &'static str {
     }
 }
 
-fn probe(t: &Target, addr: SocketAddr, args: &Args, user: &str, password: &str) -> Result<(), Failed> {
-    let start = Instant::now();
+/// The probe's steps; the clients it opens go to `clients`, so the caller
+/// can delete their allocations however it ends.
+fn probe(
+    t: &Target,
+    addr: SocketAddr,
+    args: &Args,
+    user: &str,
+    password: &str,
+    clients: &mut Vec<Client>,
+    start: Instant,
+) -> Result<(), Failed> {
     let connect = |what: &str| -> Result<Client, Failed> {
         let conn = Conn::open(t, addr, args).map_err(|e| Failed(format!("{what}: cannot connect: {e:#}")))?;
         Ok(Client {
@@ -327,6 +410,7 @@ fn probe(t: &Target, addr: SocketAddr, args: &Args, user: &str, password: &str) 
             user: user.to_string(),
             password: password.to_string(),
             auth: None,
+            allocated: false,
         })
     };
     let step = |what: &str, r: Result<Answer, Failed>, want: Option<u16>| -> Result<msg::Decoded, Failed> {
@@ -341,8 +425,9 @@ fn probe(t: &Target, addr: SocketAddr, args: &Args, user: &str, password: &str) 
             Err(Failed(e)) => Err(Failed(format!("{what}: {e}"))),
         }
     };
-    let mut a = connect("first connection")?;
+    clients.push(connect("first connection")?);
     println!("[{}] connected", elapsed(start));
+    let a = &mut clients[0];
     let d = step("STUN Binding", a.transact(METHOD_BINDING, &[]), None)?;
     let mapped = d
         .attr(ATTR_XORMAPPED_ADDRESS)
@@ -361,10 +446,15 @@ fn probe(t: &Target, addr: SocketAddr, args: &Args, user: &str, password: &str) 
             .ok_or_else(|| Failed("Allocate: no relayed address in the answer".into()))
     };
     let d = step("Allocate", a.transact(METHOD_ALLOCATE, &[&udp]), None)?;
+    a.allocated = true;
     let ra = relayed(&d)?;
     println!("[{}] Allocate: relayed address {ra}", elapsed(start));
-    let mut b = connect("second connection")?;
+    clients.push(connect("second connection")?);
+    let [a, b] = &mut clients[..] else {
+        return Err(Failed("two connections expected".into()));
+    };
     let d = step("second Allocate", b.transact(METHOD_ALLOCATE, &[&udp]), None)?;
+    b.allocated = true;
     let rb = relayed(&d)?;
     println!("[{}] second Allocate: relayed address {rb}", elapsed(start));
     let peer = |r: SocketAddr| PeerAddress {

@@ -456,6 +456,23 @@ fn core_config(cfg: &Config, secrets: Vec<Vec<u8>>) -> crate::proto::CoreConfig 
     let (v4, v6) = host_addresses();
     core.fallback_ipv4 = v4;
     core.fallback_ipv6 = v6;
+    let interfaces: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .iter()
+        .map(|i| i.ip())
+        .collect();
+    let relays = [
+        core.relay_ipv4.map(IpAddr::V4),
+        core.relay_ipv6.map(IpAddr::V6),
+        v4.map(IpAddr::V4),
+        v6.map(IpAddr::V6),
+        core.external_ipv4.map(IpAddr::V4),
+        core.external_ipv6.map(IpAddr::V6),
+    ];
+    core.own = crate::proto::policy::OwnAddresses::new(
+        cfg.own_addresses().into_iter().chain(relays.into_iter().flatten()),
+        &interfaces,
+    );
     core
 }
 

@@ -15,8 +15,9 @@ use stun::message::*;
 use turn::proto::reqfamily::{RequestedAddressFamily, REQUESTED_FAMILY_IPV4, REQUESTED_FAMILY_IPV6};
 use turn::proto::rsrvtoken::ReservationToken;
 use turnd::auth::{self, Credentials, StaticSecret};
+use turnd::proto::policy::OwnAddresses;
 use turnd::proto::policy::PeerPolicy;
-use turnd::proto::{ClientAddr, Command, CoreConfig, Now, OpenError, RelayId, Server, Shared, Transmit};
+use turnd::proto::{ClientAddr, Command, CoreConfig, Now, OpenError, RelayHandle, RelayId, Server, Shared, Transmit};
 
 const REALM: &str = "example.org";
 const SECRET: &[u8] = b"north";
@@ -55,6 +56,8 @@ struct Out {
     replies: Vec<Vec<u8>>,
     to_peer: Vec<(RelayId, SocketAddr, Vec<u8>)>,
     to_client: Vec<Vec<u8>>,
+    /// Handed to another allocation of this turnd: to, from, payload.
+    to_relay: Vec<(RelayHandle, SocketAddr, Vec<u8>)>,
 }
 
 struct H {
@@ -81,9 +84,10 @@ impl H {
         Self::with_shared(cfg, Arc::new(Shared::new(min, max)))
     }
 
-    /// A second core on this one's shared state and clock: another worker.
+    /// A second core on this one's shared state and clock: worker 1.
     fn beside(&self, cfg: CoreConfig) -> Self {
         let mut h = Self::with_shared(cfg, self.shared.clone());
+        h.s = Server::new(h.s.config().clone().into(), self.shared.clone(), 8, [3; 32]).with_worker(1);
         h.now = self.now;
         h
     }
@@ -145,9 +149,26 @@ impl H {
         match self.s.handle_client_input(c, bytes, self.now) {
             Some(Transmit::ToPeer { relay, peer, payload }) => out.to_peer.push((relay, peer, payload.to_vec())),
             Some(Transmit::ToClient { payload, .. }) => out.to_client.push(payload.to_vec()),
+            Some(Transmit::ToRelay { to, from, payload }) => out.to_relay.push((to, from, payload.to_vec())),
             None => {}
         }
         self.drain(&mut out);
+        out
+    }
+
+    /// What another allocation of this turnd handed to `to` (a
+    /// [`Transmit::ToRelay`]), as the driver delivers it.
+    fn relayed_in(&mut self, to: RelayHandle, from: SocketAddr, payload: &[u8]) -> Out {
+        let mut buf = vec![0u8; 4];
+        buf.extend_from_slice(payload);
+        let mut out = Out::default();
+        match self.s.handle_relayed_input(to, from, &mut buf, self.now) {
+            Some(Transmit::ToClient { payload, .. }) => out.to_client.push(payload.to_vec()),
+            Some(t) => panic!("relayed data goes to the client, not {t:?}"),
+            None => {}
+        }
+        self.drain(&mut out);
+        out.to_client.append(&mut out.replies);
         out
     }
 
@@ -158,7 +179,7 @@ impl H {
         if let Some(t) = self.s.handle_peer_input(relay, peer, &mut buf, self.now) {
             match t {
                 Transmit::ToClient { payload, .. } => out.to_client.push(payload.to_vec()),
-                Transmit::ToPeer { .. } => panic!("peer data goes to the client"),
+                t => panic!("peer data goes to the client, not {t:?}"),
             }
         }
         self.drain(&mut out);
@@ -905,6 +926,210 @@ fn policy_from_config_allows_ranges() {
         error_code(&h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(sa(PEER))])),
         Some(403)
     );
+}
+
+// ---------------------------------------------------------------- one turnd, two allocations
+
+/// A core whose own address is [`LOCAL`] (its listener and relays), in a
+/// documentation range the default policy denies.
+fn own_config() -> CoreConfig {
+    let mut cfg = base_config();
+    cfg.own = OwnAddresses::new([sa(LOCAL).ip()], &[]);
+    cfg
+}
+
+fn send_ind(to: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    build(
+        MessageType::new(METHOD_SEND, CLASS_INDICATION),
+        vec![peer(to), data(payload)],
+        None,
+        false,
+    )
+    .raw
+}
+
+#[test]
+fn two_allocations_of_one_turnd_relay_to_each_other_inside_the_process() {
+    let mut h = H::new(own_config());
+    let (a, b) = (client(1), client(2));
+    let (ra, _) = h.allocate(a);
+    let (rb, _) = h.allocate(b);
+    assert!(
+        !h.s.config().policy.permits(rb.ip()),
+        "the relayed address is in a denied range"
+    );
+    // Each may install a permission for the other's relayed address.
+    for (c, other) in [(a, rb), (b, ra)] {
+        let r = h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(other)]);
+        assert!(
+            is_success(&r),
+            "CreatePermission to a live relay of this turnd: {:?}",
+            error_code(&r)
+        );
+    }
+    // A Send indication is handed to B's allocation, from A's relayed
+    // address, never to a socket; B's client gets a Data indication.
+    let out = h.send(a, &send_ind(rb, b"over the loop"));
+    assert!(out.to_peer.is_empty(), "no trip through the kernel");
+    let (to, from, payload) = out.to_relay.into_iter().next().expect("handed over");
+    assert_eq!((from, payload.as_slice()), (ra, &b"over the loop"[..]));
+    let got = h.relayed_in(to, from, &payload);
+    let m = decode(&got.to_client[0]);
+    assert_eq!(data_indication(&m), Some((ra, b"over the loop".to_vec())));
+    // Channels both ways: ChannelData in, ChannelData on the other's channel out.
+    assert!(is_success(&h.authed(
+        a,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4000), peer(rb)]
+    )));
+    assert!(is_success(&h.authed(
+        b,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4321), peer(ra)]
+    )));
+    let out = h.send(a, &channel_data(0x4000, b"ping", false));
+    let (to, from, payload) = out.to_relay.into_iter().next().expect("handed over");
+    assert_eq!(
+        h.relayed_in(to, from, &payload).to_client,
+        vec![channel_data(0x4321, b"ping", false)]
+    );
+    let out = h.send(b, &channel_data(0x4321, b"pong", true));
+    let (to, from, payload) = out.to_relay.into_iter().next().expect("handed over");
+    assert_eq!((from, payload.as_slice()), (rb, &b"pong"[..]));
+    assert_eq!(
+        h.relayed_in(to, from, &payload).to_client,
+        vec![channel_data(0x4000, b"pong", false)]
+    );
+    // Counted like any relayed data, and as internal.
+    assert_eq!(h.s.stats.internal.packets, 3);
+    // The same address through the kernel is not A's relay (spoofed, or
+    // another program of this host): dropped.
+    let (_, id_b) = (rb, *h.open.iter().find(|(_, x)| **x == rb).expect("open").0);
+    assert!(h.peer_sends(id_b, ra, b"spoofed").to_client.is_empty());
+}
+
+#[test]
+fn only_live_relays_of_turnds_own_addresses_are_peers() {
+    // Even with turnd's whole range allowed, its listener and any port of
+    // its address that is not a live relay stay refused.
+    let mut cfg = own_config();
+    cfg.policy = PeerPolicy::new(vec!["203.0.113.0/24".parse().expect("net")], vec![]);
+    let mut h = H::new(cfg);
+    let (a, b) = (client(1), client(2));
+    let (ra, _) = h.allocate(a);
+    let (rb, _) = h.allocate(b);
+    let listener = sa(LOCAL);
+    let idle_port = SocketAddr::new(listener.ip(), if rb.port() == 50099 { 50098 } else { 50099 });
+    for target in [listener, idle_port] {
+        assert_eq!(
+            error_code(&h.authed(a, METHOD_CREATE_PERMISSION, vec![peer(target)])),
+            Some(403),
+            "{target}"
+        );
+        assert_eq!(
+            error_code(&h.authed(a, METHOD_CHANNEL_BIND, vec![channel(0x4001), peer(target)])),
+            Some(403),
+            "{target}"
+        );
+    }
+    // Another address in the allowed range is an ordinary peer.
+    assert!(is_success(&h.authed(
+        a,
+        METHOD_CREATE_PERMISSION,
+        vec![peer(sa("203.0.113.77:9"))]
+    )));
+    // A permission for B's relay covers its IP, not the listener on it: a
+    // Send indication to the listener goes nowhere.
+    assert!(is_success(&h.authed(a, METHOD_CREATE_PERMISSION, vec![peer(rb)])));
+    let out = h.send(a, &send_ind(listener, b"loop"));
+    assert!(out.to_peer.is_empty() && out.to_relay.is_empty(), "{out:?}");
+    assert_eq!(h.send(a, &send_ind(rb, b"ok")).to_relay.len(), 1);
+    // B's allocation deleted: its address stops being a peer at once.
+    assert!(is_success(&h.authed(
+        a,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4000), peer(rb)]
+    )));
+    let r = h.authed(b, METHOD_REFRESH, vec![lifetime_attr(0)]);
+    assert!(is_success(&r));
+    let out = h.send(a, &channel_data(0x4000, b"late", false));
+    assert!(out.to_peer.is_empty() && out.to_relay.is_empty(), "{out:?}");
+    assert!(h.send(a, &send_ind(rb, b"late")).to_relay.is_empty());
+    assert_eq!(
+        error_code(&h.authed(a, METHOD_CREATE_PERMISSION, vec![peer(rb)])),
+        Some(403)
+    );
+    let _ = ra;
+}
+
+#[test]
+fn handoffs_cross_workers_and_stale_handles_are_dropped() {
+    let mut w0 = H::new(own_config());
+    let mut w1 = w0.beside(own_config());
+    let (a, b) = (client(1), client(2));
+    let (ra, _) = w0.allocate(a);
+    let (rb, _) = w1.allocate(b);
+    assert!(is_success(&w0.authed(
+        a,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4000), peer(rb)]
+    )));
+    assert!(is_success(&w1.authed(b, METHOD_CREATE_PERMISSION, vec![peer(ra)])));
+    let out = w0.send(a, &channel_data(0x4000, b"to the other worker", false));
+    let (to, from, payload) = out.to_relay.into_iter().next().expect("handed over");
+    assert_eq!(to.worker, 1);
+    // The wrong worker's core drops it; the right one delivers it.
+    assert!(w0.relayed_in(to, from, &payload).to_client.is_empty());
+    let m = decode(&w1.relayed_in(to, from, &payload).to_client[0]);
+    assert_eq!(data_indication(&m), Some((ra, b"to the other worker".to_vec())));
+    // B gone and its relay id reused by a new allocation: the old handle
+    // finds nothing.
+    assert!(is_success(&w1.authed(b, METHOD_REFRESH, vec![lifetime_attr(0)])));
+    let c = client(3);
+    w1.allocate(c);
+    assert!(w1.relayed_in(to, from, &payload).to_client.is_empty());
+}
+
+#[test]
+fn handoffs_count_against_bandwidth_limits_both_ways() {
+    let mut cfg = own_config();
+    cfg.max_bps = 1000;
+    let mut h = H::new(cfg);
+    let (a, b) = (client(1), client(2));
+    let (ra, _) = h.allocate(a);
+    let (rb, _) = h.allocate(b);
+    assert!(is_success(&h.authed(
+        a,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4000), peer(rb)]
+    )));
+    assert!(is_success(&h.authed(
+        b,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4000), peer(ra)]
+    )));
+    let sent = (0..20)
+        .filter_map(|_| h.send(a, &channel_data(0x4000, &[7; 100], false)).to_relay.pop())
+        .collect::<Vec<_>>();
+    assert_eq!(sent.len(), 10, "A's budget: one second of 1000 B");
+    assert_eq!(h.s.stats.over_bandwidth, 10);
+}
+
+#[test]
+fn a_reload_keeps_permissions_and_channels_to_live_relays() {
+    let mut h = H::new(own_config());
+    let (a, b) = (client(1), client(2));
+    let (_, _) = h.allocate(a);
+    let (rb, _) = h.allocate(b);
+    assert!(is_success(&h.authed(
+        a,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4000), peer(rb)]
+    )));
+    let mut cfg = own_config();
+    cfg.policy = PeerPolicy::new(vec![], vec!["0.0.0.0/0".parse().expect("net")]);
+    h.s.set_config(Arc::new(cfg));
+    assert_eq!(h.send(a, &channel_data(0x4000, b"still", false)).to_relay.len(), 1);
 }
 
 // ---------------------------------------------------------------- Send / Data indications

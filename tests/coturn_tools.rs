@@ -26,7 +26,7 @@ fn start_peer() -> Option<(Peer, u16)> {
     let bin = tool("turnutils_peer")?;
     let port = free_udp_port();
     let child = Command::new(bin)
-        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-L", PEER_IP, "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -47,7 +47,7 @@ fn uclient(server_port: u16, local: &str, mode: &[&str], peer_port: Option<u16>)
     );
     args.extend(["-p".into(), server_port.to_string()]);
     if let Some(p) = peer_port {
-        args.extend(["-e".into(), "127.0.0.1".into(), "-r".into(), p.to_string()]);
+        args.extend(["-e".into(), PEER_IP.into(), "-r".into(), p.to_string()]);
     }
     args.push("127.0.0.1".into());
     let out = Command::new("timeout")

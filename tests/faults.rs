@@ -158,7 +158,7 @@ fn a_reserved_port_is_bound_and_a_taken_one_makes_a_new_pair() {
     ));
     assert_eq!(relayed(&r).map(|x| x.port()), Some(61013), "{r}");
     // The held socket is the relay: data reaches the client through it.
-    let p = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let p = UdpSocket::bind((PEER_IP, 0)).expect("bind");
     let to = p.local_addr().expect("addr");
     let r = b.ask(&build(req(METHOD_CREATE_PERMISSION), vec![peer(to)], Some(&cred), true));
     assert!(is_success(&r), "{r}");
@@ -172,7 +172,7 @@ fn a_reserved_port_is_bound_and_a_taken_one_makes_a_new_pair() {
 #[test]
 fn max_bps_per_user_holds_over_many_allocations() {
     let srv = TestServer::start("[relay]\nmax-bps-per-user = 2000\n");
-    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
+    let sink = UdpSocket::bind((PEER_IP, 0)).expect("bind sink");
     sink.set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
     let to = sink.local_addr().expect("addr");

@@ -215,14 +215,65 @@ fn probe_succeeds_over_udp_tcp_and_tls_and_explains_failures() {
     assert!(!ok && out.contains("timeout") && out.contains("transport=tcp"), "{out}");
 }
 
+/// With the default peer policy (relays on 127.0.0.1, a denied range),
+/// the probe's two allocations reach each other: a live relay of turnd is
+/// always a permitted peer. The secret comes from a file or the
+/// environment, never the command line, and the probe deletes what it
+/// allocated, on success as on failure.
 #[test]
-fn probe_names_the_peer_policy_on_403() {
-    // The default policy: relays on 127.0.0.1 are not reachable peers.
-    let (_d, p) = start("");
+fn probe_passes_against_the_default_policy_and_leaves_nothing_behind() {
+    let (d, p) = start("");
+    let secret_file = d.dir.path().join("probe-secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).expect("secret file");
+    let secret_file = secret_file.display().to_string();
+    let allocations = || {
+        let (_, text) = scrape(p.metrics, Some(METRICS_TOKEN));
+        sample(&text, "turnd_allocations")
+    };
+    for url in [
+        format!("turn:127.0.0.1:{}", p.udp),
+        format!("turn:127.0.0.1:{}?transport=tcp", p.tcp),
+    ] {
+        let (ok, out) = turnd(&["probe", &url, "--secret-file", &secret_file]);
+        assert!(ok && out.contains("data relayed both ways"), "{url}: {out}");
+        assert!(out.contains("2 allocation(s) deleted"), "{out}");
+        assert_eq!(allocations(), Some(0.0), "the probe left allocations behind: {out}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args(["probe", &format!("turn:127.0.0.1:{}", p.udp)])
+        .env("TURND_SECRET", SECRET)
+        .output()
+        .expect("turnd runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "TURND_SECRET: {text}");
+    assert_eq!(allocations(), Some(0.0));
+    // No secret at all: says where one can come from.
+    let out = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args(["probe", &format!("turn:127.0.0.1:{}", p.udp)])
+        .env_remove("TURND_SECRET")
+        .output()
+        .expect("turnd runs");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("--secret-file"), "{text}");
+}
+
+#[test]
+fn a_failed_probe_deletes_what_it_allocated() {
+    // One allocation per user: the second Allocate gets 486.
+    let (_d, p) = start("[relay]\nmax-allocations-per-user = 1");
     let url = format!("turn:127.0.0.1:{}", p.udp);
     let (ok, out) = turnd(&["probe", &url, "--secret", SECRET]);
-    assert!(
-        !ok && out.contains("CreatePermission: error 403") && out.contains("peers.allow"),
-        "{out}"
-    );
+    assert!(!ok && out.contains("second Allocate: error 486"), "{out}");
+    assert!(out.contains("1 allocation(s) deleted"), "{out}");
+    let (_, text) = scrape(p.metrics, Some(METRICS_TOKEN));
+    assert_eq!(sample(&text, "turnd_allocations"), Some(0.0), "{out}");
+}
+
+#[test]
+fn probe_says_when_a_turns_url_points_at_a_plain_port() {
+    let (_d, p) = start("");
+    let url = format!("turns:127.0.0.1:{}", p.tcp);
+    let (ok, out) = turnd(&["probe", &url, "--secret", SECRET, "--timeout", "1s"]);
+    assert!(!ok && out.contains("does not seem to speak TLS"), "{out}");
+    assert!(!out.contains("self-signed"), "{out}");
 }

@@ -95,32 +95,6 @@ const IPV6: &[&str] = &[
     "2001:db8:ffff::1",
 ];
 
-/// A connected UDP socket as a byte stream of whole datagrams, so the
-/// stream client's request/answer helpers work over UDP too.
-struct Datagrams(UdpSocket);
-
-impl Read for Datagrams {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.recv(buf)
-    }
-}
-
-impl Write for Datagrams {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.send(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn udp_client(server: SocketAddr) -> Framed<Datagrams> {
-    let s = UdpSocket::bind(SocketAddr::new(server.ip(), 0)).expect("bind");
-    s.connect(server).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    Framed::new(Datagrams(s))
-}
-
 /// UDP sockets on loopback addresses counting every byte they receive.
 struct Listeners {
     port: u16,
@@ -218,13 +192,13 @@ fn matrix_refused(peers: &str) {
         .collect();
     let l4 = listeners(&loopback4);
     let srv = TestServer::start_with("127.0.0.1", &["udp", "tcp"], peers);
-    let mut n = run_matrix(&mut udp_client(srv.addr), false, IPV4, l4.port, Some(403));
+    let mut n = run_matrix(&mut streamc::udp(srv.addr), false, IPV4, l4.port, Some(403));
     n += run_matrix(&mut streamc::tcp(srv.stream("tcp")), false, IPV4, l4.port, Some(403));
     let mut total = IPV4.len();
     if v6_available() {
         let l6 = listeners(&[IpAddr::V6(Ipv6Addr::LOCALHOST)]);
         let srv6 = TestServer::start_with("::1", &["udp", "tcp"], peers);
-        n += run_matrix(&mut udp_client(srv6.addr), true, IPV6, l6.port, Some(403));
+        n += run_matrix(&mut streamc::udp(srv6.addr), true, IPV6, l6.port, Some(403));
         n += run_matrix(&mut streamc::tcp(srv6.stream("tcp")), true, IPV6, l6.port, Some(403));
         total += IPV6.len();
         std::thread::sleep(Duration::from_millis(300));
@@ -256,9 +230,9 @@ fn an_unrelated_allow_list_changes_nothing() {
 /// the listeners.
 #[test]
 fn positive_control_allowed_loopback_receives_data() {
-    let l4 = listeners(&["127.0.0.1".parse().expect("ip")]);
+    let l4 = listeners(&[PEER_IP.parse().expect("ip")]);
     let srv = TestServer::start_with("127.0.0.1", &["udp"], "[peers]\nallow = [\"127.0.0.0/8\"]\n");
-    run_matrix(&mut udp_client(srv.addr), false, &["127.0.0.1"], l4.port, None);
+    run_matrix(&mut streamc::udp(srv.addr), false, &[PEER_IP], l4.port, None);
     let end = std::time::Instant::now() + Duration::from_secs(3);
     while l4.bytes.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
@@ -267,5 +241,36 @@ fn positive_control_allowed_loopback_receives_data() {
         l4.bytes.load(Ordering::Relaxed),
         10,
         "the allowed peer got the Send indication's data"
+    );
+}
+
+/// turnd's own address is never an ordinary peer, even with its range
+/// allowed: not its UDP listener (a loop), not any other port of it (a
+/// service of the host). The listeners see nothing.
+#[test]
+fn turnds_own_address_stays_refused_with_its_range_allowed() {
+    let own = listeners(&["127.0.0.1".parse().expect("ip")]);
+    let srv = TestServer::start_with("127.0.0.1", &["udp", "tcp"], "[peers]\nallow = [\"127.0.0.0/8\"]\n");
+    let mut n = run_matrix(&mut streamc::udp(srv.addr), false, &["127.0.0.1"], own.port, Some(403));
+    n += run_matrix(
+        &mut streamc::udp(srv.addr),
+        false,
+        &["127.0.0.1"],
+        srv.addr.port(),
+        Some(403),
+    );
+    n += run_matrix(
+        &mut streamc::tcp(srv.stream("tcp")),
+        false,
+        &["127.0.0.1"],
+        own.port,
+        Some(403),
+    );
+    assert_eq!(n, 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        own.bytes.load(Ordering::Relaxed),
+        0,
+        "a port of turnd's own address received data"
     );
 }

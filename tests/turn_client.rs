@@ -101,7 +101,7 @@ async fn a_dead_peer_never_tears_down_the_allocation() {
     let (peer, _echo) = echo_peer();
     // A port nobody listens on: the kernel answers with ICMP port unreachable.
     let dead: SocketAddr = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let s = std::net::UdpSocket::bind((PEER_IP, 0)).expect("bind");
         s.local_addr().expect("addr")
     };
     let (user, pass) = rest_creds("alice");
@@ -118,6 +118,11 @@ async fn a_dead_peer_never_tears_down_the_allocation() {
     c.close().await.expect("close client");
 }
 
+/// IPv6 end to end: Binding with the `turn` crate's client, then two raw
+/// IPv6 allocations (REQUESTED-ADDRESS-FAMILY) relaying to each other. On
+/// loopback the only IPv6 address is ::1, turnd's own, so the peer is the
+/// other allocation: exactly what turnd always permits, handed over inside
+/// the process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_over_ipv6() {
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
@@ -125,68 +130,76 @@ async fn relays_over_ipv6() {
         eprintln!("SKIP: no IPv6 loopback");
         return;
     }
-    let srv = TestServer::start_on("::1", "[peers]\nallow = [\"::1/128\"]\n");
-    let echo = std::net::UdpSocket::bind("[::1]:0").expect("bind");
-    let peer = echo.local_addr().expect("addr");
-    let _bg = Bg::spawn(Duration::from_secs(60), move |stop, end| {
-        echo.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-        let mut buf = [0u8; 2048];
-        while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < end {
-            if let Ok((n, from)) = echo.recv_from(&mut buf) {
-                let _ = echo.send_to(&buf[..n], from);
-            }
-        }
-    });
+    let srv = TestServer::start_on("::1", "[peers]\n");
     let (user, pass) = rest_creds("alice");
     let c = turn_client(srv.addr, &user, &pass).await;
     // The turn crate's client sends no REQUESTED-ADDRESS-FAMILY; turnd's
     // relay for an IPv6 client without it is IPv4 (RFC 8656 §7.2), so ask
-    // the wire directly for the IPv6 case via a raw Allocate below.
+    // the wire directly for the IPv6 case below.
     let mapped = c.send_binding_request().await.expect("binding over IPv6");
     assert!(mapped.is_ipv6());
     c.close().await.expect("close");
 
-    // Raw IPv6 Allocate with REQUESTED-ADDRESS-FAMILY IPv6, permission, Send, Data.
     use common::stunc::*;
     use stun::attributes::ATTR_NONCE;
     use stun::message::*;
-    let sock = std::net::UdpSocket::bind("[::1]:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-    let ask = |m: &Message| {
+    struct V6 {
+        sock: std::net::UdpSocket,
+        cred: Cred,
+        relayed: SocketAddr,
+    }
+    let ask = |sock: &std::net::UdpSocket, m: &Message| {
         sock.send_to(&m.raw, srv.addr).expect("send");
         let mut b = [0u8; 2048];
         let (n, _) = sock.recv_from(&mut b).expect("answer");
         decode(&b[..n])
     };
     let v6 = || -> Attrs { vec![transport_udp(), Box::new(turn::proto::reqfamily::REQUESTED_FAMILY_IPV6)] };
-    let r = ask(&build(req(METHOD_ALLOCATE), v6(), None, false));
-    let (user, pass) = rest_creds("alice");
-    let cred = Cred {
-        user,
-        realm: REALM.into(),
-        pass,
-        nonce: text(&r, ATTR_NONCE).expect("nonce"),
+    let allocate = |user: &str| {
+        let sock = std::net::UdpSocket::bind("[::1]:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        let r = ask(&sock, &build(req(METHOD_ALLOCATE), v6(), None, false));
+        let (user, pass) = rest_creds(user);
+        let cred = Cred {
+            user,
+            realm: REALM.into(),
+            pass,
+            nonce: text(&r, ATTR_NONCE).expect("nonce"),
+        };
+        let r = ask(&sock, &build(req(METHOD_ALLOCATE), v6(), Some(&cred), false));
+        let relayed = relayed(&r).expect("relayed");
+        assert_eq!(relayed.ip().to_string(), "::1");
+        V6 { sock, cred, relayed }
     };
-    let r = ask(&build(req(METHOD_ALLOCATE), v6(), Some(&cred), false));
-    let relayed = relayed(&r).expect("relayed");
-    assert_eq!(relayed.ip().to_string(), "::1");
-    assert!(is_success(&ask(&build(
-        req(METHOD_CREATE_PERMISSION),
-        vec![common::stunc::peer(peer)],
-        Some(&cred),
-        false
-    ))));
+    let (a, b) = (allocate("alice"), allocate("bob"));
+    for (x, y) in [(&a, &b), (&b, &a)] {
+        let r = ask(
+            &x.sock,
+            &build(
+                req(METHOD_CREATE_PERMISSION),
+                vec![common::stunc::peer(y.relayed)],
+                Some(&x.cred),
+                false,
+            ),
+        );
+        assert!(is_success(&r), "{r}");
+    }
     let send = build(
         MessageType::new(METHOD_SEND, CLASS_INDICATION),
-        vec![common::stunc::peer(peer), data(b"six")],
+        vec![common::stunc::peer(b.relayed), data(b"six")],
         None,
         false,
     );
-    sock.send_to(&send.raw, srv.addr).expect("send");
-    let mut b = [0u8; 2048];
-    let (n, _) = sock.recv_from(&mut b).expect("Data indication");
-    assert_eq!(data_indication(&decode(&b[..n])), Some((peer, b"six".to_vec())));
-    let r = ask(&build(req(METHOD_REFRESH), vec![lifetime_attr(0)], Some(&cred), false));
-    assert!(is_success(&r));
+    a.sock.send_to(&send.raw, srv.addr).expect("send");
+    let mut buf = [0u8; 2048];
+    let (n, _) = b.sock.recv_from(&mut buf).expect("Data indication");
+    assert_eq!(data_indication(&decode(&buf[..n])), Some((a.relayed, b"six".to_vec())));
+    for x in [&a, &b] {
+        let r = ask(
+            &x.sock,
+            &build(req(METHOD_REFRESH), vec![lifetime_attr(0)], Some(&x.cred), false),
+        );
+        assert!(is_success(&r));
+    }
     assert!(srv.wait_idle(Duration::from_secs(5)));
 }

@@ -16,7 +16,20 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use mio::{Poll, Waker};
 
-use crate::proto::{CoreConfig, Server, Session, Shared};
+use crate::proto::{CoreConfig, RelayHandle, Server, Session, Shared};
+
+/// Handoffs waiting for one worker before more are dropped (as a full
+/// socket buffer would drop them).
+const HANDOFF_QUEUE: usize = 4096;
+
+/// Data from one allocation of this turnd to another that lives on another
+/// worker ([`crate::proto::Transmit::ToRelay`]), on its way there.
+pub struct Handoff {
+    pub to: RelayHandle,
+    pub from: SocketAddr,
+    /// [`crate::proto::msg::CHANNEL_HEADER`] bytes of room, then the payload.
+    pub buf: Vec<u8>,
+}
 
 /// A TCP listener for TURN.
 pub struct StreamListener {
@@ -63,6 +76,8 @@ pub struct Control {
     /// any (so a worker's loop turn costs one load, not a lock).
     jobs: Vec<(AtomicBool, Mutex<Vec<Job>>)>,
     wakers: Vec<Arc<Waker>>,
+    /// Handoffs waiting for each worker, and whether there are any.
+    handoffs: Vec<(AtomicBool, Mutex<Vec<Handoff>>)>,
     /// Relay ports reserved with EVEN-PORT's R bit, bound and kept until
     /// their RESERVATION-TOKEN Allocate (on any worker) takes the socket or
     /// the reservation expires, so nothing else on the host can take them.
@@ -96,6 +111,9 @@ impl Control {
             jobs: (0..workers)
                 .map(|_| (AtomicBool::new(false), Mutex::new(Vec::new())))
                 .collect(),
+            handoffs: (0..workers)
+                .map(|_| (AtomicBool::new(false), Mutex::new(Vec::new())))
+                .collect(),
             wakers,
             held: Mutex::new(HashMap::new()),
         }
@@ -109,6 +127,39 @@ impl Control {
     /// The held socket at `addr`, taken (dropping it closes the port).
     pub fn take_held(&self, addr: SocketAddr) -> Option<std::net::UdpSocket> {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr)
+    }
+
+    /// How many workers there are.
+    pub fn workers(&self) -> usize {
+        self.wakers.len()
+    }
+
+    /// Queues `batch` (emptied) for worker `i` and wakes it. Returns the
+    /// buffers of what did not fit, for reuse: those handoffs are dropped.
+    pub fn hand_off(&self, i: usize, batch: &mut Vec<Handoff>) -> Vec<Vec<u8>> {
+        let Some((pending, queue)) = self.handoffs.get(i) else {
+            return batch.drain(..).map(|h| h.buf).collect();
+        };
+        let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+        let room = HANDOFF_QUEUE.saturating_sub(q.len()).min(batch.len());
+        let dropped = batch.drain(room..).map(|h| h.buf).collect();
+        q.append(batch);
+        drop(q);
+        pending.store(true, Ordering::Release);
+        if let Some(w) = self.wakers.get(i) {
+            let _ = w.wake();
+        }
+        dropped
+    }
+
+    /// Worker `i`'s waiting handoffs, swapped into `into` (which must be
+    /// empty).
+    pub fn take_handoffs(&self, i: usize, into: &mut Vec<Handoff>) {
+        if let Some((pending, queue)) = self.handoffs.get(i) {
+            if pending.swap(false, Ordering::Acquire) {
+                std::mem::swap(&mut *queue.lock().unwrap_or_else(|p| p.into_inner()), into);
+            }
+        }
     }
 
     fn wake_all(&self) {
@@ -300,7 +351,8 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
             spec.shared.clone(),
             spec.seed.wrapping_add(i as u64),
             spec.nonce_key,
-        );
+        )
+        .with_worker(u16::try_from(i).context("too many workers")?);
         let inbox = (!inboxes.is_empty()).then(|| inboxes.remove(0));
         let worker = udp::Worker::new(i, poll, core, listeners, inbox, control.clone())?;
         threads.push(

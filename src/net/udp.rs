@@ -15,10 +15,16 @@ use mio::{Events, Interest, Poll, Token};
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 
 use crate::proto::msg::CHANNEL_HEADER;
-use crate::proto::{ClientAddr, Command, Now, OpenError, RelayId, Server, Transmit};
+use crate::proto::{ClientAddr, Command, Now, OpenError, RelayHandle, RelayId, Server, Transmit};
 
 use super::stream::{self, Inbox, ToWorker};
-use super::{socket, Control, Job};
+use super::{socket, Control, Handoff, Job};
+
+/// Handoffs gathered for one other worker before they are queued there at
+/// once (the rest go at the end of the loop turn).
+const HANDOFF_BATCH: usize = 64;
+/// Spare handoff buffers kept for reuse.
+const SPARE_BUFFERS: usize = 1024;
 
 /// Messages taken from the stream inbox per loop turn.
 const INBOX_BUDGET: usize = 1024;
@@ -110,6 +116,14 @@ pub struct Worker {
     trim_mark: usize,
     trim_rest: bool,
     pub dropped_sends: u64,
+    /// Handoffs to other workers' allocations, per worker, not yet queued.
+    outbox: Vec<Vec<Handoff>>,
+    /// Handoffs taken from this worker's queue, being handled.
+    handoffs: Vec<Handoff>,
+    /// Buffers of handoffs done with, for the next ones.
+    spare: Vec<Vec<u8>>,
+    /// Room for a handoff between two allocations of this worker.
+    scratch: Vec<u8>,
 }
 
 impl Worker {
@@ -124,6 +138,7 @@ impl Worker {
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry().register(&mut l.sock, Token(i), Interest::READABLE)?;
         }
+        let workers = control.workers();
         let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
         let relay_state = UdpSocketState::new(UdpSockRef::from(&probe))?;
         Ok(Self {
@@ -145,6 +160,10 @@ impl Worker {
             trim_mark: 0,
             trim_rest: false,
             dropped_sends: 0,
+            outbox: (0..workers).map(|_| Vec::new()).collect(),
+            handoffs: Vec::new(),
+            spare: Vec::new(),
+            scratch: Vec::new(),
         })
     }
 
@@ -169,6 +188,7 @@ impl Worker {
                 }
             }
             // At most a second asleep: the once-a-second chores below.
+            self.flush_outbox();
             let timeout = if self.backlog.is_empty() && !self.inbox_backlog {
                 let chores = self.chores_at + Duration::from_secs(1);
                 let next = self.core.poll_timeout().map_or(chores, |t| t.min(chores));
@@ -195,6 +215,7 @@ impl Worker {
                 }
             }
             self.drain_inbox();
+            self.take_handoffs();
             self.core.handle_timeout(Now::system());
             self.run_commands();
             // Once a second: memory back after a wave of allocations,
@@ -271,11 +292,97 @@ impl Worker {
             Some(Transmit::ToClient { client, payload }) => {
                 send_to_client(&self.listeners, &self.streams, &client, payload)
             }
+            Some(Transmit::ToRelay { to, from, payload }) => self.hand_over(to, from, payload, now),
             None => {}
         }
         if self.core.has_commands() {
             self.run_commands();
         }
+    }
+
+    /// Data for another allocation of this turnd: handled at once when it
+    /// lives on this worker, else queued for its worker.
+    fn hand_over(&mut self, to: RelayHandle, from: SocketAddr, payload: &[u8], now: Now) {
+        let worker = usize::from(to.worker);
+        let mut buf = if worker == self.index {
+            std::mem::take(&mut self.scratch)
+        } else {
+            self.spare.pop().unwrap_or_default()
+        };
+        buf.clear();
+        buf.resize(CHANNEL_HEADER, 0);
+        buf.extend_from_slice(payload);
+        if worker == self.index {
+            if let Some(Transmit::ToClient { client, payload }) =
+                self.core.handle_relayed_input(to, from, &mut buf, now)
+            {
+                send_to_client(&self.listeners, &self.streams, &client, payload);
+            }
+            self.scratch = buf;
+            return;
+        }
+        let Some(out) = self.outbox.get_mut(worker) else {
+            return;
+        };
+        out.push(Handoff { to, from, buf });
+        if out.len() >= HANDOFF_BATCH {
+            let mut batch = std::mem::take(out);
+            self.queue_handoffs(worker, &mut batch);
+            self.outbox[worker] = batch;
+        }
+    }
+
+    /// Queues what the outboxes hold at their workers.
+    fn flush_outbox(&mut self) {
+        for w in 0..self.outbox.len() {
+            if !self.outbox[w].is_empty() {
+                let mut batch = std::mem::take(&mut self.outbox[w]);
+                self.queue_handoffs(w, &mut batch);
+                self.outbox[w] = batch;
+            }
+        }
+    }
+
+    fn queue_handoffs(&mut self, worker: usize, batch: &mut Vec<Handoff>) {
+        let dropped = self.control.hand_off(worker, batch);
+        self.dropped_sends += dropped.len() as u64;
+        self.keep_spare(dropped);
+    }
+
+    fn keep_spare(&mut self, bufs: impl IntoIterator<Item = Vec<u8>>) {
+        for b in bufs {
+            if self.spare.len() >= SPARE_BUFFERS {
+                break;
+            }
+            self.spare.push(b);
+        }
+    }
+
+    /// Handles the data other workers handed to this one's allocations.
+    fn take_handoffs(&mut self) {
+        let mut handoffs = std::mem::take(&mut self.handoffs);
+        self.control.take_handoffs(self.index, &mut handoffs);
+        if handoffs.is_empty() {
+            self.handoffs = handoffs;
+            return;
+        }
+        let now = Now::system();
+        for h in handoffs.iter_mut() {
+            if let Some(Transmit::ToClient { client, payload }) =
+                self.core.handle_relayed_input(h.to, h.from, &mut h.buf, now)
+            {
+                send_to_client(&self.listeners, &self.streams, &client, payload);
+            }
+        }
+        if self.core.has_commands() {
+            self.run_commands();
+        }
+        for h in handoffs.drain(..) {
+            if self.spare.len() < SPARE_BUFFERS {
+                self.spare.push(h.buf);
+            }
+        }
+        self.handoffs = handoffs;
     }
 
     fn read_relay(&mut self, token: Token) {

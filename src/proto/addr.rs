@@ -79,3 +79,13 @@ impl RelayId {
         self.0 as usize
     }
 }
+
+/// A live relay of this turnd, wherever it runs: the worker whose core owns
+/// it, its id there and the serial of the allocation (an id is reused once
+/// its allocation is gone; the serial is not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RelayHandle {
+    pub worker: u16,
+    pub relay: RelayId,
+    pub serial: u64,
+}

@@ -42,6 +42,9 @@ pub struct PeerRoute {
     pub channel: u16,
     pub chan_expires: Instant,
     pub perm_expires: Instant,
+    /// The peer is a relay of this turnd, heard only inside the process
+    /// (see [`super::server::CoreConfig::ordinary_peer`]).
+    pub internal: bool,
 }
 
 /// Why an allocation is waiting for its relay socket.

@@ -25,7 +25,7 @@ use turn::proto::rsrvtoken::ReservationToken;
 
 use crate::auth::{AuthError, Key};
 
-use super::addr::{ClientAddr, RelayId};
+use super::addr::{ClientAddr, RelayHandle, RelayId};
 use super::allocation::{
     Allocation, Channel, Opening, PeerRoute, CHANNEL_LIFETIME, PERMISSION_LIFETIME, RESERVATION_LIFETIME,
 };
@@ -557,6 +557,12 @@ impl Server {
         );
         a.response = data.clone();
         let expires = a.expires;
+        let handle = RelayHandle {
+            worker: self.worker,
+            relay,
+            serial: a.serial,
+        };
+        self.shared.lock().register_relay(bound, advertised, handle);
         tracing::info!(%client, relay = %advertised, user = %a.username, lifetime = opening.lifetime.as_secs(), "allocation created");
         self.stats.allocations_created += 1;
         self.commands.push_back(Command::SendToClient { client, data });
@@ -597,7 +603,11 @@ impl Server {
     }
 
     /// Every XOR-PEER-ADDRESS of the request, `Err(code)` when one is
-    /// malformed (400), of the wrong family (443) or denied (403).
+    /// malformed (400), of the wrong family (443) or denied (403). A live
+    /// relayed address of this turnd (any worker's, bound or advertised) is
+    /// always permitted: two people on one turnd can relay to each other
+    /// whatever its addresses are. Any other address of turnd's own host
+    /// never is, whatever the policy allows (its listeners would be a loop).
     fn peers(&self, req: &Decoded, relay: SocketAddr) -> Result<Vec<SocketAddr>, u16> {
         let txid = req.txid();
         let mut peers = Vec::new();
@@ -606,7 +616,7 @@ impl Server {
             if peer.is_ipv6() != relay.is_ipv6() {
                 return Err(443);
             }
-            if !self.cfg.policy.permits(peer.ip()) {
+            if !self.cfg.ordinary_peer(peer.ip()) && self.shared.relay_at(peer).is_none() {
                 return Err(403);
             }
             peers.push(peer);
@@ -683,12 +693,14 @@ impl Server {
                 expires: chan_expires,
             },
         );
+        let internal = !self.cfg.ordinary_peer(peer.ip());
         a.by_peer.insert(
             peer,
             PeerRoute {
                 channel: number,
                 chan_expires,
                 perm_expires,
+                internal,
             },
         );
         a.refresh_permission(peer.ip(), perm_expires);
@@ -699,6 +711,7 @@ impl Server {
                 peer,
                 chan_expires,
                 perm_expires,
+                internal,
             },
         );
         self.sync_routes(relay);
@@ -728,8 +741,7 @@ impl Server {
         now: Now,
     ) -> Option<Transmit<'a>> {
         let relay = *self.by_client.get(&client)?;
-        let limits = self.cfg.limits();
-        let a = self.allocs.get_mut(relay.index())?;
+        let a = self.allocs.get(relay.index())?;
         if a.opening.is_some() || !req.unknown_required().is_empty() {
             return None;
         }
@@ -739,15 +751,7 @@ impl Server {
             return None;
         }
         let range = msg::attr_range(buf, ATTR_DATA)?;
-        if !a.pass_to_peer(range.len(), limits, now.mono) {
-            self.stats.over_bandwidth += 1;
-            return None;
-        }
-        self.stats.relayed_to_peer(client.transport, range.len());
-        Some(Transmit::ToPeer {
-            relay,
-            peer,
-            payload: &buf[range],
-        })
+        let internal = !self.cfg.ordinary_peer(peer.ip());
+        self.relay_to_peer(client, relay, peer, internal, &buf[range], now)
     }
 }

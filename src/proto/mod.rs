@@ -11,7 +11,7 @@ pub mod server;
 pub mod shared;
 pub mod stats;
 
-pub use addr::{ClientAddr, PeerAddr, RelayId, Transport};
+pub use addr::{ClientAddr, PeerAddr, RelayHandle, RelayId, Transport};
 pub use server::{Command, CoreConfig, Now, OpenError, Server, Session, Transmit};
 pub use shared::Shared;
 pub use stats::Stats;

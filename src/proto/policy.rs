@@ -91,6 +91,53 @@ impl PeerPolicy {
     }
 }
 
+/// The addresses turnd itself uses on this host: its listeners', its
+/// relays' and the advertised (external) ones. A peer there is either one of
+/// turnd's own live relays, reached inside the process, or something turnd
+/// must not send to whatever the peer policy says: its own listeners (a
+/// loop) or another service of the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnAddresses {
+    ips: Vec<IpAddr>,
+    /// A listener on 0.0.0.0 (or `::`) answers on every loopback address
+    /// of that family, not only on the one the interface list names.
+    any_loopback_v4: bool,
+    any_loopback_v6: bool,
+}
+
+impl OwnAddresses {
+    /// `ips` as bound (a wildcard stands for `interfaces`, the host's
+    /// addresses, and every loopback address of its family).
+    pub fn new(ips: impl IntoIterator<Item = IpAddr>, interfaces: &[IpAddr]) -> Self {
+        let mut own = Self::default();
+        for ip in ips {
+            if ip.is_unspecified() {
+                own.any_loopback_v4 |= ip.is_ipv4();
+                own.any_loopback_v6 |= ip.is_ipv6();
+                own.ips
+                    .extend(interfaces.iter().filter(|i| i.is_ipv4() == ip.is_ipv4()));
+            } else {
+                own.ips.push(ip.to_canonical());
+            }
+        }
+        own.ips.sort_unstable();
+        own.ips.dedup();
+        own
+    }
+
+    /// Whether `ip` (in any IPv4-mapped spelling) is one of them.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.ips.contains(&ip)
+            || (ip.is_loopback()
+                && if ip.is_ipv4() {
+                    self.any_loopback_v4
+                } else {
+                    self.any_loopback_v6
+                })
+    }
+}
+
 /// The IPv4 addresses an IPv6 address carries, in the spellings that routers
 /// or the host may act on: IPv4-mapped `::ffff:0:0/96`, IPv4-compatible
 /// `::/96`, NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16` and
@@ -206,6 +253,27 @@ mod tests {
         ] {
             assert!(pol.permits(p(a)), "{a} must be allowed");
         }
+    }
+
+    #[test]
+    fn own_addresses() {
+        let ifs = [p("192.0.2.7"), p("127.0.0.1"), p("2001:db8::7")];
+        let own = OwnAddresses::new([p("0.0.0.0"), p("198.51.100.1")], &ifs);
+        for a in [
+            "192.0.2.7",
+            "127.0.0.1",
+            "127.0.0.2",
+            "::ffff:127.0.0.3",
+            "198.51.100.1",
+        ] {
+            assert!(own.contains(p(a)), "{a}");
+        }
+        for a in ["2001:db8::7", "::1", "192.0.2.8", "10.0.0.1"] {
+            assert!(!own.contains(p(a)), "{a}");
+        }
+        let specific = OwnAddresses::new([p("127.0.0.1"), p("::1")], &ifs);
+        assert!(specific.contains(p("127.0.0.1")) && specific.contains(p("::1")));
+        assert!(!specific.contains(p("127.0.0.2")) && !specific.contains(p("192.0.2.7")));
     }
 
     #[test]

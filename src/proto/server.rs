@@ -24,11 +24,11 @@ use stun::message::{CLASS_INDICATION, CLASS_REQUEST, METHOD_BINDING, METHOD_SEND
 
 use crate::auth::Credentials;
 
-use super::addr::{ClientAddr, RelayId};
+use super::addr::{ClientAddr, RelayHandle, RelayId};
 use super::allocation::Allocation;
 use super::msg::{self, Kind, CHANNEL_HEADER};
 use super::nonce::Nonces;
-use super::policy::PeerPolicy;
+use super::policy::{OwnAddresses, PeerPolicy};
 use super::ratelimit::PerAddress;
 use super::shared::Shared;
 use super::stats::Stats;
@@ -65,6 +65,9 @@ impl Now {
 pub struct CoreConfig {
     pub credentials: Credentials,
     pub policy: PeerPolicy,
+    /// This host's addresses turnd uses: peers there are reached only when
+    /// they are live relays of this turnd (inside the process).
+    pub own: OwnAddresses,
     pub default_lifetime: Duration,
     pub max_lifetime: Duration,
     pub nonce_lifetime: Duration,
@@ -101,6 +104,7 @@ impl CoreConfig {
         Self {
             credentials,
             policy: PeerPolicy::default(),
+            own: OwnAddresses::default(),
             default_lifetime: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3600),
             nonce_lifetime: Duration::from_secs(600),
@@ -118,6 +122,14 @@ impl CoreConfig {
             max_bps_per_user: 0,
             rfc5766_channels: false,
         }
+    }
+
+    /// Whether a peer at `ip` is reached the ordinary way, through a relay
+    /// socket: the peer policy permits it and it is not one of turnd's own
+    /// addresses. Any other peer must be a live relay of this turnd, found
+    /// in [`Shared::relay_at`] and handed its data inside the process.
+    pub fn ordinary_peer(&self, ip: IpAddr) -> bool {
+        !self.own.contains(ip) && self.policy.permits(ip)
     }
 
     /// The bandwidth limits in force.
@@ -141,6 +153,17 @@ pub enum Transmit<'a> {
     },
     /// From the listener `client` reached, back to it.
     ToClient { client: ClientAddr, payload: &'a [u8] },
+    /// To another allocation of this turnd, as if from the peer `from` (the
+    /// sending allocation's advertised relayed address): the driver hands
+    /// the payload to [`Server::handle_relayed_input`] of `to.worker`'s core,
+    /// with [`CHANNEL_HEADER`] bytes of room in front of it. Nothing goes
+    /// through the kernel, so neither a route to turnd's own address nor NAT
+    /// hairpinning is needed.
+    ToRelay {
+        to: RelayHandle,
+        from: SocketAddr,
+        payload: &'a [u8],
+    },
 }
 
 /// Work for the driver.
@@ -199,6 +222,8 @@ pub(super) enum Timer {
 }
 
 pub struct Server {
+    /// Which worker's core this is, in the [`RelayHandle`]s it hands out.
+    pub(super) worker: u16,
     pub(super) cfg: Arc<CoreConfig>,
     pub(super) shared: Arc<Shared>,
     pub(super) nonces: Nonces,
@@ -220,6 +245,9 @@ pub(super) struct ClientRoute {
     pub peer: SocketAddr,
     pub chan_expires: Instant,
     pub perm_expires: Instant,
+    /// The peer is not an [ordinary](CoreConfig::ordinary_peer) one: its
+    /// data goes to the live relay at that address, or nowhere.
+    pub internal: bool,
 }
 
 impl Server {
@@ -235,14 +263,19 @@ impl Server {
             self.challenges = PerAddress::new(cfg.challenges_per_second);
         }
         self.cfg = cfg;
-        let policy = &self.cfg.policy;
+        // A peer stays if it is still ordinary, or a live relay of this
+        // turnd (exempt from the policy; its permission covers the IP).
+        let live = self.shared.lock().relay_addresses();
+        let cfg = &self.cfg;
+        let keeps_ip = |ip: &IpAddr| cfg.ordinary_peer(*ip) || live.iter().any(|a| a.ip() == *ip);
+        let keeps_peer = |p: &SocketAddr| cfg.ordinary_peer(p.ip()) || live.contains(p);
         let mut gone = Vec::new();
         for (_, a) in self.allocs.iter_mut() {
-            a.perms.retain(|ip, _| policy.permits(*ip));
+            a.perms.retain(|ip, _| keeps_ip(ip));
             let denied: Vec<u16> = a
                 .channels
                 .iter()
-                .filter(|(_, c)| !policy.permits(c.peer.ip()))
+                .filter(|(_, c)| !keeps_peer(&c.peer))
                 .map(|(n, _)| *n)
                 .collect();
             for n in denied {
@@ -251,9 +284,15 @@ impl Server {
                     gone.push((a.client, n));
                 }
             }
+            for (peer, r) in a.by_peer.iter_mut() {
+                r.internal = !cfg.ordinary_peer(peer.ip());
+            }
         }
         for route in gone {
             self.routes.remove(&route);
+        }
+        for r in self.routes.values_mut() {
+            r.internal = !cfg.ordinary_peer(r.peer.ip());
         }
     }
 
@@ -261,6 +300,7 @@ impl Server {
         let nonces = Nonces::new(nonce_key, cfg.nonce_lifetime.as_secs());
         let challenges = PerAddress::new(cfg.challenges_per_second);
         Self {
+            worker: 0,
             challenges,
             cfg,
             shared,
@@ -274,6 +314,13 @@ impl Server {
             next_serial: 1,
             stats: Stats::default(),
         }
+    }
+
+    /// Names this core as worker `index` of its process (its relays'
+    /// [`RelayHandle`]s carry it).
+    pub fn with_worker(mut self, index: u16) -> Self {
+        self.worker = index;
+        self
     }
 
     pub fn config(&self) -> &CoreConfig {
@@ -376,20 +423,9 @@ impl Server {
                 };
                 match self.routes.get(&(client, channel)) {
                     Some(r) if now.mono < r.chan_expires && now.mono < r.perm_expires => {
-                        let (relay, peer) = (r.relay, r.peer);
-                        let limits = self.cfg.limits();
-                        if let Some(a) = self.allocs.get_mut(relay.index()) {
-                            if !a.pass_to_peer(len, limits, now.mono) {
-                                self.stats.over_bandwidth += 1;
-                                return None;
-                            }
-                        }
-                        self.stats.relayed_to_peer(client.transport, len);
-                        Some(Transmit::ToPeer {
-                            relay,
-                            peer,
-                            payload: &buf[CHANNEL_HEADER..CHANNEL_HEADER + len],
-                        })
+                        let (relay, peer, internal) = (r.relay, r.peer, r.internal);
+                        let payload = &buf[CHANNEL_HEADER..CHANNEL_HEADER + len];
+                        self.relay_to_peer(client, relay, peer, internal, payload, now)
                     }
                     _ => {
                         self.stats.dropped += 1;
@@ -403,6 +439,47 @@ impl Server {
                 None
             }
         }
+    }
+
+    /// Charges `payload` to the allocation `relay` and says where it goes:
+    /// out of its relay socket to an ordinary peer, or to the live relay of
+    /// this turnd at `peer` (dropped when there is none any more).
+    pub(super) fn relay_to_peer<'a>(
+        &mut self,
+        client: ClientAddr,
+        relay: RelayId,
+        peer: SocketAddr,
+        internal: bool,
+        payload: &'a [u8],
+        now: Now,
+    ) -> Option<Transmit<'a>> {
+        let to = if internal {
+            let Some(to) = self.shared.relay_at(peer) else {
+                self.stats.dropped += 1;
+                return None;
+            };
+            Some(to)
+        } else {
+            None
+        };
+        let limits = self.cfg.limits();
+        let a = self.allocs.get_mut(relay.index())?;
+        if !a.pass_to_peer(payload.len(), limits, now.mono) {
+            self.stats.over_bandwidth += 1;
+            return None;
+        }
+        self.stats.relayed_to_peer(client.transport, payload.len());
+        Some(match to {
+            Some(to) => {
+                self.stats.internal.count(payload.len());
+                Transmit::ToRelay {
+                    to,
+                    from: a.advertised,
+                    payload,
+                }
+            }
+            None => Transmit::ToPeer { relay, peer, payload },
+        })
     }
 
     fn handle_stun<'a>(&mut self, client: ClientAddr, buf: &'a [u8], now: Now) -> Option<Transmit<'a>> {
@@ -442,6 +519,39 @@ impl Server {
         buf: &'a mut [u8],
         now: Now,
     ) -> Option<Transmit<'a>> {
+        self.peer_input(relay, peer, buf, now, false)
+    }
+
+    /// Call for each [`Transmit::ToRelay`] addressed to this core (by any
+    /// worker, this one included), with the payload at `buf[CHANNEL_HEADER..]`
+    /// as for [`Server::handle_peer_input`]. Dropped when the allocation of
+    /// `to` is gone.
+    pub fn handle_relayed_input<'a>(
+        &mut self,
+        to: RelayHandle,
+        from: SocketAddr,
+        buf: &'a mut [u8],
+        now: Now,
+    ) -> Option<Transmit<'a>> {
+        if to.worker != self.worker || self.allocs.get(to.relay.index()).is_none_or(|a| a.serial != to.serial) {
+            self.stats.dropped += 1;
+            return None;
+        }
+        self.peer_input(to.relay, from, buf, now, true)
+    }
+
+    /// Peer data for `relay`: from its socket, or handed over from another
+    /// allocation of this turnd (`internal`). A peer that is not ordinary is
+    /// only heard the internal way: through the kernel its address can only
+    /// be spoofed or another program of this host.
+    fn peer_input<'a>(
+        &mut self,
+        relay: RelayId,
+        peer: SocketAddr,
+        buf: &'a mut [u8],
+        now: Now,
+        internal: bool,
+    ) -> Option<Transmit<'a>> {
         let len = buf.len().checked_sub(CHANNEL_HEADER)?;
         let limits = self.cfg.limits();
         let Some(a) = self.allocs.get_mut(relay.index()) else {
@@ -453,7 +563,7 @@ impl Server {
             return None;
         }
         if let Some(r) = a.by_peer.get(&peer) {
-            if now.mono < r.chan_expires && now.mono < r.perm_expires {
+            if now.mono < r.chan_expires && now.mono < r.perm_expires && r.internal == internal {
                 let header: &mut [u8; CHANNEL_HEADER] = (&mut buf[..CHANNEL_HEADER]).try_into().ok()?;
                 msg::write_channel_header(header, r.channel, len);
                 if !a.pass_to_client(len, limits, now.mono) {
@@ -467,7 +577,7 @@ impl Server {
                 });
             }
         }
-        if !a.permits(peer.ip(), now.mono) {
+        if !a.permits(peer.ip(), now.mono) || (!internal && !self.cfg.ordinary_peer(peer.ip())) {
             self.stats.dropped += 1;
             return None;
         }
@@ -585,6 +695,9 @@ impl Server {
             let mut g = self.shared.lock();
             g.ports.release(a.relay.port());
             g.release(&a.quota_user);
+            if a.opening.is_none() {
+                g.unregister_relay(a.relay, a.advertised, self.handle(relay, a.serial));
+            }
         }
         if a.opening.is_none() {
             self.commands.push_back(Command::CloseRelay { relay });
@@ -595,6 +708,15 @@ impl Server {
                 to_client_pkts = a.to_client.packets, to_client_bytes = a.to_client.bytes,
                 "allocation deleted"
             );
+        }
+    }
+
+    /// The handle other cores reach the allocation `relay` with.
+    pub(super) fn handle(&self, relay: RelayId, serial: u64) -> RelayHandle {
+        RelayHandle {
+            worker: self.worker,
+            relay,
+            serial,
         }
     }
 

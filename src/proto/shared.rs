@@ -4,12 +4,14 @@
 //! `relay.max-bps-per-user` is set).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use rand::Rng;
+
+use super::addr::RelayHandle;
 
 /// The relay port range, as a bitmap of ports in use.
 #[derive(Debug)]
@@ -114,6 +116,11 @@ pub struct Inner {
     pub per_user: HashMap<String, (u32, Arc<UserBudget>)>,
     pub total: u32,
     pub reservations: HashMap<u64, Reservation>,
+    /// Every live relayed address of this turnd, bound and advertised,
+    /// with the relay it belongs to: a peer at one of them is another
+    /// allocation of this process, reached without a trip through the
+    /// kernel (and whatever the peer policy says of its address).
+    relays: HashMap<SocketAddr, RelayHandle>,
 }
 
 /// Cross-worker state: relay ports, allocation counts, reservations.
@@ -132,6 +139,7 @@ impl Shared {
                 per_user: HashMap::new(),
                 total: 0,
                 reservations: HashMap::new(),
+                relays: HashMap::new(),
             }),
             draining: AtomicBool::new(false),
         }
@@ -145,6 +153,11 @@ impl Shared {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The live relay whose bound or advertised address is `addr`.
+    pub fn relay_at(&self, addr: SocketAddr) -> Option<RelayHandle> {
+        self.lock().relays.get(&addr).copied()
     }
 
     /// Locks the state. A worker that panicked while holding the lock left
@@ -179,6 +192,31 @@ impl Inner {
         entry.0 += 1;
         self.total += 1;
         Ok(entry.1.clone())
+    }
+
+    /// Makes `relay` reachable as a peer at its bound and advertised
+    /// addresses.
+    pub fn register_relay(&mut self, bound: SocketAddr, advertised: SocketAddr, relay: RelayHandle) {
+        self.relays.insert(bound, relay);
+        self.relays.insert(advertised, relay);
+    }
+
+    /// Every live relayed address (bound and advertised).
+    pub fn relay_addresses(&self) -> Vec<SocketAddr> {
+        self.relays.keys().copied().collect()
+    }
+
+    /// The allocation of `relay` is gone: its addresses stop being peers
+    /// at once.
+    pub fn unregister_relay(&mut self, bound: SocketAddr, advertised: SocketAddr, relay: RelayHandle) {
+        for a in [bound, advertised] {
+            if self.relays.get(&a) == Some(&relay) {
+                self.relays.remove(&a);
+            }
+        }
+        if self.relays.is_empty() && self.relays.capacity() > 64 {
+            self.relays.shrink_to_fit();
+        }
     }
 
     pub fn release(&mut self, user: &str) {

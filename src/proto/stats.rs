@@ -71,7 +71,7 @@ pub struct Traffic {
 
 impl Traffic {
     #[inline]
-    fn count(&mut self, bytes: usize) {
+    pub(super) fn count(&mut self, bytes: usize) {
         self.packets += 1;
         self.bytes += bytes as u64;
     }
@@ -106,6 +106,9 @@ pub struct Stats {
     /// Packets dropped because their allocation was over `relay.max-bps` or
     /// their user over `relay.max-bps-per-user`.
     pub over_bandwidth: u64,
+    /// Payload handed from one allocation of this turnd to another inside
+    /// the process (also counted in `to_peer` and `to_client`).
+    pub internal: Traffic,
 }
 
 impl Stats {
@@ -133,6 +136,7 @@ impl Stats {
         self.dropped += other.dropped;
         self.challenges_limited += other.challenges_limited;
         self.over_bandwidth += other.over_bandwidth;
+        self.internal += other.internal;
         let sum = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         sum(&mut self.refused, &other.refused);
         sum(&mut self.auth_failures, &other.auth_failures);

@@ -235,9 +235,13 @@ fn running(stop: &AtomicBool, end: Instant) -> bool {
     !stop.load(Ordering::Relaxed) && Instant::now() < end
 }
 
-/// A UDP echo peer on 127.0.0.1.
+/// Where loopback peers live: a loopback address turnd does not use (its
+/// own addresses are never peers, unless a live relay of its own).
+pub const PEER_IP: &str = "127.0.0.2";
+
+/// A UDP echo peer on [`PEER_IP`].
 pub fn echo_peer() -> (SocketAddr, Bg) {
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind echo");
+    let sock = UdpSocket::bind((PEER_IP, 0)).expect("bind echo");
     sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
     let addr = sock.local_addr().expect("addr");
     let bg = Bg::spawn(Duration::from_secs(300), move |stop, end| {

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use stun::message::*;
@@ -17,6 +17,8 @@ use super::stunc::*;
 pub struct Framed<S> {
     pub io: S,
     buf: Vec<u8>,
+    /// Each read is one whole datagram (UDP: ChannelData unpadded).
+    datagrams: bool,
 }
 
 /// One received item.
@@ -29,7 +31,11 @@ pub enum Item {
 
 impl<S: Read + Write> Framed<S> {
     pub fn new(io: S) -> Self {
-        Self { io, buf: Vec::new() }
+        Self {
+            io,
+            buf: Vec::new(),
+            datagrams: false,
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -43,7 +49,11 @@ impl<S: Read + Write> Framed<S> {
             if self.buf.len() >= 4 {
                 let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
                 let stun = self.buf[0] < 0x40;
-                let whole = if stun { 20 + len } else { (4 + len + 3) & !3 };
+                let whole = match (stun, self.datagrams) {
+                    (true, _) => 20 + len,
+                    (false, true) => self.buf.len(),
+                    (false, false) => (4 + len + 3) & !3,
+                };
                 if self.buf.len() >= whole {
                     let m: Vec<u8> = self.buf.drain(..whole).collect();
                     return Some(if stun {
@@ -110,6 +120,37 @@ impl<S: Read + Write> Framed<S> {
             true,
         ));
         assert!(is_success(&r), "channel bind: {r}");
+    }
+}
+
+/// A connected UDP socket as a byte stream of whole datagrams, so the
+/// request and answer helpers work over UDP too.
+pub struct Datagrams(pub UdpSocket);
+
+impl Read for Datagrams {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.recv(buf)
+    }
+}
+
+impl Write for Datagrams {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.send(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A UDP client of `server` (from the server's loopback address, any
+/// port) with a read deadline.
+pub fn udp(server: SocketAddr) -> Framed<Datagrams> {
+    let s = UdpSocket::bind(SocketAddr::new(server.ip(), 0)).expect("bind");
+    s.connect(server).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    Framed {
+        datagrams: true,
+        ..Framed::new(Datagrams(s))
     }
 }
 
