@@ -16,18 +16,29 @@ use crate::serve;
 #[derive(Debug, Parser)]
 #[command(name = "turnd", version, about = "STUN/TURN relay for self-hosted WebRTC")]
 pub struct Cli {
-    /// Configuration file (TOML); without it, every default applies.
-    #[arg(short, long, global = true, value_name = "FILE")]
+    /// Configuration file (TOML) to serve with; without it, every default
+    /// applies.
+    #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Cmd>,
 }
 
+/// `-c/--config` for the subcommands that read the configuration.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Configuration file (TOML); without it, every default applies.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the relay (what `turnd` alone does).
-    Serve,
-    /// Validate a configuration file: exit status 0 when valid, 1 when not.
+    Serve(ConfigArg),
+    /// Validate a configuration file and the files it names (secrets,
+    /// admin token, certificate): every problem at once, each with its key,
+    /// line and value. Exit status 0 when valid, 1 when not.
     CheckConfig {
         /// The file to check.
         file: PathBuf,
@@ -35,6 +46,8 @@ pub enum Cmd {
     /// Print TURN REST credentials and an iceServers JSON minted from the
     /// configured (or generated) shared secret.
     Credentials {
+        #[command(flatten)]
+        config: ConfigArg,
         /// User name after the expiry in the REST username.
         #[arg(long, default_value = "turnd")]
         user: String,
@@ -44,9 +57,11 @@ pub enum Cmd {
     },
     /// List the allocations of a running turnd (its admin API: the first
     /// `admin.listen` address and the token from the config).
-    Sessions,
+    Sessions(ConfigArg),
     /// Delete every allocation of a user on a running turnd.
     Kill {
+        #[command(flatten)]
+        config: ConfigArg,
         /// The user: the `<user>` part of a REST username, or a static user.
         #[arg(long)]
         user: String,
@@ -66,14 +81,13 @@ fn load(path: Option<&Path>) -> anyhow::Result<(Config, String)> {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command.unwrap_or(Cmd::Serve) {
-        Cmd::Serve => serve_forever(cli.config.as_deref()),
+    // `turnd -c FILE sub…` (the option before the subcommand) still names
+    // the file for the subcommands that read one.
+    let or_top = |c: ConfigArg| c.config.or(cli.config.clone());
+    match cli.command.unwrap_or(Cmd::Serve(ConfigArg { config: None })) {
+        Cmd::Serve(c) => serve_forever(or_top(c).as_deref()),
         Cmd::CheckConfig { file } => {
-            let checked = Config::load(&file).map_err(anyhow::Error::from).and_then(|c| {
-                c.secrets(&file.display().to_string())?;
-                Ok(c)
-            });
-            match checked {
+            match Config::check(&file) {
                 Ok(c) => {
                     println!("{}: ok", file.display());
                     // What the firewall must let in.
@@ -94,22 +108,42 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Cmd::Sessions => {
-            let (cfg, _) = load(cli.config.as_deref())?;
+        Cmd::Sessions(c) => {
+            let (cfg, _) = load(or_top(c).as_deref())?;
             let v = admin_call(&cfg, "GET", "/admin/sessions", None)?;
             print_sessions(&v);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Kill { user } => {
-            let (cfg, _) = load(cli.config.as_deref())?;
+        Cmd::Kill { config, user } => {
+            let (cfg, _) = load(or_top(config).as_deref())?;
             let v = admin_call(&cfg, "POST", "/admin/kill", Some(("user", &user)))?;
             println!("killed {} allocation(s) of {user}", v["killed"]);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Probe(args) => crate::probe::run(args),
-        Cmd::Credentials { user, ttl } => {
-            let (cfg, file) = load(cli.config.as_deref())?;
-            let (secrets, _) = serve::resolve_secrets(&cfg, &file, false)?;
+        Cmd::Credentials { config, user, ttl } => {
+            let (cfg, file) = load(or_top(config).as_deref())?;
+            // Before turnd ever ran there is no generated secret yet: make
+            // it now, where `turnd` (serve) will find and use it.
+            let secrets = match service_secret(&cfg) {
+                Some(s) => vec![s],
+                None => {
+                    let serve::Secrets {
+                        secrets,
+                        generated,
+                        created,
+                    } = serve::resolve_secrets(&cfg, &file)?;
+                    if let Some(p) = generated.filter(|_| created) {
+                        eprintln!(
+                            "turnd: generated the shared secret in {} (turnd started by this user with this \
+                             configuration uses it; the systemd service keeps its own in {})",
+                            p.display(),
+                            SERVICE_SECRET
+                        );
+                    }
+                    secrets
+                }
+            };
             let secret = secrets
                 .first()
                 .context("no shared secret configured: static users have fixed passwords, nothing to mint")?;
@@ -124,11 +158,35 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Where the systemd unit's turnd keeps its generated secret
+/// (`StateDirectory=turnd`).
+const SERVICE_SECRET: &str = "/var/lib/turnd/secret";
+
+/// The systemd service's generated secret, when the configuration names no
+/// secret and no data dir, this user has no generated secret of its own,
+/// and the service's can be read: `turnd credentials` run from a root
+/// shell then mints credentials the service accepts.
+fn service_secret(cfg: &Config) -> Option<Vec<u8>> {
+    let configured = !cfg.auth.static_auth_secrets.is_empty()
+        || !cfg.auth.static_auth_secret_files.is_empty()
+        || cfg.data_dir.is_some()
+        || std::env::var_os("STATE_DIRECTORY").is_some();
+    if configured || serve::secret_path(&serve::data_dir(cfg)).exists() {
+        return None;
+    }
+    let s = std::fs::read_to_string(SERVICE_SECRET).ok()?;
+    let s = s.trim();
+    (!s.is_empty()).then(|| {
+        eprintln!("turnd: using the systemd service's shared secret in {SERVICE_SECRET}");
+        s.as_bytes().to_vec()
+    })
+}
+
 fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     serve::limit_malloc_arenas();
     let (cfg, file) = load(path)?;
     let logging = Logging::init(&cfg)?;
-    let (secrets, generated) = serve::resolve_secrets(&cfg, &file, true)?;
+    let serve::Secrets { secrets, generated, .. } = serve::resolve_secrets(&cfg, &file)?;
     let running = serve::start(&cfg, secrets.clone())?;
     for a in &running.relay.udp {
         tracing::info!(listen = %a, transport = "udp", "listening");
@@ -263,10 +321,24 @@ impl Logging {
         let filter = tracing_subscriber::EnvFilter::try_new(&level).context("bad RUST_LOG filter")?;
         let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
         let json = cfg.log_format == crate::config::LogFormat::Json;
+        let stderr = std::io::stderr;
+        // Colour only for a person at a terminal; under systemd (stderr
+        // connected to the journal) plain lines with a syslog priority
+        // prefix, which journald turns into the entry's priority, and no
+        // timestamp (the journal has its own).
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let journal = !terminal && std::env::var_os("JOURNAL_STREAM").is_some();
+        let text = tracing_subscriber::fmt::layer().with_writer(stderr).with_ansi(terminal);
         tracing_subscriber::registry()
             .with(filter)
-            .with((!json).then(tracing_subscriber::fmt::layer))
-            .with(json.then(|| tracing_subscriber::fmt::layer().json()))
+            .with((!json && !journal).then_some(text))
+            .with((!json && journal).then(|| {
+                tracing_subscriber::fmt::layer()
+                    .with_writer(stderr)
+                    .with_ansi(false)
+                    .event_format(Journal(tracing_subscriber::fmt::format().without_time()))
+            }))
+            .with(json.then(|| tracing_subscriber::fmt::layer().json().with_writer(stderr)))
             .init();
         Ok(Self {
             filter: handle,
@@ -284,6 +356,33 @@ impl Logging {
             }
             Err(e) => tracing::error!(error = %e, "log-level not changed"),
         }
+    }
+}
+
+/// Log lines for journald: `<N>` (the syslog priority of the level) in
+/// front of what `F` writes.
+struct Journal<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Journal<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
     }
 }
 

@@ -87,31 +87,40 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The secrets to run with: the configured ones, else the generated one
-/// (unless static users are configured and the call page is off).
-pub fn resolve_secrets(cfg: &Config, file: &str, generate: bool) -> anyhow::Result<(Vec<Vec<u8>>, Option<PathBuf>)> {
+/// The secrets to run with, and where the generated one lives.
+pub struct Secrets {
+    pub secrets: Vec<Vec<u8>>,
+    /// The generated secret's file, when that is the one in use.
+    pub generated: Option<PathBuf>,
+    /// Whether it was generated just now.
+    pub created: bool,
+}
+
+/// The secrets to run with: the configured ones, else the generated one,
+/// made now if it does not exist yet (unless static users are configured
+/// and the call page is off).
+pub fn resolve_secrets(cfg: &Config, file: &str) -> anyhow::Result<Secrets> {
     let secrets = cfg.secrets(file)?;
     // Static users alone need no secret, unless the page is on: it mints
     // REST credentials.
     if !secrets.is_empty() || (!cfg.auth.users.is_empty() && !cfg.page_enabled()) {
-        return Ok((secrets, None));
+        return Ok(Secrets {
+            secrets,
+            generated: None,
+            created: false,
+        });
     }
     let dir = data_dir(cfg);
     let path = secret_path(&dir);
-    if !generate {
-        let s = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "no secret configured (auth.static-auth-secrets or auth.static-auth-secret-files) and none generated at {}",
-                path.display()
-            )
-        })?;
-        return Ok((vec![s.trim().as_bytes().to_vec()], Some(path)));
-    }
     let (secret, created) = load_or_create_secret(&dir)?;
     if created {
         tracing::info!(path = %path.display(), "generated a shared secret");
     }
-    Ok((vec![secret], Some(path)))
+    Ok(Secrets {
+        secrets: vec![secret],
+        generated: Some(path),
+        created,
+    })
 }
 
 /// First address of each family on a non-loopback, non-link-local interface.
@@ -273,7 +282,7 @@ impl Daemon {
     pub fn reload(&mut self, file: &Path) -> anyhow::Result<Reloaded> {
         let name = file.display().to_string();
         let cfg = Config::load(file)?;
-        let (secrets, _) = resolve_secrets(&cfg, &name, true)?;
+        let secrets = resolve_secrets(&cfg, &name)?.secrets;
         anyhow::ensure!(
             !(cfg.page_enabled() && secrets.is_empty()),
             "the call page needs a shared secret to mint TURN credentials"
@@ -414,6 +423,7 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
             admin_token: cfg.admin.token()?,
             source: metrics.clone(),
             control: daemon.relay.control.clone(),
+            http: cfg.http.clone(),
         };
         match http::ops::start(spec) {
             Ok(o) => daemon.ops = Some(o),
@@ -437,6 +447,7 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
                 .then(|| (metrics.clone(), cfg.metrics.token.clone())),
             secret,
             separator: cfg.auth.rest_separator,
+            control: daemon.relay.control.clone(),
         };
         match http::start(spec) {
             Ok(h) => daemon.http = Some(h),
@@ -531,6 +542,8 @@ pub fn start_relay(
             max_per_address: t.max_connections_per_address,
             handshake_timeout: t.handshake_timeout,
             idle_timeout: t.idle_timeout,
+            frame_timeout: t.frame_timeout,
+            unallocated_timeout: t.unallocated_timeout,
         },
         workers,
         core: Arc::new(core),

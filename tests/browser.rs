@@ -2,13 +2,16 @@
 //! playwright-core, see tests/browser/): two pages call each other through
 //! turnd with "relay only", chat, mute, switch cameras, survive glare, hang
 //! up; screenshots at phone and desktop sizes land in target/screenshots.
+//! turnd run with no configuration at all serves a relay-only call; a call
+//! that fails is explained in words (403, 401, no relay, checks timed out).
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::server::{present, TestServer};
+use common::process::Proc;
+use common::server::{present, rest_creds, TestServer};
 
 const KEY: &str = "browser-test-key";
 
@@ -77,5 +80,70 @@ fn two_pages_call_through_the_relay() {
     assert!(
         server.wait_idle(std::time::Duration::from_secs(45)),
         "allocations left after the pages closed"
+    );
+}
+
+/// turnd exactly as a new user first runs it: no configuration file, so
+/// UDP and TCP on 0.0.0.0:3478 and [::]:3478, the page on 127.0.0.1:8080,
+/// the default peer policy (loopback denied) and a generated secret. Two
+/// relay-only pages connect, and `turnd probe --secret-file` passes.
+#[test]
+fn with_no_configuration_at_all_a_relay_only_call_connects() {
+    let Some(dir) = browser_dir() else {
+        return;
+    };
+    let d = Proc::spawn_bare();
+    let log = d.wait_log("join link: ", std::time::Duration::from_secs(20));
+    let link = log
+        .lines()
+        .find_map(|l| l.split("join link: ").nth(1))
+        .unwrap_or_else(|| panic!("no join link printed: {log}"))
+        .trim()
+        .to_string();
+    assert!(link.starts_with("http://127.0.0.1:8080/?key="), "{link}");
+    let secret = d.path(".local/state/turnd/secret");
+    let out = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args(["probe", "turn:127.0.0.1:3478", "--secret-file"])
+        .arg(&secret)
+        .output()
+        .expect("probe runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("data relayed both ways"),
+        "{text}"
+    );
+    node(&dir.join("noconfig.mjs"), &[&link], "all first-run checks passed");
+}
+
+/// An `iceServers` answer for one TURN URL with a REST credential.
+fn ice_json(url: &str, user: &str, pass: &str) -> String {
+    serde_json::json!({"iceServers": [{"urls": [url], "username": user, "credential": pass}], "ttl": 3600}).to_string()
+}
+
+#[test]
+fn a_failed_call_is_explained_in_words() {
+    let Some(dir) = browser_dir() else {
+        return;
+    };
+    // P serves the page and A's relay; loopback allowed, so only the own-
+    // address rule refuses Y's relay.
+    let p = TestServer::start(&format!(
+        "[http]\nlisten = [\"127.0.0.1:0\"]\naccess-key = \"{KEY}\"\nroom-size = 2\n"
+    ));
+    // Y: another turnd on P's address. Q: on 127.0.0.3, its relays
+    // advertised on 127.0.0.9, where nothing listens.
+    let y = TestServer::start("");
+    let q = TestServer::start_with("127.0.0.3", &["udp"], "[relay]\nexternal-ip = [\"127.0.0.9\"]\n");
+    let (user, pass) = rest_creds("web-b");
+    let closed = common::process::free_udp_port();
+    let ice403 = ice_json(&format!("turn:{}?transport=udp", y.addr), &user, &pass);
+    let ice401 = ice_json(&format!("turn:{}?transport=udp", p.addr), &user, "wrong-password");
+    let ice701 = ice_json(&format!("turn:127.0.0.1:{closed}?transport=udp"), &user, &pass);
+    let ice_timeout = ice_json(&format!("turn:{}?transport=udp", q.addr), &user, &pass);
+    let base = format!("http://{}", p.http_addr());
+    node(
+        &dir.join("failures.mjs"),
+        &[&base, KEY, &ice403, &ice401, &ice701, &ice_timeout],
+        "all failure checks passed",
     );
 }

@@ -124,3 +124,65 @@ fn credentials_command_mints_from_the_configured_secret() {
         "turn:turn.example.org:3478?transport=udp"
     );
 }
+
+/// A new user's file with several mistakes: `check-config` names every one
+/// at once, each with the file, line, key and value, and reads the files
+/// the configuration names (a missing admin token file fails the check,
+/// not the start).
+#[test]
+fn check_config_reports_every_problem_with_line_and_value() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "realm = \"r\"\n\n[relay]\nmin-port = 6000\nmax-port = 5000\n\n[peers]\nallow = [\"10.8.0.0/33\"]\n\n\
+         [admin]\nlisten = [\"127.0.0.1:9479\"]\ntoken-file = \"/nonexistent/admin-token\"\n",
+    )
+    .expect("write");
+    let file = bad.to_str().expect("utf8");
+    let (code, out) = turnd(&["check-config", file]);
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        format!("{file}:5: key `relay.max-port` = 5000:"),
+        format!("{file}:8: key `peers.allow[0]` = \"10.8.0.0/33\":"),
+        format!("{file}:12: key `admin.token-file` = \"/nonexistent/admin-token\": cannot read"),
+    ] {
+        assert!(out.lines().any(|l| l.starts_with(&want)), "missing {want:?} in:\n{out}");
+    }
+    // -c/--config is not an option of check-config or probe (it did
+    // nothing there).
+    for sub in ["check-config", "probe"] {
+        let (_, help) = turnd(&[sub, "--help"]);
+        assert!(!help.contains("--config"), "{sub} --help: {help}");
+    }
+    let (_, help) = turnd(&["credentials", "--help"]);
+    assert!(help.contains("--config"), "{help}");
+}
+
+/// `turnd credentials` before turnd ever ran: the secret is generated where
+/// turnd will look for it, and turnd then accepts what was minted.
+#[test]
+fn credentials_before_the_first_run_generate_the_secret() {
+    let home = tempfile::tempdir().expect("tmp");
+    let out = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args(["credentials", "--user", "first"])
+        .env("HOME", home.path())
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("STATE_DIRECTORY")
+        .output()
+        .expect("turnd runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let secret_file = home.path().join(".local/state/turnd/secret");
+    assert!(text.contains("generated the shared secret in"), "{text}");
+    let secret = std::fs::read_to_string(&secret_file).expect("generated secret");
+    let username = text
+        .lines()
+        .find_map(|l| l.strip_prefix("username: "))
+        .expect("username");
+    let password = text
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .expect("password");
+    assert_eq!(password, turnd::auth::rest_password(secret.trim().as_bytes(), username));
+}

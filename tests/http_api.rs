@@ -211,6 +211,45 @@ async fn websocket_needs_the_key() {
     }
 }
 
+/// A WebSocket upgrade with `origin` (None: no Origin header); its status.
+async fn ws_status(addr: std::net::SocketAddr, origin: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/ws?key={KEY}")
+        .into_client_request()
+        .expect("request");
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((_, resp)) => resp.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("websocket: {e}"),
+    }
+}
+
+/// Another site's page cannot open the signaling WebSocket (with the key
+/// it may have obtained, or with `access = "open"`): only the page's own
+/// origin, origins the operator lists, and non-browser clients (no Origin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_origin_websockets_are_refused_unless_allowed() {
+    let s = keyed("allowed-origins = [\"https://app.example.org\"]\n");
+    let a = s.http_addr();
+    assert_eq!(
+        ws_status(a, Some(&format!("http://{a}"))).await,
+        101,
+        "the page's own origin"
+    );
+    assert_eq!(ws_status(a, None).await, 101, "no Origin: not a browser");
+    assert_eq!(
+        ws_status(a, Some("https://app.example.org")).await,
+        101,
+        "a listed origin"
+    );
+    assert_eq!(ws_status(a, Some("https://evil.example")).await, 403);
+    assert_eq!(ws_status(a, Some(&format!("http://{a}.evil.example"))).await, 403);
+    assert_eq!(ws_status(a, Some("null")).await, 403);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_route_limit_and_clean_up() {
     let s = keyed("");

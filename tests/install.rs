@@ -20,6 +20,38 @@ fn install(root: &Path, args: &[&str]) -> String {
     text
 }
 
+/// The section names of a little-endian ELF64 file (empty if it is not one).
+fn elf_sections(b: &[u8]) -> Vec<String> {
+    let u16_at = |o: usize| b.get(o..o + 2).map(|x| u16::from_le_bytes([x[0], x[1]]) as usize);
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .map(|x| u64::from_le_bytes(x.try_into().expect("8 bytes")) as usize)
+    };
+    if b.get(..5) != Some(b"\x7fELF\x02") {
+        return Vec::new();
+    }
+    let (Some(shoff), Some(shentsize), Some(shnum), Some(shstrndx)) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e))
+    else {
+        return Vec::new();
+    };
+    let header = |i: usize| shoff + i * shentsize;
+    let Some(strtab) = u64_at(header(shstrndx) + 0x18) else {
+        return Vec::new();
+    };
+    (0..shnum)
+        .filter_map(|i| {
+            let name = strtab + u32_at(header(i))?;
+            let end = b.get(name..)?.iter().position(|&c| c == 0)?;
+            Some(String::from_utf8_lossy(&b[name..name + end]).into_owned())
+        })
+        .collect()
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).expect("exists").permissions().mode() & 0o777
 }
@@ -36,6 +68,27 @@ fn install_reinstall_uninstall_into_a_temporary_root() {
 
     let bin = root.join("opt/turnd/bin/turnd");
     assert_eq!(mode(&bin), 0o755);
+    // Shipped stripped: no debug sections, and much smaller than the build.
+    let shipped = std::fs::read(&bin).expect("binary");
+    let built = std::fs::read(env!("CARGO_BIN_EXE_turnd")).expect("built");
+    assert!(
+        elf_sections(&built).iter().any(|s| s == ".debug_info"),
+        "the test build has debug sections to strip"
+    );
+    let sections = elf_sections(&shipped);
+    assert!(!sections.is_empty(), "not an ELF file");
+    assert!(
+        !sections
+            .iter()
+            .any(|s| [".debug_info", ".debug_line", ".debug_str", ".symtab"].contains(&s.as_str())),
+        "the installed binary is not stripped: {sections:?}"
+    );
+    assert!(
+        shipped.len() < built.len() / 2,
+        "{} bytes installed of {}",
+        shipped.len(),
+        built.len()
+    );
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/turnd.service")).expect("unit");
     assert!(
         unit.contains("ExecStart=/opt/turnd/bin/turnd --config /etc/turnd/turnd.toml"),
@@ -93,4 +146,17 @@ fn install_reinstall_uninstall_into_a_temporary_root() {
     );
     install(root, &["--uninstall", "--purge"]);
     assert!(!root.join("etc/turnd").exists());
+}
+
+/// Cargo.toml says `MIT OR Apache-2.0`: both texts ship with the source.
+#[test]
+fn both_license_texts_are_there() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(manifest.contains("license = \"MIT OR Apache-2.0\""));
+    let mit = std::fs::read_to_string(root.join("LICENSE-MIT")).expect("LICENSE-MIT");
+    assert!(mit.starts_with("MIT License") && mit.contains("Permission is hereby granted, free of charge"));
+    let apache = std::fs::read_to_string(root.join("LICENSE-APACHE")).expect("LICENSE-APACHE");
+    assert!(apache.contains("Apache License") && apache.contains("Version 2.0, January 2004"));
+    assert!(apache.contains("END OF TERMS AND CONDITIONS"));
 }

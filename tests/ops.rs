@@ -245,3 +245,30 @@ fn unit_file_verifies_and_is_rated_ok() {
     println!("{overall}");
     assert!(overall.contains(" OK") || overall.contains(" SAFE"), "{overall}");
 }
+
+/// Logs to a file or the journal carry no terminal colour codes; under
+/// systemd (JOURNAL_STREAM set) each line starts with its syslog priority
+/// and has no timestamp of its own. The join link of listeners on 0.0.0.0
+/// and [::] with one port is printed once.
+#[test]
+fn logs_fit_files_and_the_journal_and_links_print_once() {
+    let tcp = free_tcp_port();
+    let http = free_tcp_port();
+    let page = format!("[http]\nlisten = [\"0.0.0.0:{http}\", \"[::]:{http}\"]\naccess-key = \"journal-test-key\"\n");
+    let cfg = config(tcp, "\"north\"", "").replace("[http]\nlisten = []\n", &page);
+    let d = Proc::spawn(&cfg, &[]);
+    let log = d.wait_log("listening", Duration::from_secs(10));
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file:\n{log}");
+    let links = log.lines().filter(|l| l.contains("join link:")).count();
+    assert_eq!(links, 1, "one link for 0.0.0.0 and [::] on one port:\n{log}");
+    drop(d);
+    let d = Proc::spawn(
+        &config(free_tcp_port(), "\"north\"", ""),
+        &[("JOURNAL_STREAM", "8:12345")],
+    );
+    let log = d.wait_log("listening", Duration::from_secs(10));
+    let line = log.lines().find(|l| l.contains("listening")).expect("a listening line");
+    assert!(line.starts_with("<6>"), "no syslog priority: {line}");
+    assert!(!line.contains("Z "), "a timestamp in a journal line: {line}");
+    assert!(!log.contains('\u{1b}'), "colour codes in the journal:\n{log}");
+}

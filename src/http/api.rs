@@ -21,6 +21,9 @@ const APP_JS: &str = include_str!("assets/app.js");
 const STYLE: &str = include_str!("assets/style.css");
 const LOCKED: &str = include_str!("assets/locked.html");
 
+/// The user part of every REST username `/api/ice` hands out.
+const PAGE_USER_PREFIX: &str = "web-";
+
 /// Mints credentials for `/api/ice`.
 pub struct IceSource {
     secret: Vec<u8>,
@@ -41,10 +44,16 @@ impl IceSource {
         }
     }
 
-    /// A fresh `{"iceServers":[…],"ttl":…}`. Each caller gets its own user
-    /// name, so one page's allocations do not count against another's quota.
-    fn mint(&self) -> serde_json::Value {
-        let user = format!("web-{:08x}", rand::rng().random::<u32>());
+    /// A fresh `{"iceServers":[…],"ttl":…}` for a page reached at `host`
+    /// (its Host header). Each caller gets its own user name, so one page's
+    /// allocations do not count against another's quota.
+    ///
+    /// A page opened on a loopback address (trying turnd on the machine it
+    /// runs on) gets TURN URLs on that same address: the public host may
+    /// not be reachable from there, loopback is. Any other Host is ignored,
+    /// so what a client claims never changes where others are sent.
+    fn mint(&self, host: Option<&str>) -> serde_json::Value {
+        let user = format!("{PAGE_USER_PREFIX}{:08x}", rand::rng().random::<u32>());
         let (username, credential) = crate::auth::rest_credentials(
             &self.secret,
             Some(&user),
@@ -52,10 +61,47 @@ impl IceSource {
             crate::serve::unix_now(),
             self.separator,
         );
-        let mut v = self.endpoints.ice_servers_json(&self.host, &username, &credential);
+        let host = host.and_then(loopback_host).unwrap_or_else(|| self.host.clone());
+        let mut v = self.endpoints.ice_servers_json(&host, &username, &credential);
         v["ttl"] = json!(self.ttl.as_secs());
         v
     }
+}
+
+/// The host part of a Host header value when it is a loopback address (an
+/// IPv6 one in brackets), for URLs.
+fn loopback_host(host: &str) -> Option<String> {
+    let ip: std::net::IpAddr = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']')?.0.parse().ok()?,
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h).parse().ok()?,
+    };
+    ip.is_loopback().then(|| match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    })
+}
+
+/// Whether a WebSocket upgrade may go on: no `Origin` (not a browser: the
+/// access key is its only check), the page's own origin (its authority is
+/// the Host the request names), or one of `allowed`.
+fn same_origin_or_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed
+        .iter()
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
 }
 
 pub fn ice_quota(per_minute: u32) -> governor::Quota {
@@ -72,37 +118,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/assets/style.css", get(|| asset("text/css; charset=utf-8", STYLE)))
         .route("/api/ice", get(ice))
+        .route("/api/turn-status", get(turn_status))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
-}
-
-/// Plain HTTP on an `auto` listener: every request is sent to the same
-/// host and path over HTTPS (308 keeps the method).
-pub fn redirect_to_https() -> Router {
-    Router::new().fallback(|headers: HeaderMap, uri: axum::http::Uri| async move {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)));
-        let Some(host) = host else {
-            return (StatusCode::BAD_REQUEST, "use https://\n").into_response();
-        };
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let location = format!("https://{host}{path}");
-        match HeaderValue::from_str(&location) {
-            Ok(v) => (
-                StatusCode::PERMANENT_REDIRECT,
-                [(header::LOCATION, v)],
-                "use https://\n",
-            )
-                .into_response(),
-            Err(_) => (StatusCode::BAD_REQUEST, "use https://\n").into_response(),
-        }
-    })
 }
 
 async fn security_headers(mut r: Response) -> Response {
@@ -198,7 +220,59 @@ async fn ice(
         )
             .into_response();
     }
-    Json(state.ice.mint()).into_response()
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    Json(state.ice.mint(host)).into_response()
+}
+
+/// What turnd knows of the allocations of one TURN username the page was
+/// handed (`?username=`, a REST name whose user part `/api/ice` minted):
+/// the page asks when a call fails, to say why in words (a 403 for the other
+/// side's address is invisible to the page's own JavaScript).
+async fn turn_status(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(Remote(peer)): ConnectInfo<Remote>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &q, &headers) {
+        return unauthorized(true);
+    }
+    let Some(username) = q.get("username").cloned() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "username", "message": "?username= is missing"})),
+        )
+            .into_response();
+    };
+    let minted = username
+        .split_once(state.separator)
+        .is_some_and(|(_, user)| user.starts_with(PAGE_USER_PREFIX));
+    if !minted {
+        let body = json!({"error": "username", "message": "only usernames handed out by /api/ice"});
+        return (StatusCode::FORBIDDEN, Json(body)).into_response();
+    }
+    if state.ice_limiter.check_key(&peer.ip()).is_err() {
+        let body = json!({"error": "rate-limited", "message": "too many requests; retry in a minute"});
+        return (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    }
+    let control = state.control.clone();
+    let sessions = tokio::task::spawn_blocking(move || control.sessions())
+        .await
+        .unwrap_or_default();
+    let mine: Vec<_> = sessions
+        .iter()
+        .filter(|s| s.user == username)
+        .map(|s| {
+            json!({
+                "relayed": s.relayed.to_string(),
+                "transport": s.client.transport.to_string(),
+                "permissions": s.peers.len(),
+                "channels": s.channels,
+                "refused": s.refused.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "allocations": mine })).into_response()
 }
 
 async fn websocket(
@@ -211,8 +285,35 @@ async fn websocket(
     if !authorized(&state, &q, &headers) {
         return unauthorized(true);
     }
+    if !same_origin_or_allowed(&headers, &state.allowed_origins) {
+        let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("?");
+        tracing::info!(%peer, origin, "cross-origin WebSocket refused");
+        let body = json!({"error": "origin", "message": "cross-origin WebSocket refused (see http.allowed-origins)"});
+        return (StatusCode::FORBIDDEN, Json(body)).into_response();
+    }
     upgrade
         .max_message_size(ws::MAX_FRAME)
         .max_frame_size(ws::MAX_FRAME)
         .on_upgrade(move |socket| ws::serve(socket, state, peer))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_hosts_are_taken_from_the_page() {
+        use super::loopback_host as l;
+        assert_eq!(l("127.0.0.1:8080").as_deref(), Some("127.0.0.1"));
+        assert_eq!(l("127.0.0.5").as_deref(), Some("127.0.0.5"));
+        assert_eq!(l("[::1]:8443").as_deref(), Some("[::1]"));
+        for other in [
+            "turn.example.org",
+            "192.0.2.1:8080",
+            "[2001:db8::1]:443",
+            "localhost:8080",
+            "evil",
+            "",
+        ] {
+            assert_eq!(l(other), None, "{other}");
+        }
+    }
 }

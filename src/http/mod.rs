@@ -16,10 +16,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
-use rand::Rng;
-use tokio::sync::Semaphore;
-
 pub use listener::Remote;
+use rand::Rng;
 
 use crate::config::{Access, Http};
 
@@ -44,6 +42,9 @@ pub struct Spec {
     /// The REST secret credentials are minted with.
     pub secret: Vec<u8>,
     pub separator: char,
+    /// The relay workers, asked what they know of the page's allocations
+    /// (`/api/turn-status`).
+    pub control: Arc<crate::net::Control>,
 }
 
 /// The running HTTP side.
@@ -67,7 +68,14 @@ pub(crate) struct AppState {
     ice_limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
     hub: ws::Hub,
     ws_rate: u32,
+    /// How often WebSockets are pinged: often enough that the idle timeout
+    /// never cuts a live one.
+    ws_ping: Duration,
+    /// Origins besides the page's own whose pages may open `/ws`.
+    allowed_origins: Vec<String>,
     metrics: Option<(Arc<crate::metrics::Source>, Option<String>)>,
+    control: Arc<crate::net::Control>,
+    separator: char,
 }
 
 /// Binds every HTTP and HTTPS listener and starts serving. Nothing runs if a
@@ -98,12 +106,20 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         ice_limiter: governor::RateLimiter::keyed(api::ice_quota(cfg.ice_requests_per_minute)),
         hub: ws::Hub::new(cfg.room_size),
         ws_rate: cfg.ws_messages_per_second,
+        ws_ping: ws::ping_interval(cfg.idle_timeout),
+        allowed_origins: cfg.allowed_origins.clone(),
         metrics: spec.metrics.clone(),
+        control: spec.control.clone(),
+        separator: spec.separator,
     });
-    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let gate = crate::net::tcp::Gate::new(cfg.max_connections, cfg.max_connections_per_address);
+    let timeouts = listener::Timeouts {
+        header: cfg.header_timeout,
+        idle: cfg.idle_timeout,
+    };
     let guard = rt.enter();
     let mut bound = (Vec::new(), Vec::new());
-    let mut accepted = Vec::new();
+    let mut listeners = Vec::new();
     for (addr, tls) in cfg
         .listen
         .iter()
@@ -112,27 +128,16 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
     {
         let scheme = if tls { "https" } else { "http" };
         let l = bind(*addr).with_context(|| format!("cannot listen for {scheme} on {addr}"))?;
-        let local = l.local_addr()?;
-        let acceptor = https.clone().filter(|_| tls);
-        accepted.push(listener::accept(l, acceptor, permits.clone())?);
-        if tls { &mut bound.1 } else { &mut bound.0 }.push(local);
+        if tls { &mut bound.1 } else { &mut bound.0 }.push(l.local_addr()?);
+        listeners.push((l, https.clone().filter(|_| tls)));
     }
-    let (secure, plain) = listener::handed(spec.handed, permits.clone());
-    accepted.push(secure);
-    for a in accepted {
-        let app = api::router(state.clone()).into_make_service_with_connect_info::<Remote>();
-        rt.spawn(async move {
-            if let Err(e) = axum::serve(a, app).await {
-                tracing::error!(error = %e, "http server stopped");
-            }
-        });
+    // Only once every bind worked: nothing runs if one fails.
+    let app = api::router(state.clone());
+    for (l, tls) in listeners {
+        listener::serve_listener(l, tls, app.clone(), gate.clone(), timeouts);
     }
-    rt.spawn(async move {
-        let app = api::redirect_to_https().into_make_service_with_connect_info::<Remote>();
-        if let Err(e) = axum::serve(plain, app).await {
-            tracing::error!(error = %e, "http redirect stopped");
-        }
-    });
+    let plain = listener::redirect_to_https(spec.public_host.clone());
+    listener::serve_handed(spec.handed, app, plain, gate.clone(), timeouts);
     let limiter_state = state.clone();
     rt.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -224,7 +229,14 @@ impl Running {
                 format!("https://{}/{query}", host(a))
             }
         });
-        http.chain(https).collect()
+        // 0.0.0.0:443 and [::]:443 are one link.
+        let mut links: Vec<String> = Vec::new();
+        for l in http.chain(https) {
+            if !links.contains(&l) {
+                links.push(l);
+            }
+        }
+        links
     }
 
     /// Stops serving; open connections are cut.

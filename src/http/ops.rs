@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 use crate::metrics::Source;
 use crate::net::Control;
@@ -27,6 +26,8 @@ pub struct Spec {
     pub admin_token: Option<String>,
     pub source: Arc<Source>,
     pub control: Arc<Control>,
+    /// The limits and timeouts of `[http]`, for these listeners too.
+    pub http: crate::config::Http,
 }
 
 /// The running endpoints: bound addresses; stops on drop.
@@ -77,7 +78,12 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         .build()
         .context("cannot start the operator endpoints' runtime")?;
     let _guard = rt.enter();
-    let permits = Arc::new(Semaphore::new(64));
+    // A few scrapers and admins: a small total, the page's limits otherwise.
+    let gate = crate::net::tcp::Gate::new(64, spec.http.max_connections_per_address.min(16));
+    let timeouts = super::listener::Timeouts {
+        header: spec.http.header_timeout,
+        idle: spec.http.idle_timeout,
+    };
     let (source, token) = (spec.source.clone(), spec.metrics_token.clone());
     let metrics = Router::new().route(
         "/metrics",
@@ -103,16 +109,12 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
             let l = super::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
             let local = l.local_addr()?;
             if which == 0 { &mut bound.0 } else { &mut bound.1 }.push(local);
-            serving.push((super::listener::accept(l, None, permits.clone())?, router.clone()));
+            serving.push((l, router.clone()));
         }
     }
-    for (accepted, router) in serving {
-        let app = router.into_make_service_with_connect_info::<super::Remote>();
-        rt.spawn(async move {
-            if let Err(e) = axum::serve(accepted, app).await {
-                tracing::error!(error = %e, "operator endpoint stopped");
-            }
-        });
+    // Only once every bind worked: nothing runs if one fails.
+    for (l, router) in serving {
+        super::listener::serve_listener(l, None, router, gate.clone(), timeouts);
     }
     drop(_guard);
     Ok(Running {
@@ -156,6 +158,7 @@ async fn sessions(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Respon
                 "to_peer_packets": s.to_peer.packets,
                 "to_client_bytes": s.to_client.bytes,
                 "to_client_packets": s.to_client.packets,
+                "refused_peers": s.refused.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             })
         })
         .collect();

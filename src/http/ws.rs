@@ -20,9 +20,15 @@ use super::AppState;
 pub const MAX_FRAME: usize = 4 * rooms::MAX_MESSAGE;
 /// Messages waiting for one connection before it counts as stuck.
 const OUTBOX: usize = 256;
-/// Pings keep NAT and proxy mappings alive; silence this long ends it.
+/// Pings keep NAT and proxy mappings alive; three intervals without a word
+/// from the client (pongs included) end it.
 const PING_EVERY: Duration = Duration::from_secs(25);
-const IDLE_LIMIT: Duration = Duration::from_secs(75);
+
+/// The ping interval under the HTTP idle timeout `idle`: at most
+/// [`PING_EVERY`], and half of `idle`, so a live WebSocket is never idle.
+pub fn ping_interval(idle: Duration) -> Duration {
+    PING_EVERY.min(idle / 2).max(Duration::from_millis(100))
+}
 /// Rate-limited messages tolerated before the connection is closed.
 const STRIKES: u32 = 200;
 
@@ -106,7 +112,8 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr
     let limiter = governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst));
     let mut strikes = 0u32;
     let mut last_heard = Instant::now();
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut ping = tokio::time::interval(state.ws_ping);
+    let idle_limit = state.ws_ping * 3;
     ping.tick().await;
     loop {
         tokio::select! {
@@ -140,7 +147,7 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr
                 }
             }
             _ = ping.tick() => {
-                if last_heard.elapsed() > IDLE_LIMIT || socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                if last_heard.elapsed() > idle_limit || socket.send(Message::Ping(Vec::new().into())).await.is_err() {
                     break;
                 }
             }

@@ -321,7 +321,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
             .enable_all()
             .build()
             .context("cannot start the TCP runtime")?;
-        let gate = tcp::Gate::new(spec.limits);
+        let gate = tcp::Gate::new(spec.limits.max_connections, spec.limits.max_per_address);
         let mut bound = Vec::new();
         let _guard = rt.enter();
         let mut listeners = Vec::new();
@@ -340,7 +340,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         }
         // Only once every bind worked: nothing runs if one fails.
         for (listener, kind) in listeners {
-            tcp::spawn_accept(listener, kind, bridge.clone(), gate.clone());
+            tcp::spawn_accept(listener, kind, bridge.clone(), gate.clone(), spec.limits);
         }
         (Some(rt), bound, inboxes, Some(gate))
     };

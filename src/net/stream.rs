@@ -15,6 +15,7 @@ use std::time::Duration;
 use mio::Waker;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::proto::msg::{stream_frame, Frame};
 use crate::proto::ClientAddr;
@@ -27,6 +28,14 @@ pub const OUT_QUEUE: usize = 512;
 const IN_QUEUE: usize = 4096;
 /// Largest buffered, unframed input per connection: one maximal STUN message.
 const MAX_PENDING: usize = 20 + 65535 + 4;
+
+/// How long a TURN connection may take, see [`Bridge::serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub idle: Duration,
+    pub frame: Duration,
+    pub unallocated: Duration,
+}
 
 /// What a connection task tells its worker.
 pub enum ToWorker {
@@ -67,9 +76,12 @@ impl Bridge {
     }
 
     /// Serves TURN on `io` until either side closes. `prefix` holds bytes
-    /// already read from the stream; `idle` closes a connection that has no
-    /// allocation and sent nothing for that long.
-    pub async fn serve<S>(&self, io: S, client: ClientAddr, prefix: Vec<u8>, idle: Duration)
+    /// already read from the stream. A connection is closed when a message
+    /// takes longer than `t.frame` to arrive once begun, and, while it has
+    /// no allocation, when it sends nothing for `t.idle` or has had none
+    /// for `t.unallocated` in all (a client can neither trickle bytes nor
+    /// keep a connection with Bindings alone).
+    pub async fn serve<S>(&self, io: S, client: ClientAddr, prefix: Vec<u8>, t: Timeouts)
     where
         S: AsyncRead + AsyncWrite + Send + Unpin,
     {
@@ -93,6 +105,10 @@ impl Bridge {
         let reader = async {
             let mut buf = prefix;
             let mut chunk = vec![0u8; 16 * 1024];
+            // Since when the buffer holds part of a message, and since when
+            // the connection has had no allocation.
+            let mut partial_since: Option<Instant> = None;
+            let mut unallocated_since: Option<Instant> = Some(Instant::now());
             loop {
                 let mut at = 0;
                 loop {
@@ -112,12 +128,41 @@ impl Bridge {
                 if buf.len() > MAX_PENDING {
                     return "message too long";
                 }
+                if buf.is_empty() {
+                    partial_since = None;
+                } else {
+                    partial_since.get_or_insert_with(Instant::now);
+                }
                 // `read` is cancel-safe: a timeout loses nothing.
                 let n = loop {
-                    match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
+                    let has_allocation = allocated.load(Ordering::Relaxed);
+                    if has_allocation {
+                        unallocated_since = None;
+                    } else {
+                        unallocated_since.get_or_insert_with(Instant::now);
+                    }
+                    let now = Instant::now();
+                    let frame_end = partial_since.map(|t0| t0 + t.frame);
+                    let setup_end = unallocated_since.map(|t0| t0 + t.unallocated);
+                    // With an allocation this only wakes the loop to look at
+                    // the flag again.
+                    let idle_end = now + t.idle;
+                    let next = [frame_end, setup_end, Some(idle_end)].into_iter().flatten().min();
+                    match tokio::time::timeout_at(next.unwrap_or(idle_end), rd.read(&mut chunk)).await {
                         Ok(r) => break r,
-                        Err(_) if allocated.load(Ordering::Relaxed) => continue,
-                        Err(_) => return "idle without an allocation",
+                        Err(_) => {
+                            let now = Instant::now();
+                            let has_allocation = allocated.load(Ordering::Relaxed);
+                            if frame_end.is_some_and(|e| now >= e) {
+                                return "a message took too long to arrive";
+                            }
+                            if !has_allocation && setup_end.is_some_and(|e| now >= e) {
+                                return "too long without an allocation";
+                            }
+                            if !has_allocation && now >= idle_end {
+                                return "idle without an allocation";
+                            }
+                        }
                     }
                 };
                 match n {
@@ -178,6 +223,8 @@ pub struct HttpConn {
     /// The stream, first bytes included.
     pub io: Box<dyn Io>,
     pub remote: SocketAddr,
+    /// The `auto` listener's address it came in on.
+    pub local: SocketAddr,
     /// Inside TLS (serve the page) or plain (redirect to HTTPS).
     pub secure: bool,
     /// Its place under the connection limits, held while it lives.

@@ -28,11 +28,26 @@ pub struct Limits {
     /// A connection without an allocation that sends nothing for this long
     /// is closed.
     pub idle_timeout: Duration,
+    /// Time to finish a message once begun.
+    pub frame_timeout: Duration,
+    /// Time a connection may have no allocation, in all.
+    pub unallocated_timeout: Duration,
+}
+
+impl Limits {
+    fn timeouts(&self) -> super::stream::Timeouts {
+        super::stream::Timeouts {
+            idle: self.idle_timeout,
+            frame: self.frame_timeout,
+            unallocated: self.unallocated_timeout,
+        }
+    }
 }
 
 /// Counts connections; a [`Slot`] is held for each one.
 pub struct Gate {
-    limits: Limits,
+    max_total: usize,
+    max_per_address: usize,
     counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
 
@@ -43,9 +58,11 @@ pub struct Slot {
 }
 
 impl Gate {
-    pub fn new(limits: Limits) -> Arc<Self> {
+    /// At most `max_total` connections, `max_per_address` from one IP.
+    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Self> {
         Arc::new(Self {
-            limits,
+            max_total,
+            max_per_address,
             counts: Mutex::new((0, HashMap::new())),
         })
     }
@@ -54,7 +71,7 @@ impl Gate {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
         let mut g = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let per = g.1.get(&ip).copied().unwrap_or(0);
-        if g.0 >= self.limits.max_connections || per >= self.limits.max_per_address {
+        if g.0 >= self.max_total || per >= self.max_per_address {
             return None;
         }
         g.0 += 1;
@@ -96,7 +113,7 @@ pub async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAdd
 }
 
 /// Accepts on `listener` until the runtime stops.
-pub fn spawn_accept(listener: TcpListener, kind: StreamKind, bridge: Arc<Bridge>, gate: Arc<Gate>) {
+pub fn spawn_accept(listener: TcpListener, kind: StreamKind, bridge: Arc<Bridge>, gate: Arc<Gate>, limits: Limits) {
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = accept(&listener, "tcp").await;
@@ -105,7 +122,7 @@ pub fn spawn_accept(listener: TcpListener, kind: StreamKind, bridge: Arc<Bridge>
                 drop(tcp);
                 continue;
             };
-            let (kind, bridge, limits) = (kind.clone(), bridge.clone(), gate.limits);
+            let (kind, bridge) = (kind.clone(), bridge.clone());
             tokio::spawn(async move {
                 if let Err(why) = connection(tcp, peer, kind, bridge, limits, slot).await {
                     tracing::debug!(%peer, why, "connection closed before TURN or HTTP");
@@ -145,12 +162,12 @@ async fn connection(
     match kind {
         StreamKind::Tcp => {
             let client = ClientAddr::stream(false, peer, local);
-            bridge.serve(tcp, client, Vec::new(), limits.idle_timeout).await;
+            bridge.serve(tcp, client, Vec::new(), limits.timeouts()).await;
         }
         StreamKind::Tls(tls) => {
             let s = accept(tls, Rewound::new(Vec::new(), tcp)).await?;
             let client = ClientAddr::stream(true, peer, local);
-            bridge.serve(s, client, Vec::new(), limits.idle_timeout).await;
+            bridge.serve(s, client, Vec::new(), limits.timeouts()).await;
         }
         StreamKind::Auto { tls, http } => {
             let mut tcp = tcp;
@@ -160,15 +177,15 @@ async fn connection(
                 let inner = first_bytes(&mut s, Instant::now() + limits.idle_timeout).await?;
                 if is_stun(inner[0]) {
                     let client = ClientAddr::stream(true, peer, local);
-                    bridge.serve(s, client, inner, limits.idle_timeout).await;
+                    bridge.serve(s, client, inner, limits.timeouts()).await;
                 } else {
-                    hand_over(http, Box::new(Rewound::new(inner, s)), peer, true, slot).await?;
+                    hand_over(http, Box::new(Rewound::new(inner, s)), peer, local, true, slot).await?;
                 }
             } else if is_stun(head[0]) {
                 let client = ClientAddr::stream(false, peer, local);
-                bridge.serve(tcp, client, head, limits.idle_timeout).await;
+                bridge.serve(tcp, client, head, limits.timeouts()).await;
             } else {
-                hand_over(http, Box::new(Rewound::new(head, tcp)), peer, false, slot).await?;
+                hand_over(http, Box::new(Rewound::new(head, tcp)), peer, local, false, slot).await?;
             }
         }
     }
@@ -193,6 +210,7 @@ async fn hand_over(
     http: Option<mpsc::Sender<HttpConn>>,
     io: Box<dyn Io>,
     remote: SocketAddr,
+    local: SocketAddr,
     secure: bool,
     slot: Slot,
 ) -> Result<(), &'static str> {
@@ -200,6 +218,7 @@ async fn hand_over(
     let conn = HttpConn {
         io,
         remote,
+        local,
         secure,
         slot,
     };

@@ -85,7 +85,13 @@ pub struct Allocation {
     pub to_client: Counter,
     /// The user's budget, shared with its other allocations.
     pub budget: Arc<UserBudget>,
+    /// The last peers a permission or channel was refused for (403), most
+    /// recent last: what the page shows when a call fails.
+    pub refused: Vec<SocketAddr>,
 }
+
+/// Refused peers an allocation remembers.
+const REFUSED_KEPT: usize = 8;
 
 /// The bandwidth limits in force, bytes a second per direction (0: none).
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +146,15 @@ impl Allocation {
     #[inline]
     pub fn pass_to_client(&mut self, bytes: usize, limits: Limits, now: Instant) -> bool {
         self.budget.to_client(bytes, limits.user, now) && self.to_client.pass(bytes, limits.allocation, now)
+    }
+
+    /// Remembers a peer a permission was refused for.
+    pub fn refused(&mut self, peer: SocketAddr) {
+        self.refused.retain(|p| *p != peer);
+        if self.refused.len() >= REFUSED_KEPT {
+            self.refused.remove(0);
+        }
+        self.refused.push(peer);
     }
 
     /// Whether the peer's IP has a live permission.

@@ -463,6 +463,7 @@ impl Server {
             to_peer: Default::default(),
             to_client: Default::default(),
             budget,
+            refused: Vec::new(),
         });
         self.by_client.insert(client, relay);
         self.commands.push_back(Command::OpenRelay { relay, addr, hold });
@@ -608,15 +609,30 @@ impl Server {
     /// always permitted: two people on one turnd can relay to each other
     /// whatever its addresses are. Any other address of turnd's own host
     /// never is, whatever the policy allows (its listeners would be a loop).
-    fn peers(&self, req: &Decoded, relay: SocketAddr) -> Result<Vec<SocketAddr>, u16> {
+    /// A 403 for a peer is remembered by its allocation (the page asks for
+    /// them to say why a call failed) and logged.
+    fn peers(&mut self, req: &Decoded, relay: RelayId) -> Result<Vec<SocketAddr>, u16> {
         let txid = req.txid();
+        let Some(a) = self.allocs.get(relay.index()) else {
+            return Err(437);
+        };
+        let v6 = a.relay.is_ipv6();
         let mut peers = Vec::new();
-        for a in req.counted_attrs().filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS) {
-            let peer = msg::xor_address(&a.value, &txid).ok_or(400u16)?;
-            if peer.is_ipv6() != relay.is_ipv6() {
+        for attr in req.counted_attrs().filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS) {
+            let peer = msg::xor_address(&attr.value, &txid).ok_or(400u16)?;
+            if peer.is_ipv6() != v6 {
                 return Err(443);
             }
             if !self.cfg.ordinary_peer(peer.ip()) && self.shared.relay_at(peer).is_none() {
+                let why = if self.cfg.own.contains(peer.ip()) {
+                    "turnd's own address, not a live relay"
+                } else {
+                    "denied by the peer policy"
+                };
+                tracing::info!(client = %a.client, user = %a.username, %peer, why, "permission refused");
+                if let Some(a) = self.allocs.get_mut(relay.index()) {
+                    a.refused(peer);
+                }
                 return Err(403);
             }
             peers.push(peer);
@@ -628,17 +644,9 @@ impl Server {
     }
 
     fn on_create_permission(&mut self, client: ClientAddr, relay: RelayId, req: &Decoded, key: &Key, now: Now) {
-        let Some(a) = self.allocs.get(relay.index()) else {
-            return;
-        };
-        let peers = match self.peers(req, a.relay) {
+        let peers = match self.peers(req, relay) {
             Ok(p) => p,
-            Err(code) => {
-                if code == 403 {
-                    tracing::info!(%client, user = %a.username, "permission refused: peer denied by policy");
-                }
-                return self.error(client, req, code, Some(key));
-            }
+            Err(code) => return self.error(client, req, code, Some(key)),
         };
         let expires = now.mono + PERMISSION_LIFETIME;
         if let Some(a) = self.allocs.get_mut(relay.index()) {
@@ -652,9 +660,6 @@ impl Server {
     }
 
     fn on_channel_bind(&mut self, client: ClientAddr, relay: RelayId, req: &Decoded, key: &Key, now: Now) {
-        let Some(a) = self.allocs.get(relay.index()) else {
-            return;
-        };
         let number = match req.attr(ATTR_CHANNEL_NUMBER) {
             Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
             _ => return self.error(client, req, 400, Some(key)),
@@ -667,10 +672,13 @@ impl Server {
         if !(CHANNEL_MIN..=max).contains(&number) {
             return self.error(client, req, 400, Some(key));
         }
-        let peer = match self.peers(req, a.relay) {
+        let peer = match self.peers(req, relay) {
             Ok(p) if p.len() == 1 => p[0],
             Ok(_) => return self.error(client, req, 400, Some(key)),
             Err(code) => return self.error(client, req, code, Some(key)),
+        };
+        let Some(a) = self.allocs.get(relay.index()) else {
+            return;
         };
         // Rebinding rules (RFC 8656 §12.2): a number stays with its peer and
         // a peer with its number, also while a lapsed binding cools down.

@@ -213,6 +213,8 @@ pub struct Session {
     pub expires_in: Duration,
     pub to_peer: super::allocation::Counter,
     pub to_client: super::allocation::Counter,
+    /// The last peers a permission was refused for (403).
+    pub refused: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -354,6 +356,7 @@ impl Server {
                 expires_in: a.expires.saturating_duration_since(now.mono),
                 to_peer: a.to_peer,
                 to_client: a.to_client,
+                refused: a.refused.clone(),
             })
             .collect()
     }

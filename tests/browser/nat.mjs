@@ -2,14 +2,14 @@
 // wrapper scripts it writes), both loading turnd's page from the "internet"
 // namespace. Usage:
 //   node nat.mjs BASE KEY CHROMIUM_A CHROMIUM_B SWITCH_TO_PLAIN_NAT_CMD SHOT_DIR \
-//     HTTPS_BASE DROP_UDP_CMD
+//     HTTPS_BASE DROP_UDP_CMD DROP_B_443_CMD
 import { execSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { DESKTOP, PHONE, chat, check, deadline, joinRoom, launch, newPage, tryConnect, waitConnected, runChecks } from './lib.mjs';
 
-const [base, key, chromiumA, chromiumB, switchNat, shots, httpsBase, dropUdp] = process.argv.slice(2);
+const [base, key, chromiumA, chromiumB, switchNat, shots, httpsBase, dropUdp, dropB443] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
-const timer = deadline(220000);
+const timer = deadline(260000);
 // A plain-HTTP origin other than localhost is not a secure context: allow
 // this one, or the browser hides the camera (a real deployment uses HTTPS).
 // Case (5) uses HTTPS with turnd's self-signed certificate.
@@ -104,6 +104,26 @@ await runChecks(timer, [ba, bb], async () => {
     await chat(a, b, 'through TLS on 443');
     check(true, '(5) chat delivered');
     await b.screenshot({ path: `${shots}/nat-udp-blocked-phone.png` });
+    await hangUp([a, b]);
+  }
+
+  // (6) UDP still blocked, and the carrier now drops TCP 443 as well: A
+  // reaches turnd over TLS only, B not at all (its page comes over plain
+  // HTTP on 8080). The call fails, and each page says why in words.
+  {
+    execSync(dropB443, { stdio: 'inherit' });
+    const a = await newPage(ba, DESKTOP);
+    const b = await newPage(bb, PHONE);
+    await joinRoom(a, `${httpsBase}/?key=${key}`, 'blocked', { relayOnly: true });
+    await joinRoom(b, `${base}/?key=${key}`, 'blocked', { relayOnly: true });
+    const said = (p) =>
+      p.waitForFunction(() => /\S/.test(document.getElementById('notice').textContent) &&
+        [...window.turnd.peers.values()][0]?.failure, null, { timeout: 45000, polling: 250 })
+        .then(() => p.textContent('#notice'));
+    const [wa, wb] = await Promise.all([said(a), said(b)]);
+    check(/blocks UDP: turnd was only reached over tls/.test(wa), `(6) A (TLS only) says: ${wa}`);
+    check(/No relay candidate/.test(wb), `(6) B (nothing reaches turnd) says: ${wb}`);
+    await a.screenshot({ path: `${shots}/nat-blocked-explained-desktop.png` });
     await hangUp([a, b]);
   }
   console.log('all NAT checks passed');

@@ -38,19 +38,38 @@ impl Proc {
     }
 
     pub fn spawn_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
-        Self::spawn_with(dir, config, env, None)
+        Self::spawn_with(dir, Some(config), env, None)
     }
 
     /// Like [`Proc::spawn`], with at most `nofile` open file descriptors.
     pub fn spawn_limited(config: &str, nofile: u64) -> Self {
-        Self::spawn_with(tempfile::tempdir().expect("tempdir"), config, &[], Some(nofile))
+        Self::spawn_with(tempfile::tempdir().expect("tempdir"), Some(config), &[], Some(nofile))
     }
 
-    fn spawn_with(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)], nofile: Option<u64>) -> Self {
-        let config = config.replace("{dir}", &dir.path().display().to_string());
-        std::fs::write(dir.path().join("turnd.toml"), config).expect("config");
+    /// `turnd` with no configuration at all, as a new user first runs it:
+    /// no `-c`, its home and working directory a fresh temporary directory
+    /// (where it keeps what it generates, `~/.local/state/turnd`).
+    pub fn spawn_bare() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_with(dir, None, &[], None)
+    }
+
+    fn spawn_with(dir: tempfile::TempDir, config: Option<&str>, env: &[(&str, &str)], nofile: Option<u64>) -> Self {
         let log = std::fs::File::create(dir.path().join("log")).expect("log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
+        match config {
+            Some(config) => {
+                let config = config.replace("{dir}", &dir.path().display().to_string());
+                std::fs::write(dir.path().join("turnd.toml"), config).expect("config");
+                cmd.arg("-c").arg(dir.path().join("turnd.toml"));
+            }
+            None => {
+                cmd.current_dir(dir.path())
+                    .env("HOME", dir.path())
+                    .env_remove("XDG_STATE_HOME")
+                    .env_remove("STATE_DIRECTORY");
+            }
+        }
         if let Some(n) = nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs
@@ -70,8 +89,6 @@ impl Proc {
             }
         }
         let child = cmd
-            .arg("-c")
-            .arg(dir.path().join("turnd.toml"))
             .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(log.try_clone().expect("log"))

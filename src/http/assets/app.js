@@ -240,10 +240,14 @@ class Peer {
     $('videos').append(this.tile);
     this.path = {};
     this.timer = setInterval(() => this.readStats(), 1000);
+    this.failure = null; // why the connection failed, in words, once known
     // ICE takes up to 30 s to give up; say what is likely wrong sooner.
-    this.slow = setTimeout(() => {
+    this.slow = setTimeout(async () => {
       if (!['connected', 'completed'].includes(this.pc.iceConnectionState)) {
-        notice(`Still no connection to ${this.id} after 12 s. ${this.explainFailure()}`, 'error', 'ice');
+        const why = await this.explainFailure();
+        if (!['connected', 'completed'].includes(this.pc.iceConnectionState)) {
+          notice(`Still no connection to ${this.id} after 12 s. ${why}`, 'error', 'ice');
+        }
       }
     }, 12000);
   }
@@ -315,25 +319,86 @@ class Peer {
 
   iceChanged() {
     const s = this.pc.iceConnectionState;
-    if (s === 'failed') notice(this.explainFailure(), 'error', 'ice');
-    if (s === 'connected' || s === 'completed') clearNotice('ice');
+    if (s === 'failed') {
+      this.explainFailure().then((why) => {
+        if (this.pc.iceConnectionState === 'failed') notice(why, 'error', 'ice');
+      });
+    }
+    if (s === 'connected' || s === 'completed') {
+      this.failure = null;
+      clearNotice('ice');
+    }
     this.render();
   }
 
-  explainFailure() {
-    const e401 = this.candidateErrors.find((e) => e.code === 401);
-    const unreachable = this.candidateErrors.find((e) => e.code === 701);
-    if (e401) return `turnd refused the TURN credentials (401 at ${e401.url}): reload the page for fresh ones; if it ` +
-      'persists, the server clock or shared secret is off.';
-    if (call.relayOnly && this.gathered.relay === 0) {
-      return `No relay address from turnd${unreachable ? ` (${unreachable.url} did not answer)` : ''}: this network ` +
-        'probably blocks UDP to port 3478. Try another network, or a TURN-over-TCP/TLS server.';
-    }
-    if (serverMode === 'stun' && this.gathered.relay === 0) {
-      return 'No direct path: one side is behind a NAT that STUN alone cannot traverse (symmetric or ' +
+  // Why the connection failed, in words, from what this page saw: the
+  // candidates it gathered (and over which protocol the relay was reached),
+  // the errors its TURN client reported, and what turnd says of this
+  // page's allocations (a 403 for the other side's address never reaches
+  // the page's JavaScript, so it asks).
+  async explainFailure() {
+    const errors = this.candidateErrors;
+    const byCode = (code) => errors.filter((e) => e.code === code);
+    const turnErrors = errors.filter((e) => /^turns?:/.test(e.url || ''));
+    const relays = await this.relayProtocols();
+    let why;
+    if (byCode(401).length) {
+      why = `turnd refused the TURN credentials (401 at ${byCode(401)[0].url}): reload the page for fresh ones; if ` +
+        'it persists, the server clock or shared secret is off.';
+    } else if (serverMode === 'stun' && relays.length === 0) {
+      why = 'No direct path: one side is behind a NAT that STUN alone cannot traverse (symmetric or ' +
         'carrier-grade NAT). This is what a TURN relay is for: reload without servers=stun.';
+    } else if (relays.length === 0 && (call.relayOnly || turnErrors.length)) {
+      const silent = [...new Set(turnErrors.filter((e) => e.code === 701).map((e) => e.url))];
+      why = 'No relay candidate was gathered: ' +
+        (silent.length ? `${silent.join(', ')} did not answer. ` : 'turnd gave no relay address. ') +
+        'This network may block UDP (and TCP) to turnd, or the server is down. A TURN-over-TLS server on port ' +
+        '443 gets through most firewalls.';
+    } else {
+      const refused = await this.refusedByServer();
+      if (refused.length) {
+        why = `turnd refused the permission (403) to relay to the other side's address ${refused.join(', ')}: it ` +
+          'is not an address turnd may send to (a private or reserved range, or turnd\'s own address without a ' +
+          'live relay behind it). The server\'s [peers] allow list decides.';
+      } else if (relays.length && !relays.includes('udp') && this.gathered.srflx === 0) {
+        why = `This network blocks UDP: turnd was only reached over ${relays.join(' and ')}, and the other side ` +
+          'could not be reached through that relay. The other side may be offline or on a network that blocks ' +
+          'it too.';
+      } else {
+        why = 'The connectivity checks timed out: no candidate pair answered. The other side may have gone ' +
+          'away, or a firewall between the relay and the other side drops the traffic.';
+      }
     }
-    return 'The connection failed: the other side may be on a network that blocks UDP, or went away.';
+    this.failure = why;
+    return why;
+  }
+
+  // The transports ("udp", "tcp", "tls") this page reached turnd over for
+  // its relay candidates.
+  async relayProtocols() {
+    const found = new Set();
+    try {
+      (await this.pc.getStats()).forEach((r) => {
+        if (r.type === 'local-candidate' && r.candidateType === 'relay') found.add(r.relayProtocol || 'udp');
+      });
+    } catch {
+      // a closed connection has no stats: nothing gathered
+    }
+    return [...found];
+  }
+
+  // The peers turnd refused this page's allocations a permission for.
+  async refusedByServer() {
+    const username = call.ice?.iceServers.find((s) => s.username)?.username;
+    if (!username) return [];
+    try {
+      const r = await fetch(withKey(`/api/turn-status?username=${encodeURIComponent(username)}`), { cache: 'no-store' });
+      if (!r.ok) return [];
+      const { allocations } = await r.json();
+      return [...new Set(allocations.flatMap((a) => a.refused))];
+    } catch {
+      return [];
+    }
   }
 
   async readStats() {

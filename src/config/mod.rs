@@ -2,8 +2,10 @@
 //! every default lives here (and, commented, in `conf/turnd.toml`, which a
 //! test loads). Errors name the file and the key.
 
+mod errors;
+mod validate;
+
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +16,9 @@ use serde::Deserialize;
 use crate::auth::{Credentials, StaticSecret};
 use crate::proto::policy::PeerPolicy;
 use crate::proto::CoreConfig;
+
+use errors::Located;
+pub use errors::{ConfigError, Problem};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -78,6 +83,11 @@ pub struct Metrics {
     /// When set, scrapes need `Authorization: Bearer <token>`.
     #[serde(default)]
     pub token: Option<String>,
+    /// Serve `/metrics` without a token on addresses others can reach
+    /// (a non-loopback `listen`, or `on-http` with a public page listener);
+    /// refused unless set.
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// The admin API: list sessions, kill a user's sessions. Off unless a
@@ -280,9 +290,27 @@ pub struct Http {
     /// People per room (full mesh, so keep it small).
     #[serde(default = "defaults::room_size")]
     pub room_size: usize,
-    /// Open HTTP connections (WebSockets included), in total.
+    /// Open HTTP connections (WebSockets included), in total; beyond, new
+    /// ones are closed at once.
     #[serde(default = "defaults::http_connections")]
     pub max_connections: usize,
+    /// Open HTTP connections from one IP address.
+    #[serde(default = "defaults::http_per_address")]
+    pub max_connections_per_address: usize,
+    /// Time a client has to send a request's headers, from the moment the
+    /// connection is ready for one (so also how long an idle keep-alive
+    /// connection stays open).
+    #[serde(default = "defaults::http_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A connection on which nothing moves either way for this long is
+    /// closed (WebSockets stay up: turnd pings them every 25 s).
+    #[serde(default = "defaults::http_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Origins (e.g. "https://app.example.org") whose pages may open `/ws`
+    /// besides the page's own; other cross-origin WebSocket upgrades get
+    /// 403.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// The certificate of every TLS listener: HTTPS, `tls` and `auto`.
@@ -315,6 +343,14 @@ pub struct Tcp {
     /// is closed.
     #[serde(default = "defaults::tcp_idle", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Time to send the rest of a message once its first byte came: a
+    /// client trickling a frame byte by byte is closed.
+    #[serde(default = "defaults::frame_timeout", with = "humantime_serde")]
+    pub frame_timeout: Duration,
+    /// How long a connection may stay without an allocation in total,
+    /// whatever it sends (STUN Bindings included).
+    #[serde(default = "defaults::unallocated_timeout", with = "humantime_serde")]
+    pub unallocated_timeout: Duration,
 }
 
 mod defaults {
@@ -344,6 +380,21 @@ mod defaults {
     }
     pub fn http_connections() -> usize {
         1024
+    }
+    pub fn http_per_address() -> usize {
+        64
+    }
+    pub fn http_header_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn http_idle() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn frame_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn unallocated_timeout() -> Duration {
+        Duration::from_secs(60)
     }
 
     pub fn realm() -> String {
@@ -438,25 +489,6 @@ impl Default for Config {
     }
 }
 
-/// A config problem, naming the file and, where there is one, the key.
-#[derive(Debug)]
-pub struct ConfigError {
-    pub file: String,
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.key {
-            Some(k) => write!(f, "{}: key `{}`: {}", self.file, k, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 impl Http {
     /// Whether any HTTP or HTTPS listener is configured.
     pub fn enabled(&self) -> bool {
@@ -468,135 +500,77 @@ impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            key: None,
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::whole(&file, format!("cannot read: {e}")))?;
         Self::parse(&text, &file)
     }
 
-    /// Parses and validates a document; `file` names it in errors.
+    /// Parses and validates a document; `file` names it in errors, which
+    /// list every problem found, each with its key, line and value.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::new(text);
-        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let line = inner
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-            let mut message = inner.message().to_string();
-            if let Some(l) = line {
-                message = format!("{message} (line {l})");
-            }
-            ConfigError {
-                file: file.to_string(),
-                key: (path != "." && !path.is_empty()).then_some(path),
-                message,
-            }
-        })?;
-        cfg.validate().map_err(|(key, message)| ConfigError {
-            file: file.to_string(),
-            key: Some(key.to_string()),
-            message,
-        })?;
-        Ok(cfg)
+        Self::parse_checking(text, file, false)
     }
 
-    fn validate(&self) -> Result<(), (&'static str, String)> {
-        let r = &self.relay;
-        if r.min_port == 0 || r.min_port > r.max_port {
-            return Err((
-                "relay.min-port",
-                format!("range {}-{} is empty or starts at 0", r.min_port, r.max_port),
-            ));
+    /// [`Config::load`], then the files the configuration names are read
+    /// as turnd would at start (secrets, admin token, certificate), so a
+    /// check finds what would stop it. Every problem at once.
+    pub fn check(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::whole(&file, format!("cannot read: {e}")))?;
+        Self::parse_checking(&text, &file, true)
+    }
+
+    fn parse_checking(text: &str, file: &str, files: bool) -> Result<Self, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: file.to_string(),
+            problems,
+        };
+        let located = Located::parse(text).map_err(|p| fail(vec![p]))?;
+        // What did not deserialize, and the rest (when it did).
+        let (mut problems, cfg) = match errors::deserialize_all::<Config>(text, &located) {
+            Ok(cfg) => (Vec::new(), Some(cfg)),
+            Err((problems, rest)) => (problems, rest),
+        };
+        if let Some(cfg) = &cfg {
+            let mut broken: Vec<(String, String)> =
+                cfg.validate().into_iter().map(|(k, m)| (k.to_string(), m)).collect();
+            if files {
+                broken.extend(cfg.file_problems());
+            }
+            problems.extend(broken.into_iter().map(|(key, message)| located.problem(&key, message)));
         }
-        if r.default_lifetime.as_secs() < 1 {
-            return Err(("relay.default-lifetime", "must be at least 1s".into()));
+        match cfg {
+            Some(cfg) if problems.is_empty() => Ok(cfg),
+            _ => Err(fail(problems)),
         }
-        if r.max_lifetime < r.default_lifetime {
-            return Err((
-                "relay.max-lifetime",
-                "must not be shorter than relay.default-lifetime".into(),
-            ));
-        }
-        if r.max_lifetime.as_secs() > u32::MAX as u64 {
-            return Err(("relay.max-lifetime", "too long".into()));
-        }
-        if r.external_ip.iter().filter(|i| i.is_ipv4()).count() > 1
-            || r.external_ip.iter().filter(|i| i.is_ipv6()).count() > 1
-        {
-            return Err(("relay.external-ip", "at most one IPv4 and one IPv6 address".into()));
-        }
-        if r.max_allocations == 0 {
-            return Err(("relay.max-allocations", "must be at least 1".into()));
-        }
-        if self.realm.is_empty() || self.realm.len() > 127 {
-            return Err(("realm", "must be 1 to 127 characters".into()));
-        }
-        if self.auth.nonce_lifetime.as_secs() < 10 {
-            return Err(("auth.nonce-lifetime", "must be at least 10s".into()));
-        }
-        if self.auth.rest_separator.is_ascii_digit() {
-            return Err(("auth.rest-separator", "must not be a digit".into()));
-        }
-        if let Some(ls) = &self.listener {
-            if ls.is_empty() {
-                return Err(("listener", "at least one listener is needed".into()));
+    }
+
+    /// Files named by the configuration that cannot be used.
+    fn file_problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (i, p) in self.auth.static_auth_secret_files.iter().enumerate() {
+            let key = format!("auth.static-auth-secret-files[{i}]");
+            match std::fs::read_to_string(p) {
+                Ok(s) if s.trim().is_empty() => out.push((key, format!("{} is empty", p.display()))),
+                Ok(_) => {}
+                Err(e) => out.push((key, format!("cannot read {}: {e}", p.display()))),
             }
         }
-        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            return Err(("tls.cert-file", "cert-file and key-file go together".into()));
-        }
-        let t = &self.tcp;
-        if t.max_connections == 0 || t.max_connections_per_address == 0 {
-            return Err(("tcp.max-connections", "limits must be at least 1".into()));
-        }
-        if t.handshake_timeout.is_zero() || t.idle_timeout.is_zero() {
-            return Err(("tcp.idle-timeout", "timeouts must be longer than 0s".into()));
-        }
-        for (key, t) in [
-            ("metrics.token", &self.metrics.token),
-            ("admin.token", &self.admin.token),
-        ] {
-            if t.as_ref().is_some_and(|t| t.len() < 16) {
-                return Err((key, "must be at least 16 characters".into()));
+        if self.admin.token.is_none() {
+            match self.admin.token() {
+                Err(e) => out.push(("admin.token-file".into(), format!("{e:#}"))),
+                Ok(Some(t)) if t.len() < 16 => out.push((
+                    "admin.token-file".into(),
+                    "the token in it must be at least 16 characters".into(),
+                )),
+                Ok(_) => {}
             }
         }
-        if !self.admin.listen.is_empty() && self.admin.token.is_none() && self.admin.token_file.is_none() {
-            return Err((
-                "admin.listen",
-                "the admin API needs admin.token or admin.token-file".into(),
-            ));
-        }
-        let h = &self.http;
-        if let Some(k) = &h.access_key {
-            if k.len() < 12 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err((
-                    "http.access-key",
-                    "must be at least 12 characters of A-Z a-z 0-9 - _ (it travels in links)".into(),
-                ));
+        if let (Some(c), Some(k)) = (&self.tls.cert_file, &self.tls.key_file) {
+            if let Err(e) = crate::tls::Certs::load(c, k) {
+                out.push(("tls.cert-file".into(), format!("{e:#}")));
             }
         }
-        if h.ice_ttl.as_secs() < 60 || h.ice_ttl.as_secs() > 7 * 86400 {
-            return Err(("http.ice-ttl", "must be between 1m and 7d".into()));
-        }
-        if h.ice_requests_per_minute == 0 {
-            return Err(("http.ice-requests-per-minute", "must be at least 1".into()));
-        }
-        if h.ws_messages_per_second == 0 {
-            return Err(("http.ws-messages-per-second", "must be at least 1".into()));
-        }
-        if !(2..=16).contains(&h.room_size) {
-            return Err(("http.room-size", "must be between 2 and 16".into()));
-        }
-        if h.max_connections < 4 {
-            return Err(("http.max-connections", "must be at least 4".into()));
-        }
-        if self.log_level.parse::<tracing_subscriber::EnvFilter>().is_err() {
-            return Err(("log-level", format!("`{}` is not a log filter", self.log_level)));
-        }
-        Ok(())
+        out
     }
 
     /// The secrets from `static-auth-secrets` and `static-auth-secret-files`.
@@ -607,21 +581,25 @@ impl Config {
             .iter()
             .map(|s| s.as_bytes().to_vec())
             .collect();
-        for p in &self.auth.static_auth_secret_files {
-            let s = std::fs::read_to_string(p).map_err(|e| ConfigError {
-                file: file.to_string(),
-                key: Some("auth.static-auth-secret-files".into()),
-                message: format!("cannot read {}: {e}", p.display()),
-            })?;
-            let s = s.trim();
-            if s.is_empty() {
-                return Err(ConfigError {
-                    file: file.to_string(),
-                    key: Some("auth.static-auth-secret-files".into()),
-                    message: format!("{} is empty", p.display()),
-                });
+        let mut problems = Vec::new();
+        for (i, p) in self.auth.static_auth_secret_files.iter().enumerate() {
+            let problem = |message| Problem {
+                key: Some(format!("auth.static-auth-secret-files[{i}]")),
+                line: None,
+                value: Some(format!("{:?}", p.display().to_string())),
+                message,
+            };
+            match std::fs::read_to_string(p) {
+                Ok(s) if !s.trim().is_empty() => out.push(s.trim().as_bytes().to_vec()),
+                Ok(_) => problems.push(problem(format!("{} is empty", p.display()))),
+                Err(e) => problems.push(problem(format!("cannot read {}: {e}", p.display()))),
             }
-            out.push(s.as_bytes().to_vec());
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError {
+                file: file.to_string(),
+                problems,
+            });
         }
         Ok(out)
     }
@@ -746,33 +724,97 @@ mod tests {
             ("[tls]\ncert-file = \"/c.pem\"\n", "tls.cert-file"),
             ("[http]\ncert-file = \"/c.pem\"\n", "http.cert-file"),
             ("[tcp]\nidle-timeout = \"0s\"\n", "tcp.idle-timeout"),
-            ("[tcp]\nmax-connections-per-address = 0\n", "tcp.max-connections"),
+            ("[tcp]\nhandshake-timeout = \"0s\"\n", "tcp.handshake-timeout"),
+            (
+                "[tcp]\nmax-connections-per-address = 0\n",
+                "tcp.max-connections-per-address",
+            ),
             ("[http]\nroom-size = 1\n", "http.room-size"),
             ("[http]\nice-ttl = \"10s\"\n", "http.ice-ttl"),
             ("[http]\naccess = \"public\"\n", "http.access"),
+            (
+                "[http]\nallowed-origins = [\"app.example.org\"]\n",
+                "http.allowed-origins",
+            ),
         ] {
             let e = err(text);
-            assert!(e.contains(&format!("key `{key}`")), "{text}: {e}");
+            assert!(e.starts_with(&format!("t.toml:2: key `{key}`")), "{text}: {e}");
         }
     }
 
     #[test]
-    fn errors_name_file_and_key() {
+    fn errors_name_file_line_key_and_value() {
         let e = err("[relay]\nmax-prot = 5\n");
-        assert!(e.starts_with("t.toml: key `relay.max-prot`: unknown field"), "{e}");
-        let e = err("[relay]\nmax-lifetime = \"forever\"\n");
-        assert!(e.contains("t.toml: key `relay.max-lifetime`"), "{e}");
+        assert!(
+            e.starts_with("t.toml:2: key `relay.max-prot` = 5: unknown field"),
+            "{e}"
+        );
+        let e = err("realm = \"x\"\n\n[relay]\nmax-lifetime = \"forever\"\n");
+        assert!(
+            e.starts_with("t.toml:4: key `relay.max-lifetime` = \"forever\":"),
+            "{e}"
+        );
         let e = err("[relay]\nmin-port = 70000\n");
-        assert!(e.contains("key `relay.min-port`") && e.ends_with("(line 2)"), "{e}");
+        assert!(e.starts_with("t.toml:2: key `relay.min-port` = 70000:"), "{e}");
         let e = err("[peers]\nallow = [\"10.0.0.0/33\"]\n");
-        assert!(e.contains("key `peers.allow"), "{e}");
+        assert!(
+            e.starts_with("t.toml:2: key `peers.allow[0]` = \"10.0.0.0/33\":"),
+            "{e}"
+        );
         let e = err("[relay]\nmin-port = 6000\nmax-port = 5000\n");
-        assert!(e.contains("key `relay.min-port`"), "{e}");
+        assert!(
+            e.starts_with("t.toml:3: key `relay.max-port` = 5000: must not be below relay.min-port (6000)"),
+            "{e}"
+        );
         let e = err("[relay]\ndefault-lifetime = \"2h\"\n");
-        assert!(e.contains("key `relay.max-lifetime`"), "{e}");
+        assert!(
+            e.starts_with("t.toml:1: key `relay.max-lifetime`"),
+            "the section's line: {e}"
+        );
         let e = err("bogus = 1\n");
-        assert!(e.contains("bogus"), "{e}");
-        let e = err("[[listener]]\naddress = \"0.0.0.0\"\ntransport = \"sctp\"\n");
-        assert!(e.contains("listener[0].transport"), "{e}");
+        assert!(e.starts_with("t.toml:1: key `bogus` = 1: unknown field"), "{e}");
+        let e = err("[[listener]]\naddress = \"0.0.0.0\"\n\n[[listener]]\naddress = \"::\"\ntransport = \"sctp\"\n");
+        assert!(
+            e.starts_with("t.toml:6: key `listener[1].transport` = \"sctp\":"),
+            "{e}"
+        );
+        let e = err("[relay\n");
+        assert!(e.starts_with("t.toml:1: not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_of_a_file_at_once() {
+        let text = "[relay]\nmin-port = 6000\nmax-port = 5000\nbogus-key = 1\n\n[peers]\nallow = [\"10.8.0.0/33\"]\n\n\
+                    [tcp]\nhandshake-timeout = \"0s\"\nmax-connections-per-address = 0\n\n[metrics]\nlisten = [\"0.0.0.0:9478\"]\n";
+        let e = Config::parse(text, "t.toml").expect_err("broken");
+        let lines: Vec<String> = e.to_string().lines().map(str::to_string).collect();
+        for want in [
+            "t.toml:4: key `relay.bogus-key` = 1: unknown field",
+            "t.toml:7: key `peers.allow[0]` = \"10.8.0.0/33\":",
+            "t.toml:3: key `relay.max-port` = 5000: must not be below relay.min-port",
+            "t.toml:10: key `tcp.handshake-timeout` = \"0s\": must be longer than 0s",
+            "t.toml:11: key `tcp.max-connections-per-address` = 0: must be at least 1",
+            "t.toml:14: key `metrics.listen` = [\"0.0.0.0:9478\"]: 0.0.0.0:9478 is reachable from other machines",
+        ] {
+            assert!(lines.iter().any(|l| l.starts_with(want)), "missing {want:?} in:\n{e}");
+        }
+        assert_eq!(e.problems.len(), 6, "{e}");
+    }
+
+    #[test]
+    fn public_metrics_need_a_token_or_public() {
+        assert!(Config::parse("[metrics]\nlisten = [\"127.0.0.1:9478\"]\n", "t.toml").is_ok());
+        let e = err("[metrics]\nlisten = [\"[::]:9478\"]\n");
+        assert!(e.contains("key `metrics.listen`"), "{e}");
+        assert!(Config::parse("[metrics]\nlisten = [\"0.0.0.0:9478\"]\npublic = true\n", "t.toml").is_ok());
+        assert!(Config::parse(
+            "[metrics]\nlisten = [\"0.0.0.0:9478\"]\ntoken = \"0123456789abcdef\"\n",
+            "t.toml"
+        )
+        .is_ok());
+        // On the page's listeners: the default page listener is loopback.
+        assert!(Config::parse("[metrics]\non-http = true\n", "t.toml").is_ok());
+        let e = err("[http]\nlisten = [\"0.0.0.0:8080\"]\n[metrics]\non-http = true\n");
+        assert!(e.contains("key `metrics.on-http`"), "{e}");
     }
 }
