@@ -208,20 +208,29 @@ async fn ice(
     if !authorized(&state, &q, &headers) {
         return unauthorized(true);
     }
-    if let Err(not_until) = state.ice_limiter.check_key(&peer.ip()) {
-        use governor::clock::Clock;
-        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-        let secs = wait.as_secs() + 1;
-        let body = json!({"error": "rate-limited", "message": format!("too many requests; retry in {secs}s")});
-        return (
+    if let Some(r) = over_rate(&state, peer.ip()) {
+        return r;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    Json(state.ice.mint(host)).into_response()
+}
+
+/// 429 with Retry-After when `ip` is over the per-address rate of
+/// `/api/ice` and `/api/turn-status` (one budget for both).
+fn over_rate(state: &AppState, ip: std::net::IpAddr) -> Option<Response> {
+    use governor::clock::Clock;
+    let not_until = state.ice_limiter.check_key(&ip).err()?;
+    let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+    let secs = wait.as_secs() + 1;
+    let body = json!({"error": "rate-limited", "message": format!("too many requests; retry in {secs}s")});
+    Some(
+        (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, secs.to_string())],
             Json(body),
         )
-            .into_response();
-    }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    Json(state.ice.mint(host)).into_response()
+            .into_response(),
+    )
 }
 
 /// What turnd knows of the allocations of one TURN username the page was
@@ -251,9 +260,8 @@ async fn turn_status(
         let body = json!({"error": "username", "message": "only usernames handed out by /api/ice"});
         return (StatusCode::FORBIDDEN, Json(body)).into_response();
     }
-    if state.ice_limiter.check_key(&peer.ip()).is_err() {
-        let body = json!({"error": "rate-limited", "message": "too many requests; retry in a minute"});
-        return (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    if let Some(r) = over_rate(&state, peer.ip()) {
+        return r;
     }
     let control = state.control.clone();
     let sessions = tokio::task::spawn_blocking(move || control.sessions())

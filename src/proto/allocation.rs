@@ -35,6 +35,17 @@ impl Channel {
     }
 }
 
+/// A permission for one peer IP ([RFC 8656 §9](https://www.rfc-editor.org/rfc/rfc8656#section-9)).
+#[derive(Debug, Clone, Copy)]
+pub struct Permission {
+    pub expires: Instant,
+    /// The IP is an [ordinary](super::server::CoreConfig::ordinary_peer)
+    /// peer (decided once, when the permission is made or the policy
+    /// reloaded); otherwise data to it goes to a live relay of this turnd
+    /// at the exact address, or nowhere.
+    pub ordinary: bool,
+}
+
 /// The hot-path view of a channel from the peer side: one lookup by the
 /// peer's address decides whether its data goes out as ChannelData.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +87,7 @@ pub struct Allocation {
     pub allocate_txid: [u8; 12],
     /// The success response, sent again for a retransmitted Allocate.
     pub response: Vec<u8>,
-    pub perms: HashMap<IpAddr, Instant>,
+    pub perms: HashMap<IpAddr, Permission>,
     pub channels: HashMap<u16, Channel>,
     pub by_peer: HashMap<SocketAddr, PeerRoute>,
     pub scheduled: Option<Instant>,
@@ -159,13 +170,19 @@ impl Allocation {
 
     /// Whether the peer's IP has a live permission.
     pub fn permits(&self, ip: IpAddr, now: Instant) -> bool {
-        self.perms.get(&ip).is_some_and(|&t| now < t)
+        self.permission(ip, now).is_some()
     }
 
-    /// Installs or refreshes the permission for `ip` and copies its expiry
-    /// into the hot-path routes of channels to that IP.
-    pub fn refresh_permission(&mut self, ip: IpAddr, expires: Instant) {
-        self.perms.insert(ip, expires);
+    /// The live permission for `ip`.
+    pub fn permission(&self, ip: IpAddr, now: Instant) -> Option<Permission> {
+        self.perms.get(&ip).copied().filter(|p| now < p.expires)
+    }
+
+    /// Installs or refreshes the permission for `ip` (`ordinary`: see
+    /// [`Permission::ordinary`]) and copies its expiry into the hot-path
+    /// routes of channels to that IP.
+    pub fn refresh_permission(&mut self, ip: IpAddr, expires: Instant, ordinary: bool) {
+        self.perms.insert(ip, Permission { expires, ordinary });
         for (peer, route) in self.by_peer.iter_mut() {
             if peer.ip() == ip {
                 route.perm_expires = expires;
@@ -185,7 +202,7 @@ impl Allocation {
     /// binding just ended (their hot-path routes must go) and the next
     /// instant anything here changes.
     pub fn sweep(&mut self, now: Instant) -> (Vec<u16>, Instant) {
-        self.perms.retain(|_, t| now < *t);
+        self.perms.retain(|_, p| now < p.expires);
         let mut ended = Vec::new();
         for (n, c) in &self.channels {
             if c.expires <= now && self.by_peer.get(&c.peer).is_some_and(|r| r.channel == *n) {
@@ -199,8 +216,8 @@ impl Allocation {
         }
         self.channels.retain(|_, c| c.holds(now));
         let mut next = self.expires;
-        for t in self.perms.values() {
-            next = next.min(*t);
+        for p in self.perms.values() {
+            next = next.min(p.expires);
         }
         for c in self.channels.values() {
             next = next.min(if c.expires > now {

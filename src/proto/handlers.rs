@@ -649,9 +649,10 @@ impl Server {
             Err(code) => return self.error(client, req, code, Some(key)),
         };
         let expires = now.mono + PERMISSION_LIFETIME;
+        let cfg = &self.cfg;
         if let Some(a) = self.allocs.get_mut(relay.index()) {
             for p in peers {
-                a.refresh_permission(p.ip(), expires);
+                a.refresh_permission(p.ip(), expires, cfg.ordinary_peer(p.ip()));
             }
         }
         self.sync_routes(relay);
@@ -711,7 +712,7 @@ impl Server {
                 internal,
             },
         );
-        a.refresh_permission(peer.ip(), perm_expires);
+        a.refresh_permission(peer.ip(), perm_expires, !internal);
         self.routes.insert(
             (client, number),
             ClientRoute {
@@ -735,8 +736,8 @@ impl Server {
             return;
         };
         for (n, ch) in &a.channels {
-            if let (Some(r), Some(t)) = (self.routes.get_mut(&(a.client, *n)), a.perms.get(&ch.peer.ip())) {
-                r.perm_expires = *t;
+            if let (Some(r), Some(p)) = (self.routes.get_mut(&(a.client, *n)), a.perms.get(&ch.peer.ip())) {
+                r.perm_expires = p.expires;
             }
         }
     }
@@ -754,12 +755,11 @@ impl Server {
             return None;
         }
         let peer = msg::xor_address(req.attr(ATTR_XOR_PEER_ADDRESS)?, &req.txid())?;
-        if !a.permits(peer.ip(), now.mono) {
+        let Some(permission) = a.permission(peer.ip(), now.mono) else {
             self.stats.dropped += 1;
             return None;
-        }
+        };
         let range = msg::attr_range(buf, ATTR_DATA)?;
-        let internal = !self.cfg.ordinary_peer(peer.ip());
-        self.relay_to_peer(client, relay, peer, internal, &buf[range], now)
+        self.relay_to_peer(client, relay, peer, !permission.ordinary, &buf[range], now)
     }
 }

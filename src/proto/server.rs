@@ -274,6 +274,9 @@ impl Server {
         let mut gone = Vec::new();
         for (_, a) in self.allocs.iter_mut() {
             a.perms.retain(|ip, _| keeps_ip(ip));
+            for (ip, p) in a.perms.iter_mut() {
+                p.ordinary = cfg.ordinary_peer(*ip);
+            }
             let denied: Vec<u16> = a
                 .channels
                 .iter()
@@ -580,7 +583,9 @@ impl Server {
                 });
             }
         }
-        if !a.permits(peer.ip(), now.mono) || (!internal && !self.cfg.ordinary_peer(peer.ip())) {
+        // Through the kernel only from an ordinary peer; handed over only
+        // from a relay of this turnd.
+        if a.permission(peer.ip(), now.mono).is_none_or(|p| p.ordinary == internal) {
             self.stats.dropped += 1;
             return None;
         }
