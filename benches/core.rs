@@ -48,7 +48,7 @@ fn replies(s: &mut Server, now: Now, relay_addr: SocketAddr) -> (Vec<Vec<u8>>, O
 fn setup() -> Bound {
     let mut cfg = CoreConfig::new({
         let mut c = Credentials::new(REALM);
-        c.secrets = vec![SECRET.to_vec()];
+        c.secrets = vec![turnd::secret::Secret::from(std::str::from_utf8(SECRET).expect("utf8"))];
         c
     });
     cfg.policy = turnd::proto::policy::PeerPolicy::new(vec!["127.0.0.0/8".parse().expect("net")], vec![]);

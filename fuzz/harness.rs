@@ -360,7 +360,7 @@ impl Default for Driver {
 impl Driver {
     pub fn new() -> Self {
         let mut creds = Credentials::new(REALM);
-        creds.secrets = vec![SECRET.to_vec()];
+        creds.secrets = vec![turnd::secret::Secret::from(std::str::from_utf8(SECRET).expect("utf8"))];
         let mut cfg = CoreConfig::new(creds);
         cfg.policy = turnd::proto::policy::PeerPolicy::new(
             vec![
@@ -593,7 +593,7 @@ impl Driver {
         let mut all: Vec<&dyn Setter> = attrs.iter().map(|a| &**a as &dyn Setter).collect();
         all.extend([&u as &dyn Setter, &r, &no]);
         let txid = self.next_txid();
-        let bytes = msg::build(typ, txid, &all, Some(&key), fingerprint);
+        let bytes = msg::build(typ, txid, &all, Some(&key[..]), fingerprint);
         self.input(n, &bytes);
     }
 

@@ -17,8 +17,25 @@ use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha1::Sha1;
 
-/// The 16-byte long-term credential key (MD5 of `user:realm:password`).
-pub type Key = [u8; 16];
+use crate::secret::Secret;
+
+/// The 16-byte long-term credential key (MD5 of `user:realm:password`);
+/// never printed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Key(pub [u8; 16]);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(…)")
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8; 16];
+    fn deref(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
 
 /// Why a username got no key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -32,7 +49,7 @@ pub enum AuthError {
 /// A static user's secret as written in the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StaticSecret {
-    Password(String),
+    Password(Secret),
     /// coturn style `0x<hex md5(user:realm:pass)>`.
     Key(Key),
 }
@@ -40,13 +57,13 @@ pub enum StaticSecret {
 impl StaticSecret {
     /// Parses a config value: `0x` followed by 32 hex digits is a key,
     /// anything else a password.
-    pub fn parse(s: &str) -> Self {
-        if let Some(hex) = s.strip_prefix("0x") {
+    pub fn parse(s: &Secret) -> Self {
+        if let Some(hex) = s.expose().strip_prefix("0x") {
             if let Some(key) = parse_hex_key(hex) {
                 return StaticSecret::Key(key);
             }
         }
-        StaticSecret::Password(s.to_owned())
+        StaticSecret::Password(s.clone())
     }
 }
 
@@ -58,7 +75,7 @@ fn parse_hex_key(hex: &str) -> Option<Key> {
     for (i, byte) in key.iter_mut().enumerate() {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
-    Some(key)
+    Some(Key(key))
 }
 
 /// The long-term key for a user, realm and password.
@@ -69,7 +86,7 @@ pub fn long_term_key(username: &str, realm: &str, password: &str) -> Key {
     h.update(realm.as_bytes());
     h.update(b":");
     h.update(password.as_bytes());
-    h.finalize().into()
+    Key(h.finalize().into())
 }
 
 /// The REST password for `username`: `base64(HMAC-SHA1(secret, username))`.
@@ -98,10 +115,10 @@ pub fn rest_credentials(
 
 /// The configured credentials: REST secrets (several at once, for rotation)
 /// and static users.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     pub realm: String,
-    pub secrets: Vec<Vec<u8>>,
+    pub secrets: Vec<Secret>,
     pub users: HashMap<String, StaticSecret>,
     pub separator: char,
 }
@@ -123,7 +140,7 @@ impl Credentials {
     pub fn keys_for(&self, username: &str, now_unix: u64) -> Result<Vec<Key>, AuthError> {
         if let Some(secret) = self.users.get(username) {
             return Ok(vec![match secret {
-                StaticSecret::Password(p) => long_term_key(username, &self.realm, p),
+                StaticSecret::Password(p) => long_term_key(username, &self.realm, p.expose()),
                 StaticSecret::Key(k) => *k,
             }]);
         }
@@ -137,7 +154,7 @@ impl Credentials {
         Ok(self
             .secrets
             .iter()
-            .map(|s| long_term_key(username, &self.realm, &rest_password(s, username)))
+            .map(|s| long_term_key(username, &self.realm, &rest_password(s.as_bytes(), username)))
             .collect())
     }
 
@@ -183,7 +200,7 @@ mod tests {
     #[test]
     fn long_term_key_known_answer() {
         let k = long_term_key("user", "realm", "pass");
-        assert_eq!(hex(&k), "8493fbc53ba582fb4c044c456bdc40eb");
+        assert_eq!(hex(&k[..]), "8493fbc53ba582fb4c044c456bdc40eb");
     }
 
     fn hex(b: &[u8]) -> String {
@@ -192,19 +209,18 @@ mod tests {
 
     #[test]
     fn static_secret_parses_coturn_keys() {
-        let k = StaticSecret::parse("0x8493fbc53ba582fb4c044c456bdc40eb");
+        let parse = |s: &str| StaticSecret::parse(&Secret::from(s));
+        let k = parse("0x8493fbc53ba582fb4c044c456bdc40eb");
         assert_eq!(k, StaticSecret::Key(long_term_key("user", "realm", "pass")));
-        assert_eq!(
-            StaticSecret::parse("0xnothex"),
-            StaticSecret::Password("0xnothex".into())
-        );
-        assert_eq!(StaticSecret::parse("hunter2"), StaticSecret::Password("hunter2".into()));
+        assert_eq!(parse("0xnothex"), StaticSecret::Password("0xnothex".into()));
+        assert_eq!(parse("hunter2"), StaticSecret::Password("hunter2".into()));
+        assert!(!format!("{:?}", parse("hunter2")).contains("hunter2"));
     }
 
     #[test]
     fn rest_usernames_expire_and_rotate() {
         let mut c = Credentials::new("example.org");
-        c.secrets = vec![b"old".to_vec(), b"new".to_vec()];
+        c.secrets = vec!["old".into(), "new".into()];
         let (u, p) = rest_credentials(b"new", Some("alice"), Duration::from_secs(60), 1000, ':');
         assert_eq!(u, "1060:alice");
         let keys = c.keys_for(&u, 1000).expect("valid");
@@ -221,7 +237,7 @@ mod tests {
     #[test]
     fn static_users_win_over_rest_parsing() {
         let mut c = Credentials::new("r");
-        c.secrets = vec![b"s".to_vec()];
+        c.secrets = vec!["s".into()];
         c.users.insert("123".into(), StaticSecret::Password("pw".into()));
         assert_eq!(
             c.keys_for("123", 10_000).expect("static"),

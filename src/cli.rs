@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::secret::Secret;
 use crate::serve;
 
 #[derive(Debug, Parser)]
@@ -97,7 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         } else {
                             "tcp"
                         };
-                        println!("  listen {proto} {addr} ({})", format!("{t:?}").to_lowercase());
+                        println!("  listen {proto} {addr} ({t})");
                     }
                     println!("  relay ports udp {}-{}", c.relay.min_port, c.relay.max_port);
                     Ok(ExitCode::SUCCESS)
@@ -166,7 +167,7 @@ const SERVICE_SECRET: &str = "/var/lib/turnd/secret";
 /// secret and no data dir, this user has no generated secret of its own,
 /// and the service's can be read: `turnd credentials` run from a root
 /// shell then mints credentials the service accepts.
-fn service_secret(cfg: &Config) -> Option<Vec<u8>> {
+fn service_secret(cfg: &Config) -> Option<Secret> {
     let configured = !cfg.auth.static_auth_secrets.is_empty()
         || !cfg.auth.static_auth_secret_files.is_empty()
         || cfg.data_dir.is_some()
@@ -178,7 +179,7 @@ fn service_secret(cfg: &Config) -> Option<Vec<u8>> {
     let s = s.trim();
     (!s.is_empty()).then(|| {
         eprintln!("turnd: using the systemd service's shared secret in {SERVICE_SECRET}");
-        s.as_bytes().to_vec()
+        Secret::new(s)
     })
 }
 
@@ -192,7 +193,7 @@ fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
         tracing::info!(listen = %a, transport = "udp", "listening");
     }
     for (a, kind) in &running.relay.streams {
-        tracing::info!(listen = %a, transport = kind, "listening");
+        tracing::info!(listen = %a, transport = %kind, "listening");
     }
     if let Some(c) = &running.certs {
         let kind = if c.is_self_signed() { "self-signed " } else { "" };
@@ -405,7 +406,7 @@ fn admin_call(
         *addr
     };
     let url = format!("http://{host}{path}");
-    let auth = format!("Bearer {token}");
+    let auth = format!("Bearer {}", token.expose());
     let resp = if method == "POST" {
         ureq::post(&url)
             .header("Authorization", &auth)

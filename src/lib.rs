@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod net;
 pub mod probe;
 pub mod proto;
+pub mod secret;
 pub mod serve;
 pub mod tls;

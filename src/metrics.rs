@@ -1,5 +1,5 @@
 //! Prometheus metrics: read on each scrape from the workers' published
-//! counters ([`crate::net::Control::totals`], plain integers the workers
+//! counters ([`crate::net::Workers::totals`], plain integers the workers
 //! copy out once a second, so the data path has no atomics) and the
 //! cross-worker state. Encoded by `prometheus-client` (OpenMetrics text).
 
@@ -12,13 +12,13 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::net::tcp::Gate;
-use crate::net::Control;
+use crate::net::Workers;
 use crate::proto::stats::{AuthFailure, Refusal, ERROR_CODES, TRANSPORTS};
 use crate::proto::Shared;
 
 /// Where the numbers come from.
 pub struct Source {
-    pub control: Arc<Control>,
+    pub workers: Arc<Workers>,
     pub shared: Arc<Shared>,
     pub gate: Option<Arc<Gate>>,
 }
@@ -68,7 +68,7 @@ fn counters<'a>(
 
 impl Collector for Source {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let t = self.control.totals();
+        let t = self.workers.totals();
         let s = &t.stats;
         let (active, in_use, range) = {
             let g = self.shared.lock();

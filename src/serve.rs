@@ -13,8 +13,9 @@ use rand::Rng;
 use crate::auth;
 use crate::config::{Config, ListenTransport};
 use crate::http;
-use crate::net::{self, Running, Spec, StreamKind, StreamListener};
+use crate::net::{self, Relay, RelaySpec, StreamKind, StreamListener};
 use crate::proto::Shared;
+use crate::secret::Secret;
 use crate::tls::{self, Certs};
 
 /// Where generated state lives: `data-dir`, else systemd's
@@ -44,12 +45,12 @@ pub fn secret_path(dir: &Path) -> PathBuf {
 
 /// Reads the generated secret, creating it (mode 0600) when missing. Returns
 /// whether it was created now.
-pub fn load_or_create_secret(dir: &Path) -> anyhow::Result<(Vec<u8>, bool)> {
+pub fn load_or_create_secret(dir: &Path) -> anyhow::Result<(Secret, bool)> {
     let (s, created) = load_or_create(&secret_path(dir), || {
         let bytes: [u8; 32] = rand::rng().random();
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     })?;
-    Ok((s.into_bytes(), created))
+    Ok((Secret::new(s), created))
 }
 
 /// The trimmed contents of `path`, written first (mode 0600, directory
@@ -89,7 +90,7 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 
 /// The secrets to run with, and where the generated one lives.
 pub struct Secrets {
-    pub secrets: Vec<Vec<u8>>,
+    pub secrets: Vec<Secret>,
     /// The generated secret's file, when that is the one in use.
     pub generated: Option<PathBuf>,
     /// Whether it was generated just now.
@@ -187,7 +188,7 @@ fn url_host(ip: IpAddr) -> String {
 pub struct Endpoints {
     pub udp: Vec<SocketAddr>,
     /// TCP, TLS and `auto` listeners, named by [`crate::net::StreamKind::name`].
-    pub streams: Vec<(SocketAddr, &'static str)>,
+    pub streams: Vec<(SocketAddr, ListenTransport)>,
 }
 
 impl Endpoints {
@@ -197,9 +198,7 @@ impl Endpoints {
         for (addr, t) in cfg.listeners().0 {
             match t {
                 ListenTransport::Udp => e.udp.push(addr),
-                ListenTransport::Tcp => e.streams.push((addr, "tcp")),
-                ListenTransport::Tls => e.streams.push((addr, "tls")),
-                ListenTransport::Auto => e.streams.push((addr, "auto")),
+                stream => e.streams.push((addr, stream)),
             }
         }
         e
@@ -209,7 +208,7 @@ impl Endpoints {
     /// (`tls` and `auto` listeners), one per distinct port: 0.0.0.0:3478
     /// and [::]:3478 are one `turn:host:3478` to a browser.
     pub fn urls(&self, host: &str) -> (Vec<String>, Vec<String>) {
-        let ports = |kinds: &[&str]| -> BTreeSet<u16> {
+        let ports = |kinds: &[ListenTransport]| -> BTreeSet<u16> {
             self.streams
                 .iter()
                 .filter(|(_, k)| kinds.contains(k))
@@ -221,9 +220,13 @@ impl Endpoints {
         let turn = udp
             .iter()
             .map(|p| format!("turn:{host}:{p}?transport=udp"))
-            .chain(ports(&["tcp"]).iter().map(|p| format!("turn:{host}:{p}?transport=tcp")))
             .chain(
-                ports(&["tls", "auto"])
+                ports(&[ListenTransport::Tcp])
+                    .iter()
+                    .map(|p| format!("turn:{host}:{p}?transport=tcp")),
+            )
+            .chain(
+                ports(&[ListenTransport::Tls, ListenTransport::Auto])
                     .iter()
                     .map(|p| format!("turns:{host}:{p}?transport=tcp")),
             )
@@ -252,14 +255,14 @@ pub fn unix_now() -> u64 {
 
 /// A running turnd: the relay workers and, when configured, the HTTP side.
 pub struct Daemon {
-    pub relay: Running,
-    pub http: Option<http::Running>,
+    pub relay: Relay,
+    pub http: Option<http::Page>,
     /// The certificate of every TLS listener, when there is one.
     pub certs: Option<Arc<Certs>>,
     /// The configuration running now.
     pub config: Config,
     /// `/metrics` and the admin API on their own listeners, when configured.
-    pub ops: Option<http::ops::Running>,
+    pub ops: Option<http::ops::Ops>,
 }
 
 /// What a reload changed, and what it could not.
@@ -289,9 +292,8 @@ impl Daemon {
         );
         let mut out = Reloaded::default();
         let old = &self.config;
-        let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
         for (what, changed) in [
-            ("listener", differs(&old.listeners(), &cfg.listeners())),
+            ("listener", old.listeners() != cfg.listeners()),
             (
                 "relay.min-port/max-port",
                 (old.relay.min_port, old.relay.max_port) != (cfg.relay.min_port, cfg.relay.max_port),
@@ -300,9 +302,11 @@ impl Daemon {
             ("log-format", old.log_format != cfg.log_format),
             ("data-dir", old.data_dir != cfg.data_dir),
             ("public-host", old.public_host != cfg.public_host),
-            ("http", differs(&old.http, &cfg.http)),
-            ("tcp", differs(&old.tcp, &cfg.tcp)),
-            ("tls (file names)", differs(&old.tls, &cfg.tls)),
+            ("http", old.http != cfg.http),
+            ("tcp", old.tcp != cfg.tcp),
+            ("tls (file names)", old.tls != cfg.tls),
+            ("metrics", old.metrics != cfg.metrics),
+            ("admin", old.admin != cfg.admin),
         ] {
             if changed {
                 out.needs_restart.push(what);
@@ -387,7 +391,7 @@ pub fn limit_malloc_arenas() {
 /// Starts the relay for `cfg` with the given secrets (see
 /// [`resolve_secrets`]), then the HTTP side unless `[http]` has no listener.
 /// The page mints credentials with the first secret.
-pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
+pub fn start(cfg: &Config, secrets: Vec<Secret>) -> anyhow::Result<Daemon> {
     let page_secret = match (cfg.page_enabled(), secrets.first()) {
         (false, _) => None,
         (true, Some(s)) => Some(s.clone()),
@@ -404,7 +408,7 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
     };
     let relay = start_relay(cfg, secrets, certs.as_ref(), handoff)?;
     let metrics = Arc::new(crate::metrics::Source {
-        control: relay.control.clone(),
+        workers: relay.workers.clone(),
         shared: relay.shared.clone(),
         gate: relay.gate.clone(),
     });
@@ -416,13 +420,13 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
         ops: None,
     };
     if !cfg.metrics.listen.is_empty() || !cfg.admin.listen.is_empty() {
-        let spec = http::ops::Spec {
+        let spec = http::ops::OpsSpec {
             metrics: cfg.metrics.listen.clone(),
             metrics_token: cfg.metrics.token.clone(),
             admin: cfg.admin.listen.clone(),
             admin_token: cfg.admin.token()?,
             source: metrics.clone(),
-            control: daemon.relay.control.clone(),
+            workers: daemon.relay.workers.clone(),
             http: cfg.http.clone(),
         };
         match http::ops::start(spec) {
@@ -434,7 +438,7 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
         }
     }
     if let (Some(secret), Some(handed)) = (page_secret, handed) {
-        let spec = http::Spec {
+        let spec = http::PageSpec {
             cfg: cfg.http.clone(),
             data_dir: data_dir(cfg),
             public_host: public_host(cfg),
@@ -447,7 +451,7 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
                 .then(|| (metrics.clone(), cfg.metrics.token.clone())),
             secret,
             separator: cfg.auth.rest_separator,
-            control: daemon.relay.control.clone(),
+            workers: daemon.relay.workers.clone(),
         };
         match http::start(spec) {
             Ok(h) => daemon.http = Some(h),
@@ -462,7 +466,7 @@ pub fn start(cfg: &Config, secrets: Vec<Vec<u8>>) -> anyhow::Result<Daemon> {
 
 /// The core's configuration for `cfg` with `secrets`, with this host's
 /// addresses as relay fallbacks.
-fn core_config(cfg: &Config, secrets: Vec<Vec<u8>>) -> crate::proto::CoreConfig {
+fn core_config(cfg: &Config, secrets: Vec<Secret>) -> crate::proto::CoreConfig {
     let mut core = cfg.core(cfg.credentials(secrets));
     let (v4, v6) = host_addresses();
     core.fallback_ipv4 = v4;
@@ -491,10 +495,10 @@ fn core_config(cfg: &Config, secrets: Vec<Vec<u8>>) -> crate::proto::CoreConfig 
 /// `auto` listeners goes to `http` (closed without it).
 pub fn start_relay(
     cfg: &Config,
-    secrets: Vec<Vec<u8>>,
+    secrets: Vec<Secret>,
     certs: Option<&Arc<Certs>>,
     http: Option<tokio::sync::mpsc::Sender<net::stream::HttpConn>>,
-) -> anyhow::Result<Running> {
+) -> anyhow::Result<Relay> {
     let core = core_config(cfg, secrets);
     let (mut listeners, defaults) = cfg.listeners();
     if !net::ipv6_available() {
@@ -534,7 +538,7 @@ pub fn start_relay(
     };
     let t = &cfg.tcp;
     let mut rng = rand::rng();
-    let spec = Spec {
+    let spec = RelaySpec {
         udp,
         streams,
         limits: net::tcp::Limits {
@@ -555,6 +559,6 @@ pub fn start_relay(
 }
 
 /// One credential for printing, valid for `ttl`.
-pub fn mint(cfg: &Config, secret: &[u8], user: &str, ttl: Duration) -> (String, String) {
-    auth::rest_credentials(secret, Some(user), ttl, unix_now(), cfg.auth.rest_separator)
+pub fn mint(cfg: &Config, secret: &Secret, user: &str, ttl: Duration) -> (String, String) {
+    auth::rest_credentials(secret.as_bytes(), Some(user), ttl, unix_now(), cfg.auth.rest_separator)
 }

@@ -33,12 +33,12 @@ fn client(port: u16) -> ClientAddr {
 
 fn base_config() -> CoreConfig {
     let mut c = Credentials::new(REALM);
-    c.secrets = vec![b"old-secret".to_vec(), SECRET.to_vec()];
+    c.secrets = vec!["old-secret".into(), "north".into()];
     c.users
         .insert("alice".into(), StaticSecret::Password("wonderland".into()));
     c.users.insert(
         "bob".into(),
-        StaticSecret::parse(&format!("0x{}", hex(&auth::long_term_key("bob", REALM, "builder")))),
+        StaticSecret::parse(&format!("0x{}", hex(&auth::long_term_key("bob", REALM, "builder")[..])).into()),
     );
     let mut cfg = CoreConfig::new(c);
     cfg.max_allocations_per_user = 3;

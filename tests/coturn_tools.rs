@@ -31,7 +31,15 @@ fn start_peer() -> Option<(Peer, u16)> {
         .stderr(Stdio::null())
         .spawn()
         .expect("turnutils_peer starts");
-    std::thread::sleep(Duration::from_millis(300));
+    // Ready once its port is taken.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::UdpSocket::bind((PEER_IP, port)).is_ok() {
+        assert!(
+            std::time::Instant::now() < end,
+            "turnutils_peer never bound {PEER_IP}:{port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Some((Peer(child), port))
 }
 

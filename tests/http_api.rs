@@ -1,4 +1,4 @@
-//! The HTTP side over real sockets: access control, `/api/ice` (whose
+//! The HTTP side over real sockets: access workers, `/api/ice` (whose
 //! credentials must work on the relay), its rate limit, HTTPS, and the
 //! WebSocket rooms (limits, routing, malformed input, rate limit, cleanup).
 
@@ -75,7 +75,7 @@ async fn ice_credentials_are_short_lived_and_work_on_the_relay() {
         .await
         .expect("join");
     assert_eq!(st, 200);
-    assert!(head.contains("cache-control: no-store"));
+    assert!(head.contains("cache-workers: no-store"));
     let v = json_body(&body);
     assert_eq!(v["ttl"], json!(3600));
     let port = s.addr.port();

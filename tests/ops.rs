@@ -79,6 +79,13 @@ fn try_allocate(addr: SocketAddr, secret: &str) -> (Option<u16>, Conn, Cred) {
     (error_code(&r), c, cred)
 }
 
+/// Deletes the connection's allocation (its answer comes once it is gone)
+/// and closes the connection.
+fn release(mut c: Conn, cred: &Cred) {
+    let r = c.request(&build(req(METHOD_REFRESH), vec![lifetime_attr(0)], Some(cred), true));
+    assert!(is_success(&r), "refresh 0: {r}");
+}
+
 fn echo(c: &mut Conn, what: &[u8]) {
     c.send(&channel_data(0x4000, what, true));
     assert_eq!(c.recv(), Some(Item::Channel(0x4000, what.to_vec())));
@@ -121,9 +128,9 @@ fn notify_reload_and_drain_under_a_live_allocation() {
     expect_notify(&sock, "READY=1");
     let (code, ..) = try_allocate(addr, "north");
     assert_eq!(code, Some(401), "the old secret still works after the reload");
-    let (code, new_conn, _) = try_allocate(addr, "south");
+    let (code, new_conn, new_cred) = try_allocate(addr, "south");
     assert_eq!(code, None, "the new secret does not work");
-    drop(new_conn);
+    release(new_conn, &new_cred);
     echo(&mut live, b"after the reload");
 
     // An invalid file: refused, logged, the running config stays.
@@ -131,13 +138,12 @@ fn notify_reload_and_drain_under_a_live_allocation() {
     d.signal("HUP");
     let log = d.wait_log("configuration not reloaded", Duration::from_secs(10));
     assert!(log.contains("relay.min-port"), "{log}");
-    let (code, c, _) = try_allocate(addr, "south");
+    let (code, c, c_cred) = try_allocate(addr, "south");
     assert_eq!(code, None, "the config in use changed after an invalid reload");
-    drop(c);
+    release(c, &c_cred);
 
-    // SIGTERM: draining. New allocations refused with a reason, the live
-    // one still relays, turnd waits for it.
-    std::thread::sleep(Duration::from_millis(300));
+    // SIGTERM: draining (only `live` is left). New allocations refused with
+    // a reason, the live one still relays, turnd waits for it.
     d.signal("TERM");
     expect_notify(&sock, "STOPPING=1");
     let (code, ..) = try_allocate(addr, "south");

@@ -107,8 +107,8 @@ fn long_term_request_verifies_and_reencodes_byte_for_byte() {
     assert!(!d.has_fingerprint);
     // "TheMatrIX" is the SASLprep'd password "TheM\u{aa}tr\u{2168}".
     let key = long_term_key(user, "example.org", "TheMatrIX");
-    assert!(d.check_integrity(&key));
-    assert!(!d.check_integrity(&long_term_key(user, "example.org", "thematrix")));
+    assert!(d.check_integrity(&key[..]));
+    assert!(!d.check_integrity(&long_term_key(user, "example.org", "thematrix")[..]));
     let again = msg::build(
         MessageType::new(METHOD_BINDING, CLASS_REQUEST),
         d.txid(),
@@ -117,7 +117,7 @@ fn long_term_request_verifies_and_reencodes_byte_for_byte() {
             &TextAttribute::new(ATTR_NONCE, "f//499k954d6OL34oL9FSTvy64sA".into()),
             &TextAttribute::new(ATTR_REALM, "example.org".into()),
         ],
-        Some(&key),
+        Some(&key[..]),
         false,
     );
     assert_eq!(again, bytes);
@@ -153,9 +153,11 @@ fn corrupted_vectors_are_rejected() {
     b[2..4].copy_from_slice(&len.to_be_bytes());
     let mut d = msg::decode(&b).expect("valid");
     assert_eq!(d.attr(ATTR_DATA), None);
-    assert!(d.check_integrity(&long_term_key(
-        "\u{30de}\u{30c8}\u{30ea}\u{30c3}\u{30af}\u{30b9}",
-        "example.org",
-        "TheMatrIX"
-    )));
+    assert!(d.check_integrity(
+        &long_term_key(
+            "\u{30de}\u{30c8}\u{30ea}\u{30c3}\u{30af}\u{30b9}",
+            "example.org",
+            "TheMatrIX"
+        )[..]
+    ));
 }

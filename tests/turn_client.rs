@@ -126,8 +126,7 @@ async fn a_dead_peer_never_tears_down_the_allocation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_over_ipv6() {
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        assert!(std::env::var("CI").is_err(), "IPv6 loopback is missing");
-        eprintln!("SKIP: no IPv6 loopback");
+        skip("no IPv6 loopback");
         return;
     }
     let srv = TestServer::start_on("::1", "[peers]\n");

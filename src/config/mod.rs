@@ -16,11 +16,12 @@ use serde::Deserialize;
 use crate::auth::{Credentials, StaticSecret};
 use crate::proto::policy::PeerPolicy;
 use crate::proto::CoreConfig;
+use crate::secret::Secret;
 
 use errors::Located;
 pub use errors::{ConfigError, Problem};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     /// REALM sent in challenges and part of every long-term key.
@@ -71,7 +72,7 @@ pub struct Config {
 }
 
 /// Prometheus `/metrics`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Metrics {
     /// Plain HTTP listeners serving only `/metrics`, e.g. ["127.0.0.1:9478"].
@@ -82,7 +83,7 @@ pub struct Metrics {
     pub on_http: bool,
     /// When set, scrapes need `Authorization: Bearer <token>`.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Serve `/metrics` without a token on addresses others can reach
     /// (a non-loopback `listen`, or `on-http` with a public page listener);
     /// refused unless set.
@@ -92,7 +93,7 @@ pub struct Metrics {
 
 /// The admin API: list sessions, kill a user's sessions. Off unless a
 /// listener and a token are configured.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Admin {
     /// Plain HTTP listeners, e.g. ["127.0.0.1:9479"]; keep them private.
@@ -100,20 +101,20 @@ pub struct Admin {
     pub listen: Vec<SocketAddr>,
     /// The bearer token every request needs (or `token-file`).
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
 }
 
 impl Admin {
     /// The token, read from `token-file` when that is how it is given.
-    pub fn token(&self) -> anyhow::Result<Option<String>> {
+    pub fn token(&self) -> anyhow::Result<Option<Secret>> {
         match (&self.token, &self.token_file) {
             (Some(t), _) => Ok(Some(t.clone())),
             (None, Some(f)) => {
                 let t = std::fs::read_to_string(f)
                     .map_err(|e| anyhow::anyhow!("cannot read admin.token-file {}: {e}", f.display()))?;
-                Ok(Some(t.trim().to_string()))
+                Ok(Some(Secret::new(t.trim())))
             }
             (None, None) => Ok(None),
         }
@@ -140,6 +141,17 @@ pub enum ListenTransport {
     Auto,
 }
 
+impl std::fmt::Display for ListenTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Auto => "auto",
+        })
+    }
+}
+
 impl ListenTransport {
     /// The port when none is given: 3478 for UDP and TCP, 5349 for TLS,
     /// 443 for `auto`.
@@ -157,7 +169,7 @@ impl ListenTransport {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Listener {
     pub address: IpAddr,
@@ -174,20 +186,20 @@ impl Listener {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Auth {
     /// TURN REST API shared secrets (coturn `static-auth-secret`). Several
     /// are accepted at once, for rotation; the first mints new credentials.
     #[serde(default)]
-    pub static_auth_secrets: Vec<String>,
+    pub static_auth_secrets: Vec<Secret>,
     /// Files each holding one secret (whitespace trimmed), so this file can
     /// stay world-readable.
     #[serde(default)]
     pub static_auth_secret_files: Vec<PathBuf>,
     /// Static users: name = password, or "0x" + hex MD5(name:realm:password).
     #[serde(default)]
-    pub users: BTreeMap<String, String>,
+    pub users: BTreeMap<String, Secret>,
     /// Between expiry and user name in REST usernames.
     #[serde(default = "defaults::separator")]
     pub rest_separator: char,
@@ -200,7 +212,7 @@ pub struct Auth {
     pub nonce_lifetime: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Relay {
     #[serde(default = "defaults::min_port")]
@@ -240,7 +252,7 @@ pub struct Relay {
     pub rfc5766_channels: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Peers {
     /// Ranges to relay to even though the built-in list denies them.
@@ -262,7 +274,7 @@ pub enum Access {
 }
 
 /// The signaling page, its credential endpoint and WebSocket rooms.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Http {
     /// Plain HTTP listeners; `[]` turns them off. Browsers treat
@@ -277,7 +289,7 @@ pub struct Http {
     pub access: Access,
     /// The access key; without it one is generated in the data dir.
     #[serde(default)]
-    pub access_key: Option<String>,
+    pub access_key: Option<Secret>,
     /// Lifetime of the TURN credentials `/api/ice` hands out.
     #[serde(default = "defaults::ice_ttl", with = "humantime_serde")]
     pub ice_ttl: Duration,
@@ -314,7 +326,7 @@ pub struct Http {
 }
 
 /// The certificate of every TLS listener: HTTPS, `tls` and `auto`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Tls {
     /// PEM certificate chain and private key, read again on SIGHUP; without
@@ -326,7 +338,7 @@ pub struct Tls {
 }
 
 /// Limits on TURN connections over `tcp`, `tls` and `auto` listeners.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Tcp {
     /// Open connections in total; beyond, new ones are closed at once.
@@ -574,13 +586,8 @@ impl Config {
     }
 
     /// The secrets from `static-auth-secrets` and `static-auth-secret-files`.
-    pub fn secrets(&self, file: &str) -> Result<Vec<Vec<u8>>, ConfigError> {
-        let mut out: Vec<Vec<u8>> = self
-            .auth
-            .static_auth_secrets
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect();
+    pub fn secrets(&self, file: &str) -> Result<Vec<Secret>, ConfigError> {
+        let mut out: Vec<Secret> = self.auth.static_auth_secrets.clone();
         let mut problems = Vec::new();
         for (i, p) in self.auth.static_auth_secret_files.iter().enumerate() {
             let problem = |message| Problem {
@@ -590,7 +597,7 @@ impl Config {
                 message,
             };
             match std::fs::read_to_string(p) {
-                Ok(s) if !s.trim().is_empty() => out.push(s.trim().as_bytes().to_vec()),
+                Ok(s) if !s.trim().is_empty() => out.push(Secret::new(s.trim())),
                 Ok(_) => problems.push(problem(format!("{} is empty", p.display()))),
                 Err(e) => problems.push(problem(format!("cannot read {}: {e}", p.display()))),
             }
@@ -605,7 +612,7 @@ impl Config {
     }
 
     /// The credentials, given the secrets to use.
-    pub fn credentials(&self, secrets: Vec<Vec<u8>>) -> Credentials {
+    pub fn credentials(&self, secrets: Vec<Secret>) -> Credentials {
         let mut c = Credentials::new(self.realm.clone());
         c.secrets = secrets;
         c.separator = self.auth.rest_separator;
@@ -799,6 +806,28 @@ mod tests {
             assert!(lines.iter().any(|l| l.starts_with(want)), "missing {want:?} in:\n{e}");
         }
         assert_eq!(e.problems.len(), 6, "{e}");
+    }
+
+    #[test]
+    fn secrets_never_print_and_compare_by_value() {
+        let text = "[auth]\nstatic-auth-secrets = [\"rest-secret-1\"]\n[auth.users]\nalice = \"alice-password\"\n\
+                    [http]\naccess-key = \"access-key-123\"\n[metrics]\ntoken = \"metrics-token-0123456\"\n\
+                    [admin]\ntoken = \"admin-token-01234567\"\n";
+        let c = Config::parse(text, "t.toml").expect("valid");
+        let printed = format!("{c:?} {:?}", c.credentials(c.secrets("t.toml").expect("secrets")));
+        for s in [
+            "rest-secret-1",
+            "alice-password",
+            "access-key-123",
+            "metrics-token",
+            "admin-token",
+        ] {
+            assert!(!printed.contains(s), "{s} printed");
+        }
+        let again = Config::parse(text, "t.toml").expect("valid");
+        assert!(c.http == again.http && c.auth == again.auth);
+        let other = Config::parse(&text.replace("access-key-123", "access-key-456"), "t.toml").expect("valid");
+        assert!(c.http != other.http, "a changed access key is a change");
     }
 
     #[test]

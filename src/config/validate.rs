@@ -114,7 +114,10 @@ impl Config {
         let h = &self.http;
         if let Some(k) = &h.access_key {
             rules.check(
-                k.len() >= 12 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                k.len() >= 12
+                    && k.as_bytes()
+                        .iter()
+                        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
                 "http.access-key",
                 || "must be at least 12 characters of A-Z a-z 0-9 - _ (it travels in links)".into(),
             );

@@ -14,7 +14,8 @@ use axum::{Json, Router};
 use rand::Rng;
 use serde_json::json;
 
-use super::{ws, AppState, Remote, Spec};
+use super::{ws, AppState, PageSpec, Remote};
+use crate::secret::Secret;
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -26,7 +27,7 @@ const PAGE_USER_PREFIX: &str = "web-";
 
 /// Mints credentials for `/api/ice`.
 pub struct IceSource {
-    secret: Vec<u8>,
+    secret: Secret,
     separator: char,
     ttl: Duration,
     endpoints: crate::serve::Endpoints,
@@ -34,7 +35,7 @@ pub struct IceSource {
 }
 
 impl IceSource {
-    pub fn new(spec: &Spec) -> Self {
+    pub fn new(spec: &PageSpec) -> Self {
         Self {
             secret: spec.secret.clone(),
             separator: spec.separator,
@@ -55,7 +56,7 @@ impl IceSource {
     fn mint(&self, host: Option<&str>) -> serde_json::Value {
         let user = format!("{PAGE_USER_PREFIX}{:08x}", rand::rng().random::<u32>());
         let (username, credential) = crate::auth::rest_credentials(
-            &self.secret,
+            self.secret.as_bytes(),
             Some(&user),
             self.ttl,
             crate::serve::unix_now(),
@@ -147,7 +148,7 @@ async fn security_headers(mut r: Response) -> Response {
         "camera=(self), microphone=(self), display-capture=(self)",
     );
     if !h.contains_key(header::CACHE_CONTROL) {
-        set(h, "cache-control", "no-store");
+        set(h, "cache-workers", "no-store");
     }
     r
 }
@@ -167,7 +168,7 @@ fn authorized(state: &AppState, query: &HashMap<String, String>, headers: &Heade
         return true;
     };
     let given = query.get("key").map(String::as_str).or(super::bearer(headers));
-    given.is_some_and(|g| super::same_secret(g, want))
+    given.is_some_and(|g| want.matches(g))
 }
 
 fn unauthorized(json_body: bool) -> Response {
@@ -181,7 +182,7 @@ fn unauthorized(json_body: bool) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match &state.metrics {
-        Some((source, token)) => super::ops::metrics_response(source, token.as_deref(), &headers),
+        Some((source, token)) => super::ops::metrics_response(source, token.as_ref(), &headers),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -194,7 +195,7 @@ async fn page(
     if !authorized(&state, &q, &headers) {
         return unauthorized(false);
     }
-    let key = state.access_key.as_deref().unwrap_or("");
+    let key = state.access_key.as_ref().map_or("", Secret::expose);
     // The key is restricted to [A-Za-z0-9_-] (config check), safe in HTML.
     Html(INDEX.replace("{{ACCESS_KEY}}", key)).into_response()
 }
@@ -263,8 +264,8 @@ async fn turn_status(
     if let Some(r) = over_rate(&state, peer.ip()) {
         return r;
     }
-    let control = state.control.clone();
-    let sessions = tokio::task::spawn_blocking(move || control.sessions())
+    let workers = state.workers.clone();
+    let sessions = tokio::task::spawn_blocking(move || workers.sessions())
         .await
         .unwrap_or_default();
     let mine: Vec<_> = sessions

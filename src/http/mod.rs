@@ -20,9 +20,10 @@ pub use listener::Remote;
 use rand::Rng;
 
 use crate::config::{Access, Http};
+use crate::secret::Secret;
 
 /// What the HTTP side needs from the rest of turnd.
-pub struct Spec {
+pub struct PageSpec {
     pub cfg: Http,
     /// Where a generated access key and certificate are kept.
     pub data_dir: std::path::PathBuf,
@@ -38,22 +39,22 @@ pub struct Spec {
     pub handed: tokio::sync::mpsc::Receiver<crate::net::stream::HttpConn>,
     /// `/metrics` on the page's listeners too (`metrics.on-http`), with
     /// its optional token.
-    pub metrics: Option<(Arc<crate::metrics::Source>, Option<String>)>,
+    pub metrics: Option<(Arc<crate::metrics::Source>, Option<Secret>)>,
     /// The REST secret credentials are minted with.
-    pub secret: Vec<u8>,
+    pub secret: Secret,
     pub separator: char,
     /// The relay workers, asked what they know of the page's allocations
     /// (`/api/turn-status`).
-    pub control: Arc<crate::net::Control>,
+    pub workers: Arc<crate::net::Workers>,
 }
 
 /// The running HTTP side.
-pub struct Running {
+pub struct Page {
     /// Bound plain HTTP and HTTPS addresses.
     pub http: Vec<SocketAddr>,
     pub https: Vec<SocketAddr>,
     /// The access key (None with `access = "open"`).
-    pub access_key: Option<String>,
+    pub access_key: Option<Secret>,
     /// `auto` listeners that serve the page, for join links.
     auto: Vec<SocketAddr>,
     public_host: String,
@@ -63,7 +64,7 @@ pub struct Running {
 
 /// Shared by every request.
 pub(crate) struct AppState {
-    access_key: Option<String>,
+    access_key: Option<Secret>,
     ice: api::IceSource,
     ice_limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
     hub: ws::Hub,
@@ -73,14 +74,14 @@ pub(crate) struct AppState {
     ws_ping: Duration,
     /// Origins besides the page's own whose pages may open `/ws`.
     allowed_origins: Vec<String>,
-    metrics: Option<(Arc<crate::metrics::Source>, Option<String>)>,
-    control: Arc<crate::net::Control>,
+    metrics: Option<(Arc<crate::metrics::Source>, Option<Secret>)>,
+    workers: Arc<crate::net::Workers>,
     separator: char,
 }
 
 /// Binds every HTTP and HTTPS listener and starts serving. Nothing runs if a
 /// bind fails.
-pub fn start(spec: Spec) -> anyhow::Result<Running> {
+pub fn start(spec: PageSpec) -> anyhow::Result<Page> {
     let cfg = &spec.cfg;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -109,7 +110,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         ws_ping: ws::ping_interval(cfg.idle_timeout),
         allowed_origins: cfg.allowed_origins.clone(),
         metrics: spec.metrics.clone(),
-        control: spec.control.clone(),
+        workers: spec.workers.clone(),
         separator: spec.separator,
     });
     let gate = crate::net::tcp::Gate::new(cfg.max_connections, cfg.max_connections_per_address);
@@ -159,7 +160,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
             rt.shutdown_timeout(Duration::from_secs(1));
         })
         .context("cannot start the HTTP thread")?;
-    Ok(Running {
+    Ok(Page {
         http: bound.0,
         https: bound.1,
         access_key,
@@ -167,7 +168,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
             .endpoints
             .streams
             .iter()
-            .filter(|(_, k)| *k == "auto")
+            .filter(|(_, k)| *k == crate::config::ListenTransport::Auto)
             .map(|(a, _)| *a)
             .collect(),
         public_host: spec.public_host,
@@ -184,17 +185,12 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .and_then(|v| v.strip_prefix("Bearer "))
 }
 
-/// Whether `given` is `want`, compared in constant time.
-fn same_secret(given: &str, want: &str) -> bool {
-    subtle::ConstantTimeEq::ct_eq(given.as_bytes(), want.as_bytes()).into()
-}
-
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(crate::net::tcp::bind(addr)?)
 }
 
 /// The access key kept in `dir`, generated when missing.
-fn generated_key(dir: &Path) -> anyhow::Result<String> {
+fn generated_key(dir: &Path) -> anyhow::Result<Secret> {
     let (key, created) = crate::serve::load_or_create(&dir.join("access-key"), || {
         let bytes: [u8; 16] = rand::rng().random();
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -202,17 +198,17 @@ fn generated_key(dir: &Path) -> anyhow::Result<String> {
     if created {
         tracing::info!(path = %dir.join("access-key").display(), "generated an access key for the page");
     }
-    Ok(key)
+    Ok(Secret::new(key))
 }
 
-impl Running {
+impl Page {
     /// Links to the page, with the access key, one per listener. Listeners
     /// on a wildcard address are shown with the public host.
     pub fn join_links(&self) -> Vec<String> {
         let query = self
             .access_key
             .as_ref()
-            .map(|k| format!("?key={k}"))
+            .map(|k| format!("?key={}", k.expose()))
             .unwrap_or_default();
         let host = |a: &SocketAddr| {
             if a.ip().is_unspecified() {
@@ -254,7 +250,7 @@ impl Running {
     }
 }
 
-impl Drop for Running {
+impl Drop for Page {
     fn drop(&mut self) {
         self.shutdown();
     }

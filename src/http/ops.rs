@@ -16,22 +16,23 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::metrics::Source;
-use crate::net::Control;
+use crate::net::Workers;
+use crate::secret::Secret;
 
 /// What to serve where.
-pub struct Spec {
+pub struct OpsSpec {
     pub metrics: Vec<SocketAddr>,
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<Secret>,
     pub admin: Vec<SocketAddr>,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     pub source: Arc<Source>,
-    pub control: Arc<Control>,
+    pub workers: Arc<Workers>,
     /// The limits and timeouts of `[http]`, for these listeners too.
     pub http: crate::config::Http,
 }
 
 /// The running endpoints: bound addresses; stops on drop.
-pub struct Running {
+pub struct Ops {
     pub metrics: Vec<SocketAddr>,
     pub admin: Vec<SocketAddr>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -39,8 +40,8 @@ pub struct Running {
 
 /// Whether `headers` carry `Authorization: Bearer <want>` (always true
 /// without a token).
-pub fn bearer_ok(headers: &HeaderMap, want: Option<&str>) -> bool {
-    want.is_none_or(|w| super::bearer(headers).is_some_and(|g| super::same_secret(g, w)))
+pub fn bearer_ok(headers: &HeaderMap, want: Option<&Secret>) -> bool {
+    want.is_none_or(|w| super::bearer(headers).is_some_and(|g| w.matches(g)))
 }
 
 fn unauthorized() -> Response {
@@ -53,7 +54,7 @@ fn unauthorized() -> Response {
 }
 
 /// `/metrics` for `source`, behind `token` when there is one.
-pub fn metrics_response(source: &Arc<Source>, token: Option<&str>, headers: &HeaderMap) -> Response {
+pub fn metrics_response(source: &Arc<Source>, token: Option<&Secret>, headers: &HeaderMap) -> Response {
     if !bearer_ok(headers, token) {
         return unauthorized();
     }
@@ -65,12 +66,12 @@ pub fn metrics_response(source: &Arc<Source>, token: Option<&str>, headers: &Hea
 }
 
 struct Admin {
-    control: Arc<Control>,
-    token: String,
+    workers: Arc<Workers>,
+    token: Secret,
 }
 
 /// Binds every listener; nothing runs if one fails.
-pub fn start(spec: Spec) -> anyhow::Result<Running> {
+pub fn start(spec: OpsSpec) -> anyhow::Result<Ops> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("turnd-ops")
@@ -89,7 +90,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         "/metrics",
         get(move |headers: HeaderMap| {
             let (source, token) = (source.clone(), token.clone());
-            async move { metrics_response(&source, token.as_deref(), &headers) }
+            async move { metrics_response(&source, token.as_ref(), &headers) }
         }),
     );
     let admin = spec.admin_token.map(|token| {
@@ -97,7 +98,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
             .route("/admin/sessions", get(sessions))
             .route("/admin/kill", post(kill))
             .with_state(Arc::new(Admin {
-                control: spec.control.clone(),
+                workers: spec.workers.clone(),
                 token,
             }))
     });
@@ -117,14 +118,14 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         super::listener::serve_listener(l, None, router, gate.clone(), timeouts);
     }
     drop(_guard);
-    Ok(Running {
+    Ok(Ops {
         metrics: bound.0,
         admin: bound.1,
         runtime: Some(rt),
     })
 }
 
-impl Drop for Running {
+impl Drop for Ops {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(1));
@@ -136,8 +137,8 @@ async fn sessions(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Respon
     if !bearer_ok(&headers, Some(&admin.token)) {
         return unauthorized();
     }
-    let control = admin.control.clone();
-    let list = tokio::task::spawn_blocking(move || control.sessions())
+    let workers = admin.workers.clone();
+    let list = tokio::task::spawn_blocking(move || workers.sessions())
         .await
         .unwrap_or_default();
     let out: Vec<_> = list
@@ -174,9 +175,9 @@ async fn kill(State(admin): State<Arc<Admin>>, headers: HeaderMap, Query(q): Que
     if !bearer_ok(&headers, Some(&admin.token)) {
         return unauthorized();
     }
-    let control = admin.control.clone();
+    let workers = admin.workers.clone();
     let user = q.user.clone();
-    let n = tokio::task::spawn_blocking(move || control.kill_user(&user))
+    let n = tokio::task::spawn_blocking(move || workers.kill_user(&user))
         .await
         .unwrap_or(0);
     tracing::info!(user = %q.user, killed = n, "admin: sessions killed");

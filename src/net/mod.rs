@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use mio::{Poll, Waker};
 
+use crate::config::ListenTransport;
 use crate::proto::{CoreConfig, RelayHandle, Server, Session, Shared};
 
 /// Handoffs waiting for one worker before more are dropped (as a full
@@ -53,18 +54,19 @@ pub enum StreamKind {
 }
 
 impl StreamKind {
-    pub fn name(&self) -> &'static str {
+    /// The listener transport this is.
+    pub fn transport(&self) -> ListenTransport {
         match self {
-            Self::Tcp => "tcp",
-            Self::Tls(_) => "tls",
-            Self::Auto { .. } => "auto",
+            Self::Tcp => ListenTransport::Tcp,
+            Self::Tls(_) => ListenTransport::Tls,
+            Self::Auto { .. } => ListenTransport::Auto,
         }
     }
 }
 
 /// How the rest of turnd steers running workers: stop, and the core
 /// configuration they run with (a reload stores a new one and wakes them).
-pub struct Control {
+pub struct Workers {
     shutdown: AtomicBool,
     epoch: AtomicU64,
     config: Mutex<Arc<CoreConfig>>,
@@ -99,7 +101,7 @@ pub struct Snapshot {
     pub timers: u64,
 }
 
-impl Control {
+impl Workers {
     fn new(config: Arc<CoreConfig>, wakers: Vec<Arc<Waker>>) -> Self {
         let workers = wakers.len();
         Self {
@@ -130,7 +132,7 @@ impl Control {
     }
 
     /// How many workers there are.
-    pub fn workers(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.wakers.len()
     }
 
@@ -259,7 +261,7 @@ impl Control {
 }
 
 /// What to start.
-pub struct Spec {
+pub struct RelaySpec {
     /// UDP listener addresses (port 0 picks one, shared by all workers).
     pub udp: Vec<SocketAddr>,
     /// TCP and TLS listeners.
@@ -273,15 +275,15 @@ pub struct Spec {
 }
 
 /// A running relay: its bound addresses and the means to stop it.
-pub struct Running {
+pub struct Relay {
     pub udp: Vec<SocketAddr>,
-    /// Bound TCP, TLS and auto listeners, in the order of [`Spec::streams`].
-    pub streams: Vec<(SocketAddr, &'static str)>,
+    /// Bound TCP, TLS and auto listeners, in the order of [`RelaySpec::streams`].
+    pub streams: Vec<(SocketAddr, ListenTransport)>,
     /// The runtime of the TCP and TLS connections, when there are any.
     runtime: Option<tokio::runtime::Runtime>,
     /// Cross-worker state: ports in use and allocation counts.
     pub shared: Arc<Shared>,
-    pub control: Arc<Control>,
+    pub workers: Arc<Workers>,
     /// TCP connection counts, when there are stream listeners.
     pub gate: Option<Arc<tcp::Gate>>,
     threads: Vec<JoinHandle<()>>,
@@ -289,12 +291,12 @@ pub struct Running {
 
 /// Binds every listener for every worker and starts the workers. Nothing runs
 /// if any bind fails.
-pub fn start(spec: Spec) -> anyhow::Result<Running> {
-    let workers = spec.workers.max(1);
+pub fn start(spec: RelaySpec) -> anyhow::Result<Relay> {
+    let count = spec.workers.max(1);
     // The first worker's binds fix port 0 to a real port for the others.
     let mut addrs = spec.udp.clone();
     let mut per_worker: Vec<Vec<udp::Listener>> = Vec::new();
-    for _ in 0..workers {
+    for _ in 0..count {
         let mut ls = Vec::new();
         for addr in addrs.iter_mut() {
             let s = socket::bind_listener(*addr).with_context(|| format!("cannot listen on udp {addr}"))?;
@@ -305,12 +307,12 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
     }
     let mut polls = Vec::new();
     let mut wakers = Vec::new();
-    for _ in 0..workers {
+    for _ in 0..count {
         let poll = Poll::new()?;
         wakers.push(Arc::new(Waker::new(poll.registry(), udp::WAKER)?));
         polls.push(poll);
     }
-    let control = Arc::new(Control::new(spec.core.clone(), wakers.clone()));
+    let workers = Arc::new(Workers::new(spec.core.clone(), wakers.clone()));
     let (runtime, streams, mut inboxes, gate) = if spec.streams.is_empty() {
         (None, Vec::new(), Vec::new(), None)
     } else {
@@ -326,7 +328,7 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         let _guard = rt.enter();
         let mut listeners = Vec::new();
         for l in &spec.streams {
-            let kind = l.kind.name();
+            let kind = l.kind.transport();
             let std = tcp::bind(l.addr).map_err(|e| {
                 let hint = if e.kind() == io::ErrorKind::PermissionDenied && l.addr.port() < 1024 {
                     " (ports below 1024 need root or CAP_NET_BIND_SERVICE, which systemd/turnd.service grants)"
@@ -354,43 +356,43 @@ pub fn start(spec: Spec) -> anyhow::Result<Running> {
         )
         .with_worker(u16::try_from(i).context("too many workers")?);
         let inbox = (!inboxes.is_empty()).then(|| inboxes.remove(0));
-        let worker = udp::Worker::new(i, poll, core, listeners, inbox, control.clone())?;
+        let worker = udp::Worker::new(i, poll, core, listeners, inbox, workers.clone())?;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("turnd-worker-{i}"))
                 .spawn(move || worker.run())?,
         );
     }
-    Ok(Running {
+    Ok(Relay {
         udp: addrs,
         streams,
         runtime,
         gate,
         shared: spec.shared,
-        control,
+        workers,
         threads,
     })
 }
 
-impl Running {
+impl Relay {
     /// Every worker runs with `cfg` from its next loop turn on (they are
     /// woken for it).
     pub fn set_config(&self, cfg: Arc<CoreConfig>) {
-        *self.control.config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
-        self.control.epoch.fetch_add(1, Ordering::AcqRel);
-        self.control.wake_all();
+        *self.workers.config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+        self.workers.epoch.fetch_add(1, Ordering::AcqRel);
+        self.workers.wake_all();
     }
 
     /// Whether every worker goes round its loop: they are woken, and each
     /// must turn within `limit` (for the systemd watchdog: a stuck worker
     /// stops the pings and systemd restarts turnd).
     pub fn workers_alive(&self, limit: std::time::Duration) -> bool {
-        let before: Vec<u64> = self.control.turns.iter().map(|t| t.load(Ordering::Relaxed)).collect();
-        self.control.wake_all();
+        let before: Vec<u64> = self.workers.turns.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+        self.workers.wake_all();
         let end = std::time::Instant::now() + limit;
         loop {
             let all = self
-                .control
+                .workers
                 .turns
                 .iter()
                 .zip(&before)
@@ -410,8 +412,8 @@ impl Running {
         if let Some(rt) = self.runtime {
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
         }
-        self.control.shutdown.store(true, Ordering::Relaxed);
-        self.control.wake_all();
+        self.workers.shutdown.store(true, Ordering::Relaxed);
+        self.workers.wake_all();
         for t in self.threads {
             let _ = t.join();
         }

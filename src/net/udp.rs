@@ -18,7 +18,7 @@ use crate::proto::msg::CHANNEL_HEADER;
 use crate::proto::{ClientAddr, Command, Now, OpenError, RelayHandle, RelayId, Server, Transmit};
 
 use super::stream::{self, Inbox, ToWorker};
-use super::{socket, Control, Handoff, Job};
+use super::{socket, Handoff, Job, Workers};
 
 /// Handoffs gathered for one other worker before they are queued there at
 /// once (the rest go at the end of the loop turn).
@@ -94,10 +94,10 @@ pub struct Worker {
     /// the CPU an allocation cost. Relay sockets keep GRO off, so each
     /// datagram arrives alone in its buffer with header room in front.
     relay_state: UdpSocketState,
-    control: Arc<Control>,
-    /// This worker's place in [`Control`]'s turn counters.
+    workers: Arc<Workers>,
+    /// This worker's place in [`Workers`]'s turn counters.
     index: usize,
-    /// The [`Control::epoch`] of the configuration the core runs with.
+    /// The [`Workers::epoch`] of the configuration the core runs with.
     config_epoch: u64,
     bufs: Vec<Vec<u8>>,
     /// Peer datagrams land CHANNEL_HEADER bytes in, so each becomes
@@ -133,12 +133,12 @@ impl Worker {
         core: Server,
         mut listeners: Vec<Listener>,
         inbox: Option<Inbox>,
-        control: Arc<Control>,
+        workers: Arc<Workers>,
     ) -> io::Result<Self> {
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry().register(&mut l.sock, Token(i), Interest::READABLE)?;
         }
-        let workers = control.workers();
+        let count = workers.count();
         let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
         let relay_state = UdpSocketState::new(UdpSockRef::from(&probe))?;
         Ok(Self {
@@ -147,8 +147,8 @@ impl Worker {
             listeners,
             relays: Vec::new(),
             relay_state,
-            config_epoch: control.epoch(),
-            control,
+            config_epoch: workers.epoch(),
+            workers,
             index,
             bufs: vec![vec![0; RX_BUF]; BATCH],
             relay_bufs: vec![vec![0; RX_BUF + CHANNEL_HEADER]; BATCH],
@@ -160,7 +160,7 @@ impl Worker {
             trim_mark: 0,
             trim_rest: false,
             dropped_sends: 0,
-            outbox: (0..workers).map(|_| Vec::new()).collect(),
+            outbox: (0..count).map(|_| Vec::new()).collect(),
             handoffs: Vec::new(),
             spare: Vec::new(),
             scratch: Vec::new(),
@@ -170,13 +170,13 @@ impl Worker {
     /// Runs until the shutdown flag is set (and the waker rung).
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        while !self.control.stopping() {
-            self.control.turned(self.index);
-            if self.control.epoch() != self.config_epoch {
-                self.config_epoch = self.control.epoch();
-                self.core.set_config(self.control.config());
+        while !self.workers.stopping() {
+            self.workers.turned(self.index);
+            if self.workers.epoch() != self.config_epoch {
+                self.config_epoch = self.workers.epoch();
+                self.core.set_config(self.workers.config());
             }
-            for job in self.control.take_jobs(self.index) {
+            for job in self.workers.take_jobs(self.index) {
                 match job {
                     Job::Sessions(reply) => {
                         let _ = reply.send(self.core.sessions(Now::system()));
@@ -344,7 +344,7 @@ impl Worker {
     }
 
     fn queue_handoffs(&mut self, worker: usize, batch: &mut Vec<Handoff>) {
-        let dropped = self.control.hand_off(worker, batch);
+        let dropped = self.workers.hand_off(worker, batch);
         self.dropped_sends += dropped.len() as u64;
         self.keep_spare(dropped);
     }
@@ -361,7 +361,7 @@ impl Worker {
     /// Handles the data other workers handed to this one's allocations.
     fn take_handoffs(&mut self) {
         let mut handoffs = std::mem::take(&mut self.handoffs);
-        self.control.take_handoffs(self.index, &mut handoffs);
+        self.workers.take_handoffs(self.index, &mut handoffs);
         if handoffs.is_empty() {
             self.handoffs = handoffs;
             return;
@@ -476,7 +476,7 @@ impl Worker {
             channels,
             timers: self.core.pending_timers() as u64,
         };
-        self.control.publish(self.index, snapshot);
+        self.workers.publish(self.index, snapshot);
     }
 
     /// Takes what TCP and TLS connection tasks sent: new connections, their
@@ -528,7 +528,7 @@ impl Worker {
                     let result = self.open_relay(relay, addr, hold);
                     self.core.handle_relay_opened(relay, result, Now::system());
                 }
-                Command::ReleaseHeld { addr } => drop(self.control.take_held(addr)),
+                Command::ReleaseHeld { addr } => drop(self.workers.take_held(addr)),
                 Command::CloseRelay { relay } => {
                     if let Some(slot) = self.relays.get_mut(relay.index()) {
                         if let Some(mut r) = slot.take() {
@@ -546,13 +546,13 @@ impl Worker {
         addr: SocketAddr,
         hold: Option<SocketAddr>,
     ) -> Result<SocketAddr, OpenError> {
-        let std = match self.control.take_held(addr) {
+        let std = match self.workers.take_held(addr) {
             Some(held) => held,
             None => bind_relay(addr)?,
         };
         if let Some(next) = hold {
             // Both or neither: on failure `std` closes here too.
-            self.control.hold(next, bind_relay(next)?);
+            self.workers.hold(next, bind_relay(next)?);
         }
         let bound = std.local_addr().map_err(|_| OpenError::Failed)?;
         let mut sock = UdpSocket::from_std(std);

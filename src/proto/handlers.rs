@@ -257,7 +257,7 @@ impl Server {
                 }
             },
         };
-        match keys.into_iter().find(|k| req.check_integrity(k)) {
+        match keys.into_iter().find(|k| req.check_integrity(&k[..])) {
             Some(key) => Some(Authed { username, key }),
             None => {
                 tracing::debug!(%client, %username, "bad MESSAGE-INTEGRITY");
@@ -522,7 +522,7 @@ impl Server {
                     MessageType::new(METHOD_ALLOCATE, CLASS_ERROR_RESPONSE),
                     txid,
                     &[&e],
-                    Some(&key),
+                    Some(&key[..]),
                     fp,
                 );
                 self.commands.push_back(Command::SendToClient { client, data });
@@ -553,7 +553,7 @@ impl Server {
             MessageType::new(METHOD_ALLOCATE, CLASS_SUCCESS_RESPONSE),
             a.allocate_txid,
             &attrs,
-            Some(&a.key),
+            Some(&a.key[..]),
             opening.fingerprint,
         );
         a.response = data.clone();

@@ -77,7 +77,7 @@ await runChecks(timer, [ba, bb], async () => {
     await hangUp([a, b]);
   }
 
-  // (4) Control: the carrier router does ordinary NAT; STUN only connects.
+  // (4) Workers: the carrier router does ordinary NAT; STUN only connects.
   {
     execSync(switchNat, { stdio: 'inherit' });
     const [a, b] = await both('stun-control', '&servers=stun');

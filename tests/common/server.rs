@@ -53,7 +53,7 @@ impl TestServer {
     pub fn stream(&self, kind: &str) -> SocketAddr {
         self.running
             .as_ref()
-            .and_then(|r| r.relay.streams.iter().find(|(_, k)| *k == kind))
+            .and_then(|r| r.relay.streams.iter().find(|(_, k)| k.to_string() == kind))
             .map(|(a, _)| *a)
             .expect("a listener of that kind")
     }
@@ -122,43 +122,38 @@ static-auth-secrets = ["{SECRET}"]
         self.http().https[0]
     }
 
-    fn http(&self) -> &turnd::http::Running {
+    fn http(&self) -> &turnd::http::Page {
         self.running
             .as_ref()
             .and_then(|r| r.http.as_ref())
             .expect("an [http] section")
     }
 
-    /// 401/438 answers the rate limit held back, as last published by the
-    /// workers (once a second).
-    pub fn challenges_limited(&self) -> u64 {
-        let end = Instant::now() + Duration::from_secs(2);
+    /// The workers' counters as soon as `done` holds for them (they are
+    /// published once a second), or the last ones seen after 5 s.
+    pub fn stats_when(&self, done: impl Fn(&turnd::proto::Stats) -> bool) -> turnd::proto::Stats {
+        let end = Instant::now() + Duration::from_secs(5);
         loop {
-            let n = self
+            let s = self
                 .running
                 .as_ref()
-                .map_or(0, |r| r.relay.control.totals().stats.challenges_limited);
-            if n > 0 || Instant::now() > end {
-                return n;
+                .map(|r| r.relay.workers.totals().stats)
+                .unwrap_or_default();
+            if done(&s) || Instant::now() > end {
+                return s;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// Packets dropped over a bandwidth limit, as last published by the
-    /// workers (once a second): waits (bounded) until at least `min`.
+    /// 401/438 answers the rate limit held back, once there are any.
+    pub fn challenges_limited(&self) -> u64 {
+        self.stats_when(|s| s.challenges_limited > 0).challenges_limited
+    }
+
+    /// Packets dropped over a bandwidth limit, once at least `min`.
     pub fn over_bandwidth(&self, min: u64) -> u64 {
-        let end = Instant::now() + Duration::from_secs(3);
-        loop {
-            let n = self
-                .running
-                .as_ref()
-                .map_or(0, |r| r.relay.control.totals().stats.over_bandwidth);
-            if n >= min || Instant::now() > end {
-                return n;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.stats_when(|s| s.over_bandwidth >= min).over_bandwidth
     }
 
     pub fn allocations(&self) -> u32 {
@@ -325,14 +320,23 @@ pub fn present(path: &std::path::Path, installed_by: &str) -> bool {
     if path.exists() {
         return true;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{} is missing ({installed_by}; bin/test installs it)", path.display());
-    }
-    eprintln!(
-        "SKIP: {} missing ({installed_by}; bin/test installs it)",
+    skip(&format!(
+        "{} missing ({installed_by}; bin/test installs it)",
         path.display()
-    );
+    ));
     false
+}
+
+/// A test that cannot run here says so in the test output, past the
+/// harness's capture (it prints even when the test passes); under CI=true it
+/// fails instead.
+pub fn skip(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("cannot run under CI: {why}");
+    }
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("a test").to_string();
+    let _ = writeln!(std::io::stderr(), "SKIP {name}: {why}");
 }
 
 /// The `turn` crate's client for `server`, listening, bound on the loopback
