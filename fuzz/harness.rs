@@ -21,39 +21,84 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stun::attributes::*;
+use stun::fingerprint::FINGERPRINT;
+use stun::integrity::MessageIntegrity;
 use stun::message::{Message, MessageType, Setter, CLASS_INDICATION, CLASS_REQUEST};
 use stun::message::{METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND};
 use stun::textattrs::TextAttribute;
 use turnd::auth::Credentials;
-use turnd::proto::msg::{self, Frame, CHANNEL_HEADER};
+use turnd::proto::wire::{self, Frame, CHANNEL_HEADER};
 use turnd::proto::{ClientAddr, Command, CoreConfig, Now, OpenError, RelayId, Server, Shared, Transmit};
 
 /// The STUN decoder on `data`: no panic; what decodes is framed as one
-/// whole message by the stream framer, and its address attributes and
-/// integrity check run.
+/// whole message by the stream framer, is a message the `stun` crate (an
+/// independent decoder) reads with the same type and attributes, and its
+/// typed request, address attributes and integrity check run.
 pub fn stun_decode(data: &[u8]) {
-    let framed = msg::stream_frame(data);
+    let framed = wire::stream_frame(data);
     if let Frame::Message { len, skip } = framed {
         assert!(len <= skip && skip <= data.len(), "frame past the buffer");
     }
-    let Ok(mut d) = msg::decode(data) else { return };
+    let Ok(d) = wire::Message::decode(data) else { return };
     assert!(
         matches!(framed, Frame::Message { len, .. } if len == data.len()),
         "decoded but framed as {framed:?}"
     );
-    let txid = d.txid();
-    for t in [ATTR_XOR_PEER_ADDRESS, ATTR_XORMAPPED_ADDRESS, ATTR_XOR_RELAYED_ADDRESS] {
-        if let Some(v) = d.attr(t) {
-            let _ = msg::xor_address(v, &txid);
+    let mut other = Message::new();
+    other
+        .unmarshal_binary(data)
+        .expect("the stun crate reads what turnd decodes");
+    assert_eq!(other.typ.value(), u16::from_be_bytes([data[0], data[1]]));
+    for a in &other.attributes.0 {
+        if a.typ.0 == wire::attr::MESSAGE_INTEGRITY {
+            break;
         }
+        if a.typ.0 == wire::attr::FINGERPRINT {
+            assert!(d.fingerprint, "a FINGERPRINT turnd did not see");
+            continue;
+        }
+        assert!(
+            d.attrs(a.typ.0).any(|v| v == &a.value[..]),
+            "attribute {:?} read differently",
+            a.typ
+        );
+    }
+    for t in [ATTR_XOR_PEER_ADDRESS, ATTR_XORMAPPED_ADDRESS, ATTR_XOR_RELAYED_ADDRESS] {
+        let _ = d.xor_address(t.0);
     }
     for t in [ATTR_USERNAME, ATTR_REALM, ATTR_NONCE, ATTR_SOFTWARE] {
-        let _ = d.text(t);
+        let _ = d.text(t.0);
     }
     let _ = d.unknown_required();
-    let _ = d.counted_attrs().count();
-    let _ = msg::attr_range(data, ATTR_MESSAGE_INTEGRITY);
+    let _ = d.request();
+    let _ = d.send();
+    let _ = d.credentials();
     let _ = d.check_integrity(&[7; 16]);
+}
+
+/// A message built with the `stun` crate (an encoder independent of
+/// turnd's): header, `attrs`, then MESSAGE-INTEGRITY and FINGERPRINT.
+pub fn build(
+    typ: MessageType,
+    txid: [u8; 12],
+    attrs: &[&dyn Setter],
+    key: Option<&[u8]>,
+    fingerprint: bool,
+) -> Vec<u8> {
+    let mut m = Message::new();
+    m.typ = typ;
+    m.transaction_id.0 = txid;
+    m.write_header();
+    for a in attrs {
+        let _ = a.add_to(&mut m);
+    }
+    if let Some(k) = key {
+        let _ = MessageIntegrity(k.to_vec()).add_to(&mut m);
+    }
+    if fingerprint {
+        let _ = FINGERPRINT.add_to(&mut m);
+    }
+    m.raw
 }
 
 /// ChannelData and stream framing on `data`: a parsed header never claims
@@ -65,12 +110,12 @@ pub fn channel_data(data: &[u8]) {
         Some((&n, rest)) => rest.split_at(usize::from(n % 8).min(rest.len())),
         None => return,
     };
-    if let Some((channel, len)) = msg::channel_data(stream) {
+    if let Some((channel, len)) = wire::channel_data(stream) {
         assert!(CHANNEL_HEADER + len <= stream.len(), "ChannelData past the buffer");
         let mut header = [0u8; CHANNEL_HEADER];
-        msg::write_channel_header(&mut header, channel, len);
+        wire::write_channel_header(&mut header, channel, len);
         assert_eq!(
-            msg::channel_data(&[&header[..], &stream[CHANNEL_HEADER..]].concat()),
+            wire::channel_data(&[&header[..], &stream[CHANNEL_HEADER..]].concat()),
             Some((channel, len))
         );
     }
@@ -88,7 +133,7 @@ fn frames(stream: &[u8], cuts: &[usize]) -> Vec<(usize, usize)> {
     while have < stream.len() {
         have = (have + sizes.next().copied().unwrap_or(stream.len())).min(stream.len());
         loop {
-            match msg::stream_frame(&stream[start..have]) {
+            match wire::stream_frame(&stream[start..have]) {
                 Frame::Partial => break,
                 Frame::Garbage => return found,
                 Frame::Message { len, skip } => {
@@ -407,7 +452,15 @@ impl Driver {
         }
     }
 
+    /// One step, then the core's table invariants checked.
     pub fn step(&mut self, step: Step) {
+        self.apply(step);
+        if let Err(e) = self.s.check_invariants() {
+            panic!("core invariant broken: {e}");
+        }
+    }
+
+    fn apply(&mut self, step: Step) {
         match step {
             Step::Raw(n, bytes) => self.input(n, &bytes),
             Step::Allocate { n, flags, secs } => {
@@ -471,7 +524,7 @@ impl Driver {
                 let d = turn::proto::data::Data(data);
                 let a = xor_peer(peer(p));
                 let txid = self.next_txid();
-                let bytes = msg::build(
+                let bytes = build(
                     MessageType::new(METHOD_SEND, CLASS_INDICATION),
                     txid,
                     &[&*a, &d],
@@ -483,7 +536,7 @@ impl Driver {
             Step::ChannelData { n, channel, data } => {
                 let mut bytes = vec![0u8; CHANNEL_HEADER];
                 let header: &mut [u8; CHANNEL_HEADER] = (&mut bytes[..]).try_into().expect("4 bytes");
-                msg::write_channel_header(header, channel, data.len());
+                wire::write_channel_header(header, channel, data.len());
                 bytes.extend_from_slice(&data);
                 if Self::client(n).transport.is_stream() {
                     bytes.resize(bytes.len().next_multiple_of(4), 0);
@@ -574,7 +627,7 @@ impl Driver {
                 protocol: turn::proto::PROTO_UDP,
             };
             let txid = self.next_txid();
-            let bytes = msg::build(
+            let bytes = build(
                 MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST),
                 txid,
                 &[&t],
@@ -593,7 +646,7 @@ impl Driver {
         let mut all: Vec<&dyn Setter> = attrs.iter().map(|a| &**a as &dyn Setter).collect();
         all.extend([&u as &dyn Setter, &r, &no]);
         let txid = self.next_txid();
-        let bytes = msg::build(typ, txid, &all, Some(&key[..]), fingerprint);
+        let bytes = build(typ, txid, &all, Some(&key[..]), fingerprint);
         self.input(n, &bytes);
     }
 
@@ -602,12 +655,12 @@ impl Driver {
         while let Some(c) = self.s.poll_command() {
             match c {
                 Command::SendToClient { client, data } => {
-                    let Ok(d) = msg::decode(&data) else { continue };
+                    let Ok(d) = wire::Message::decode(&data) else { continue };
                     let n = (0..CLIENTS).find(|&n| Self::client(n) == client);
-                    if let (Some(n), Some(nonce)) = (n.or(from), d.text(ATTR_NONCE)) {
+                    if let (Some(n), Some(nonce)) = (n.or(from), d.text(wire::attr::NONCE)) {
                         self.nonces.insert(n, nonce.to_string());
                     }
-                    if let Some(t) = d.attr(ATTR_RESERVATION_TOKEN) {
+                    if let Some(t) = d.attr(wire::attr::RESERVATION_TOKEN) {
                         self.token = Some(t.to_vec());
                     }
                 }

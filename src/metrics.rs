@@ -13,7 +13,8 @@ use prometheus_client::registry::Registry;
 
 use crate::net::tcp::Gate;
 use crate::net::Workers;
-use crate::proto::stats::{AuthFailure, Refusal, ERROR_CODES, TRANSPORTS};
+use crate::proto::stats::{AuthFailure, Refusal, TRANSPORTS};
+use crate::proto::wire::ErrorCode;
 use crate::proto::Shared;
 
 /// Where the numbers come from.
@@ -158,7 +159,7 @@ impl Collector for Source {
             &mut e,
             "turnd_error_responses",
             "Error answers sent, by STUN error code",
-            ERROR_CODES
+            ErrorCode::CODES
                 .iter()
                 .zip(s.errors)
                 .map(|(c, v)| (vec![("code", c.to_string())], v)),

@@ -12,18 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use stun::attributes::*;
-use stun::message::{
-    MessageType, Setter, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION,
-    METHOD_REFRESH,
-};
-use stun::textattrs::TextAttribute;
-use turn::proto::channum::ChannelNumber;
-use turn::proto::lifetime::Lifetime;
-use turn::proto::peeraddr::PeerAddress;
-use turn::proto::reqtrans::RequestedTransport;
-
-use crate::proto::msg::{self, Frame};
+use crate::proto::wire::{self, attr, method, Class, Encoder, Frame, Message};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -176,7 +165,7 @@ impl Conn {
 
 fn framed(s: &mut impl Read, buf: &mut Vec<u8>, chunk: &mut [u8]) -> std::io::Result<Vec<u8>> {
     loop {
-        match msg::stream_frame(buf) {
+        match wire::stream_frame(buf) {
             Frame::Message { len, skip } => {
                 let m = buf[..len].to_vec();
                 buf.drain(..skip);
@@ -209,55 +198,58 @@ struct Client {
     allocated: bool,
 }
 
+/// An answer, kept whole.
 struct Answer {
-    m: msg::Decoded,
+    raw: Vec<u8>,
     code: Option<u16>,
 }
 
-fn error_code(d: &msg::Decoded) -> Option<u16> {
-    let v = d.attr(ATTR_ERROR_CODE)?;
-    (v.len() >= 4).then(|| u16::from(v[2] & 7) * 100 + u16::from(v[3]))
+impl Answer {
+    fn message(&self) -> Option<Message<'_>> {
+        Message::decode(&self.raw).ok()
+    }
+
+    fn address(&self, t: u16) -> Option<SocketAddr> {
+        self.message()?.xor_address(t)
+    }
+
+    fn text(&self, t: u16) -> Option<String> {
+        self.message()?.text(t).map(str::to_string)
+    }
 }
 
 impl Client {
-    fn transact(&mut self, method: stun::message::Method, attrs: &[&dyn Setter]) -> Result<Answer, Failed> {
+    /// Sends a request of `method` with the attributes `add` writes, signed
+    /// once the server has challenged (following 438s), and returns the
+    /// answer.
+    fn transact(&mut self, method: u16, add: impl Fn(&mut Encoder)) -> Result<Answer, Failed> {
         for _ in 0..3 {
             let txid: [u8; 12] = rand::random();
             let auth = self.auth.clone();
-            let mut all: Vec<&dyn Setter> = attrs.to_vec();
-            let texts;
+            let mut m = Vec::new();
+            let mut e = Encoder::new(&mut m, method, Class::Request, txid);
+            add(&mut e);
             if let Some((realm, nonce, _)) = &auth {
-                texts = [
-                    TextAttribute::new(ATTR_USERNAME, self.user.clone()),
-                    TextAttribute::new(ATTR_REALM, realm.clone()),
-                    TextAttribute::new(ATTR_NONCE, nonce.clone()),
-                ];
-                all.extend(texts.iter().map(|t| t as &dyn Setter));
+                e.attr(attr::USERNAME, self.user.as_bytes())
+                    .attr(attr::REALM, realm.as_bytes())
+                    .attr(attr::NONCE, nonce.as_bytes());
             }
-            let key = auth.as_ref().map(|a| a.2);
-            let m = msg::build(
-                MessageType::new(method, CLASS_REQUEST),
-                txid,
-                &all,
-                key.as_ref().map(|k| &k[..]),
-                true,
-            );
-            let d = self.roundtrip(&m, txid)?;
-            let code = error_code(&d);
-            match code {
+            e.finish(auth.as_ref().map(|a| &a.2[..]), true);
+            let a = self.roundtrip(&m, txid)?;
+            match a.code {
                 // The first challenge: sign from now on.
                 Some(401) if auth.is_none() => {
-                    let realm = d.text(ATTR_REALM).unwrap_or_default().to_string();
-                    let nonce = d.text(ATTR_NONCE).unwrap_or_default().to_string();
+                    let realm = a.text(attr::REALM).unwrap_or_default();
+                    let nonce = a.text(attr::NONCE).unwrap_or_default();
                     let key = crate::auth::long_term_key(&self.user, &realm, &self.password);
                     self.auth = Some((realm, nonce, key));
                 }
                 Some(438) => {
-                    if let (Some((realm, _, key)), Some(n)) = (self.auth.clone(), d.text(ATTR_NONCE)) {
-                        self.auth = Some((realm, n.to_string(), key));
+                    if let (Some((realm, _, key)), Some(n)) = (self.auth.clone(), a.text(attr::NONCE)) {
+                        self.auth = Some((realm, n, key));
                     }
                 }
-                _ => return Ok(Answer { m: d, code }),
+                _ => return Ok(a),
             }
         }
         Err(Failed(
@@ -266,16 +258,19 @@ impl Client {
     }
 
     /// Sends `m` (retransmitting over UDP) until the answer to `txid` comes.
-    fn roundtrip(&mut self, m: &[u8], txid: [u8; 12]) -> Result<msg::Decoded, Failed> {
+    fn roundtrip(&mut self, m: &[u8], txid: [u8; 12]) -> Result<Answer, Failed> {
         let tries = if matches!(self.conn, Conn::Udp(_)) { 3 } else { 1 };
         for _ in 0..tries {
             self.conn.send(m).map_err(|e| Failed(format!("send failed: {e}")))?;
             loop {
                 match self.conn.recv() {
-                    Ok(b) => match msg::decode(&b) {
-                        Ok(d) if d.txid() == txid && d.class() != CLASS_REQUEST => return Ok(d),
-                        _ => continue,
-                    },
+                    Ok(b) => {
+                        let code = match Message::decode(&b) {
+                            Ok(d) if d.txid == txid && d.class != Class::Request => d.error_code(),
+                            _ => continue,
+                        };
+                        return Ok(Answer { raw: b, code });
+                    }
                     Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                         break
                     }
@@ -296,8 +291,9 @@ impl Client {
         if !self.allocated {
             return Ok(());
         }
-        let zero = Lifetime(Duration::ZERO);
-        match self.transact(METHOD_REFRESH, &[&zero])? {
+        match self.transact(method::REFRESH, |e| {
+            e.u32(attr::LIFETIME, 0);
+        })? {
             Answer { code: None, .. } => {
                 self.allocated = false;
                 Ok(())
@@ -413,9 +409,9 @@ fn probe(
             allocated: false,
         })
     };
-    let step = |what: &str, r: Result<Answer, Failed>, want: Option<u16>| -> Result<msg::Decoded, Failed> {
+    let step = |what: &str, r: Result<Answer, Failed>, want: Option<u16>| -> Result<Answer, Failed> {
         match r {
-            Ok(a) if a.code == want => Ok(a.m),
+            Ok(a) if a.code == want => Ok(a),
             Ok(a) => Err(Failed(format!(
                 "{what}: error {} — {}",
                 a.code.map_or("?".to_string(), |c| c.to_string()),
@@ -428,24 +424,21 @@ fn probe(
     clients.push(connect("first connection")?);
     println!("[{}] connected", elapsed(start));
     let a = &mut clients[0];
-    let d = step("STUN Binding", a.transact(METHOD_BINDING, &[]), None)?;
-    let mapped = d
-        .attr(ATTR_XORMAPPED_ADDRESS)
-        .and_then(|v| msg::xor_address(v, &d.txid()));
+    let d = step("STUN Binding", a.transact(method::BINDING, |_| {}), None)?;
+    let mapped = d.address(attr::XOR_MAPPED_ADDRESS);
     println!(
         "[{}] STUN Binding: this machine is seen as {}",
         elapsed(start),
         mapped.map_or("?".into(), |m| m.to_string())
     );
-    let udp = RequestedTransport {
-        protocol: turn::proto::PROTO_UDP,
+    let udp = |e: &mut Encoder| {
+        e.attr(attr::REQUESTED_TRANSPORT, &[wire::PROTO_UDP, 0, 0, 0]);
     };
-    let relayed = |d: &msg::Decoded| {
-        d.attr(ATTR_XOR_RELAYED_ADDRESS)
-            .and_then(|v| msg::xor_address(v, &d.txid()))
+    let relayed = |d: &Answer| {
+        d.address(attr::XOR_RELAYED_ADDRESS)
             .ok_or_else(|| Failed("Allocate: no relayed address in the answer".into()))
     };
-    let d = step("Allocate", a.transact(METHOD_ALLOCATE, &[&udp]), None)?;
+    let d = step("Allocate", a.transact(method::ALLOCATE, udp), None)?;
     a.allocated = true;
     let ra = relayed(&d)?;
     println!("[{}] Allocate: relayed address {ra}", elapsed(start));
@@ -453,33 +446,37 @@ fn probe(
     let [a, b] = &mut clients[..] else {
         return Err(Failed("two connections expected".into()));
     };
-    let d = step("second Allocate", b.transact(METHOD_ALLOCATE, &[&udp]), None)?;
+    let d = step("second Allocate", b.transact(method::ALLOCATE, udp), None)?;
     b.allocated = true;
     let rb = relayed(&d)?;
     println!("[{}] second Allocate: relayed address {rb}", elapsed(start));
-    let peer = |r: SocketAddr| PeerAddress {
-        ip: r.ip(),
-        port: r.port(),
+    let peer = |r: SocketAddr| {
+        move |e: &mut Encoder| {
+            e.xor_address(attr::XOR_PEER_ADDRESS, r);
+        }
     };
     step(
         "CreatePermission",
-        a.transact(METHOD_CREATE_PERMISSION, &[&peer(rb)]),
+        a.transact(method::CREATE_PERMISSION, peer(rb)),
         None,
     )?;
     step(
         "CreatePermission (second)",
-        b.transact(METHOD_CREATE_PERMISSION, &[&peer(ra)]),
+        b.transact(method::CREATE_PERMISSION, peer(ra)),
         None,
     )?;
     println!("[{}] CreatePermission: both ways", elapsed(start));
-    step(
-        "ChannelBind",
-        a.transact(METHOD_CHANNEL_BIND, &[&ChannelNumber(0x4000), &peer(rb)]),
-        None,
-    )?;
+    let bind = |n: u16, r: SocketAddr| {
+        move |e: &mut Encoder| {
+            let [hi, lo] = n.to_be_bytes();
+            e.attr(attr::CHANNEL_NUMBER, &[hi, lo, 0, 0])
+                .xor_address(attr::XOR_PEER_ADDRESS, r);
+        }
+    };
+    step("ChannelBind", a.transact(method::CHANNEL_BIND, bind(0x4000, rb)), None)?;
     step(
         "ChannelBind (second)",
-        b.transact(METHOD_CHANNEL_BIND, &[&ChannelNumber(0x4001), &peer(ra)]),
+        b.transact(method::CHANNEL_BIND, bind(0x4001, ra)),
         None,
     )?;
     println!("[{}] ChannelBind: 0x4000 and 0x4001", elapsed(start));

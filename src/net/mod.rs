@@ -28,7 +28,7 @@ const HANDOFF_QUEUE: usize = 4096;
 pub struct Handoff {
     pub to: RelayHandle,
     pub from: SocketAddr,
-    /// [`crate::proto::msg::CHANNEL_HEADER`] bytes of room, then the payload.
+    /// [`crate::proto::wire::CHANNEL_HEADER`] bytes of room, then the payload.
     pub buf: Vec<u8>,
 }
 

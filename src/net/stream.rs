@@ -1,5 +1,5 @@
 //! TURN over TCP and TLS: one tokio task per connection cuts the byte stream
-//! into messages ([`crate::proto::msg::stream_frame`]) and hands them to the
+//! into messages ([`crate::proto::wire::stream_frame`]) and hands them to the
 //! worker that owns the connection's allocation; what the core answers comes
 //! back on a bounded queue and is written out, ChannelData padded to 4 bytes
 //! ([RFC 8656 §12.5](https://www.rfc-editor.org/rfc/rfc8656#section-12.5)).
@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::proto::msg::{stream_frame, Frame};
+use crate::proto::wire::{stream_frame, Frame};
 use crate::proto::ClientAddr;
 
 /// Messages queued towards one client before more are dropped (a client

@@ -14,7 +14,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 
-use crate::proto::msg::CHANNEL_HEADER;
+use crate::proto::wire::CHANNEL_HEADER;
 use crate::proto::{ClientAddr, Command, Now, OpenError, RelayHandle, RelayId, Server, Transmit};
 
 use super::stream::{self, Inbox, ToWorker};

@@ -1,8 +1,8 @@
-//! One allocation's state: permissions, channels and their expiry
-//! ([RFC 8656 §6](https://www.rfc-editor.org/rfc/rfc8656#section-6)).
+//! One allocation's state ([RFC 8656 §6](https://www.rfc-editor.org/rfc/rfc8656#section-6)):
+//! its relay, credentials, lifetime, counters and budgets. Its permissions
+//! and channels live in the core's [`super::channels::ChannelTable`].
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,52 +11,9 @@ use crate::auth::Key;
 use super::addr::ClientAddr;
 use super::shared::UserBudget;
 
-/// Permission lifetime, not configurable ([RFC 8656 §9](https://www.rfc-editor.org/rfc/rfc8656#section-9)).
-pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
-/// Channel binding lifetime ([RFC 8656 §12](https://www.rfc-editor.org/rfc/rfc8656#section-12)).
-pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
-/// After a binding expires, neither its number nor its peer may be bound to
-/// anything else for this long ([RFC 8656 §12](https://www.rfc-editor.org/rfc/rfc8656#section-12)).
-pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 /// How long a reserved port (EVEN-PORT R bit) is held
 /// ([RFC 8656 §14.9](https://www.rfc-editor.org/rfc/rfc8656#section-14.9)).
 pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Clone, Copy)]
-pub struct Channel {
-    pub peer: SocketAddr,
-    pub expires: Instant,
-}
-
-impl Channel {
-    /// Still blocking other bindings of its number and peer.
-    pub fn holds(&self, now: Instant) -> bool {
-        now < self.expires + CHANNEL_COOLDOWN
-    }
-}
-
-/// A permission for one peer IP ([RFC 8656 §9](https://www.rfc-editor.org/rfc/rfc8656#section-9)).
-#[derive(Debug, Clone, Copy)]
-pub struct Permission {
-    pub expires: Instant,
-    /// The IP is an [ordinary](super::server::CoreConfig::ordinary_peer)
-    /// peer (decided once, when the permission is made or the policy
-    /// reloaded); otherwise data to it goes to a live relay of this turnd
-    /// at the exact address, or nowhere.
-    pub ordinary: bool,
-}
-
-/// The hot-path view of a channel from the peer side: one lookup by the
-/// peer's address decides whether its data goes out as ChannelData.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerRoute {
-    pub channel: u16,
-    pub chan_expires: Instant,
-    pub perm_expires: Instant,
-    /// The peer is a relay of this turnd, heard only inside the process
-    /// (see [`super::server::CoreConfig::ordinary_peer`]).
-    pub internal: bool,
-}
 
 /// Why an allocation is waiting for its relay socket.
 #[derive(Debug, Clone)]
@@ -87,9 +44,6 @@ pub struct Allocation {
     pub allocate_txid: [u8; 12],
     /// The success response, sent again for a retransmitted Allocate.
     pub response: Vec<u8>,
-    pub perms: HashMap<IpAddr, Permission>,
-    pub channels: HashMap<u16, Channel>,
-    pub by_peer: HashMap<SocketAddr, PeerRoute>,
     pub scheduled: Option<Instant>,
     pub created: Instant,
     pub to_peer: Counter,
@@ -166,66 +120,5 @@ impl Allocation {
             self.refused.remove(0);
         }
         self.refused.push(peer);
-    }
-
-    /// Whether the peer's IP has a live permission.
-    pub fn permits(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permission(ip, now).is_some()
-    }
-
-    /// The live permission for `ip`.
-    pub fn permission(&self, ip: IpAddr, now: Instant) -> Option<Permission> {
-        self.perms.get(&ip).copied().filter(|p| now < p.expires)
-    }
-
-    /// Installs or refreshes the permission for `ip` (`ordinary`: see
-    /// [`Permission::ordinary`]) and copies its expiry into the hot-path
-    /// routes of channels to that IP.
-    pub fn refresh_permission(&mut self, ip: IpAddr, expires: Instant, ordinary: bool) {
-        self.perms.insert(ip, Permission { expires, ordinary });
-        for (peer, route) in self.by_peer.iter_mut() {
-            if peer.ip() == ip {
-                route.perm_expires = expires;
-            }
-        }
-    }
-
-    /// The channel number bound (or cooling down) for `peer`, if any.
-    pub fn channel_of(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
-        self.channels
-            .iter()
-            .find(|(_, c)| c.peer == peer && c.holds(now))
-            .map(|(n, _)| *n)
-    }
-
-    /// Drops expired permissions and channels; returns the channels whose
-    /// binding just ended (their hot-path routes must go) and the next
-    /// instant anything here changes.
-    pub fn sweep(&mut self, now: Instant) -> (Vec<u16>, Instant) {
-        self.perms.retain(|_, p| now < p.expires);
-        let mut ended = Vec::new();
-        for (n, c) in &self.channels {
-            if c.expires <= now && self.by_peer.get(&c.peer).is_some_and(|r| r.channel == *n) {
-                ended.push(*n);
-            }
-        }
-        for n in &ended {
-            if let Some(c) = self.channels.get(n) {
-                self.by_peer.remove(&c.peer);
-            }
-        }
-        self.channels.retain(|_, c| c.holds(now));
-        let mut next = self.expires;
-        for p in self.perms.values() {
-            next = next.min(p.expires);
-        }
-        for c in self.channels.values() {
-            next = next.min(if c.expires > now {
-                c.expires
-            } else {
-                c.expires + CHANNEL_COOLDOWN
-            });
-        }
-        (ended, next)
     }
 }

@@ -1,6 +1,10 @@
 //! The request handlers: Binding ([RFC 8489 §6.3](https://www.rfc-editor.org/rfc/rfc8489#section-6.3)),
 //! authentication ([RFC 8489 §9.2](https://www.rfc-editor.org/rfc/rfc8489#section-9.2)) and the
 //! TURN methods ([RFC 8656 §7–§12](https://www.rfc-editor.org/rfc/rfc8656#section-7)).
+//!
+//! Each handler takes the typed request and returns a [`Reply`] or why it
+//! is [`Refused`]; [`Server::answer`] alone writes the answer (signed when
+//! the request authenticated, with a reason phrase only then) and counts it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -8,36 +12,23 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use stun::attributes::*;
-use stun::error_code::*;
-use stun::message::{
-    MessageType, Setter, CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_SUCCESS_RESPONSE, METHOD_ALLOCATE,
-    METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_DATA, METHOD_REFRESH,
-};
-use stun::textattrs::TextAttribute;
-use stun::uattrs::UnknownAttributes;
-use stun::xoraddr::XorMappedAddress;
-use turn::proto::data::Data;
-use turn::proto::lifetime::Lifetime;
-use turn::proto::peeraddr::PeerAddress;
-use turn::proto::relayaddr::RelayedAddress;
-use turn::proto::rsrvtoken::ReservationToken;
 
 use crate::auth::{AuthError, Key};
 
 use super::addr::{ClientAddr, RelayHandle, RelayId};
-use super::allocation::{
-    Allocation, Channel, Opening, PeerRoute, CHANNEL_LIFETIME, PERMISSION_LIFETIME, RESERVATION_LIFETIME,
-};
-use super::msg::{self, Decoded, CHANNEL_MAX, CHANNEL_MAX_RFC5766, CHANNEL_MIN};
+use super::allocation::{Allocation, Opening, RESERVATION_LIFETIME};
+use super::channels::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 use super::nonce::NonceCheck;
-use super::server::{ClientRoute, Command, Now, OpenError, Server, Timer, Transmit};
+use super::server::{Command, Now, OpenError, Server, Timer, Transmit};
 use super::shared::{QuotaFull, Reservation};
 use super::stats::{AuthFailure, Refusal};
+use super::wire::{
+    self, attr, method, Allocate, ChannelBind, Class, Encoder, ErrorCode, Family, Message, Peers, Refresh, Request,
+    CHANNEL_MAX, CHANNEL_MAX_RFC5766, CHANNEL_MIN,
+};
 
 /// How many ports an Allocate tries when the host already uses the chosen one.
 const OPEN_ATTEMPTS: u32 = 8;
-const PROTO_UDP: u8 = 17;
 
 /// An authenticated request's credentials.
 struct Authed {
@@ -45,54 +36,42 @@ struct Authed {
     key: Key,
 }
 
+/// A success answer.
+pub(super) enum Reply {
+    /// No attributes (CreatePermission, ChannelBind).
+    Empty,
+    /// LIFETIME (Refresh).
+    Lifetime(Duration),
+    /// XOR-MAPPED-ADDRESS (Binding).
+    Mapped(SocketAddr),
+    /// The answer comes once the relay socket is open (Allocate).
+    Later,
+    /// The answer already sent, again (a retransmitted Allocate).
+    Again(Vec<u8>),
+}
+
+/// Why a request gets no success answer.
+pub(super) enum Refused {
+    Error(ErrorCode),
+    /// 420 naming the attributes turnd does not understand.
+    Unknown(Vec<u16>),
+    /// 300 with ALTERNATE-SERVER (draining).
+    Alternate(SocketAddr),
+    /// 401 or 438 with REALM and a fresh nonce, rate-limited per address.
+    Challenge(ErrorCode),
+    /// No answer at all (a request on an allocation still opening).
+    Silent,
+}
+
+impl From<ErrorCode> for Refused {
+    fn from(e: ErrorCode) -> Self {
+        Self::Error(e)
+    }
+}
+
 /// A Data indication carrying `data` from `peer` ([RFC 8656 §11.4](https://www.rfc-editor.org/rfc/rfc8656#section-11.4)).
 pub(super) fn data_indication(rng: &mut impl Rng, peer: SocketAddr, data: &[u8]) -> Vec<u8> {
-    let txid: [u8; 12] = rng.random();
-    msg::build(
-        MessageType::new(METHOD_DATA, CLASS_INDICATION),
-        txid,
-        &[
-            &PeerAddress {
-                ip: peer.ip(),
-                port: peer.port(),
-            },
-            &Data(data.to_vec()),
-        ],
-        None,
-        false,
-    )
-}
-
-/// ALTERNATE-SERVER ([RFC 8489 §14.15](https://www.rfc-editor.org/rfc/rfc8489#section-14.15)).
-struct AlternateServer(SocketAddr);
-
-impl Setter for AlternateServer {
-    fn add_to(&self, m: &mut stun::message::Message) -> Result<(), stun::Error> {
-        let a = stun::addr::MappedAddress {
-            ip: self.0.ip(),
-            port: self.0.port(),
-        };
-        a.add_to_as(m, ATTR_ALTERNATE_SERVER)
-    }
-}
-
-fn reason(code: u16) -> &'static str {
-    match code {
-        300 => "Try Alternate",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        420 => "Unknown Attribute",
-        437 => "Allocation Mismatch",
-        438 => "Stale Nonce",
-        440 => "Address Family not Supported",
-        441 => "Wrong Credentials",
-        442 => "Unsupported Transport Protocol",
-        443 => "Peer Address Family Mismatch",
-        486 => "Allocation Quota Reached",
-        508 => "Insufficient Capacity",
-        _ => "Error",
-    }
+    wire::data_indication(rng.random(), peer, data)
 }
 
 /// A RESERVATION-TOKEN value not in use (and never 0).
@@ -128,122 +107,135 @@ fn reserve_after(
     SocketAddr::new(r.ip, r.port)
 }
 
-fn lifetime_attr(value: &[u8]) -> Option<Duration> {
-    let b: [u8; 4] = value.get(..4)?.try_into().ok()?;
-    Some(Duration::from_secs(u32::from_be_bytes(b) as u64))
-}
-
 impl Server {
-    fn reply(&mut self, client: ClientAddr, req: &Decoded, success: bool, attrs: &[&dyn Setter], key: Option<&Key>) {
-        let class = if success {
-            CLASS_SUCCESS_RESPONSE
-        } else {
-            CLASS_ERROR_RESPONSE
-        };
-        let data = msg::build(
-            MessageType::new(req.msg.typ.method, class),
-            req.txid(),
-            attrs,
-            key.map(|k| k.as_slice()),
-            req.has_fingerprint,
-        );
+    /// Sends the answer to `req` (nothing for [`Reply::Later`] and
+    /// [`Refused::Silent`]): signed with `key` when the request
+    /// authenticated, FINGERPRINT when the request had one.
+    pub(super) fn answer(
+        &mut self,
+        client: ClientAddr,
+        req: &Message,
+        outcome: Result<Reply, Refused>,
+        key: Option<&Key>,
+        now: Now,
+    ) {
+        self.respond(client, req.method, req.txid, req.fingerprint, outcome, key, now);
+    }
+
+    /// [`Server::answer`] for a request that is no longer at hand (an
+    /// Allocate answered once its relay socket is open).
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &mut self,
+        client: ClientAddr,
+        method: u16,
+        txid: [u8; 12],
+        fingerprint: bool,
+        outcome: Result<Reply, Refused>,
+        key: Option<&Key>,
+        now: Now,
+    ) {
+        let mut data = Vec::new();
+        match outcome {
+            Ok(Reply::Later) | Err(Refused::Silent) => return,
+            Ok(Reply::Again(d)) => data = d,
+            Ok(reply) => {
+                let mut e = Encoder::new(&mut data, method, Class::Success, txid);
+                match reply {
+                    Reply::Lifetime(l) => {
+                        e.u32(attr::LIFETIME, u32::try_from(l.as_secs()).unwrap_or(u32::MAX));
+                    }
+                    Reply::Mapped(a) => {
+                        e.xor_address(attr::XOR_MAPPED_ADDRESS, a);
+                    }
+                    _ => {}
+                }
+                e.finish(key.map(|k| &k[..]), fingerprint);
+            }
+            Err(Refused::Challenge(code)) => {
+                // Anyone can provoke a challenge from a spoofed address:
+                // beyond the per-address rate, no answer at all.
+                if !self.challenges.take(client.remote.ip(), now.mono) {
+                    self.stats.challenges_limited += 1;
+                    return;
+                }
+                self.stats.error(code);
+                let nonce = self.nonces.issue(client.remote.ip(), now.unix);
+                let mut e = Encoder::new(&mut data, method, Class::Error, txid);
+                // A 401 is what every unauthenticated request gets: no
+                // reason phrase, every byte counts in its amplification.
+                e.error(code, code != ErrorCode::Unauthorized)
+                    .attr(attr::REALM, self.cfg.credentials.realm.as_bytes())
+                    .attr(attr::NONCE, nonce.as_bytes());
+                e.finish(None, fingerprint);
+            }
+            Err(refused) => {
+                let code = match &refused {
+                    Refused::Error(c) => *c,
+                    Refused::Unknown(_) => ErrorCode::UnknownAttribute,
+                    _ => ErrorCode::TryAlternate,
+                };
+                // Unsigned answers carry no reason phrase, and an unsigned
+                // 420 is as cheap to provoke as a 401: the same limit.
+                if key.is_none()
+                    && code == ErrorCode::UnknownAttribute
+                    && !self.challenges.take(client.remote.ip(), now.mono)
+                {
+                    self.stats.challenges_limited += 1;
+                    return;
+                }
+                self.stats.error(code);
+                let mut e = Encoder::new(&mut data, method, Class::Error, txid);
+                e.error(code, key.is_some());
+                match refused {
+                    Refused::Unknown(list) => {
+                        e.unknown_attributes(&list);
+                    }
+                    Refused::Alternate(a) => {
+                        e.address(attr::ALTERNATE_SERVER, a);
+                    }
+                    _ => {}
+                }
+                e.finish(key.map(|k| &k[..]), fingerprint);
+            }
+        }
         self.commands.push_back(Command::SendToClient { client, data });
     }
 
-    /// An error answer; signed with `key` when the request authenticated.
-    /// Unsigned answers carry no reason phrase: anyone can provoke them
-    /// from a spoofed address, so they stay as small as the code allows.
-    fn error(&mut self, client: ClientAddr, req: &Decoded, code: u16, key: Option<&Key>) {
-        let e = self.error_code(code, if key.is_some() { reason(code) } else { "" });
-        self.reply(client, req, false, &[&e], key);
-    }
-
-    /// ERROR-CODE for an answer about to be sent, counted for `/metrics`.
-    fn error_code(&mut self, code: u16, reason: &str) -> ErrorCodeAttribute {
-        self.stats.error(code);
-        ErrorCodeAttribute {
-            code: ErrorCode(code),
-            reason: reason.as_bytes().to_vec(),
-        }
-    }
-
-    /// 401 or 438 with a fresh nonce, unless the client's address has used
-    /// up its challenges for now (then nothing: an attacker spoofing a
-    /// victim's address gets no reflection past the limit). A 401 carries no
-    /// reason phrase: it is the answer an unauthenticated request gets, and
-    /// every byte counts in its amplification factor.
-    fn challenge(&mut self, client: ClientAddr, req: &Decoded, code: u16, now: Now) {
-        if !self.challenges.take(client.remote.ip(), now.mono) {
-            self.stats.challenges_limited += 1;
-            return;
-        }
-        let e = self.error_code(code, if code == 401 { "" } else { reason(code) });
-        let realm = TextAttribute::new(ATTR_REALM, self.cfg.credentials.realm.clone());
-        let nonce = TextAttribute::new(ATTR_NONCE, self.nonces.issue(client.remote.ip(), now.unix));
-        self.reply(client, req, false, &[&e, &realm, &nonce], None);
-    }
-
-    /// 420 for comprehension-required attributes turnd does not know
-    /// ([RFC 8489 §6.3.1](https://www.rfc-editor.org/rfc/rfc8489#section-6.3.1)).
-    /// Returns whether the request got it (or, unsigned and over the
-    /// per-address challenge limit, nothing): an unsigned 420 is as cheap to
-    /// provoke from a spoofed address as a 401, so it is as small (no reason
-    /// phrase) and counts against the same limit.
-    fn unknown_attributes(&mut self, client: ClientAddr, req: &Decoded, key: Option<&Key>, now: Now) -> bool {
-        let unknown = req.unknown_required();
-        if unknown.is_empty() {
-            return false;
-        }
-        if key.is_none() && !self.challenges.take(client.remote.ip(), now.mono) {
-            self.stats.challenges_limited += 1;
-            return true;
-        }
-        let e = self.error_code(420, if key.is_some() { reason(420) } else { "" });
-        self.reply(client, req, false, &[&e, &UnknownAttributes(unknown)], key);
-        true
-    }
-
-    pub(super) fn on_binding(&mut self, client: ClientAddr, req: &Decoded, now: Now) {
-        if self.unknown_attributes(client, req, None, now) {
-            return;
-        }
-        let mapped = XorMappedAddress {
-            ip: client.remote.ip(),
-            port: client.remote.port(),
+    /// A Binding request: its XOR-MAPPED-ADDRESS, or 420.
+    pub(super) fn on_binding(&mut self, client: ClientAddr, req: &Message, now: Now) {
+        let outcome = if req.has_unknown_required() {
+            Err(Refused::Unknown(req.unknown_required()))
+        } else {
+            Ok(Reply::Mapped(client.remote))
         };
-        self.reply(client, req, true, &[&mapped], None);
+        self.answer(client, req, outcome, None, now);
     }
 
     /// The long-term credential check ([RFC 8489 §9.2.4](https://www.rfc-editor.org/rfc/rfc8489#section-9.2.4)).
     /// Requests on an existing allocation are checked against the key it was
     /// created with, so a call outlives the REST username's expiry.
-    fn authenticate(&mut self, client: ClientAddr, req: &mut Decoded, now: Now) -> Option<Authed> {
-        if !req.has_integrity {
-            self.challenge(client, req, 401, now);
-            return None;
+    fn authenticate(&mut self, client: ClientAddr, req: &Message, now: Now) -> Result<Authed, Refused> {
+        if !req.has_integrity() {
+            return Err(Refused::Challenge(ErrorCode::Unauthorized));
         }
-        let (Some(username), Some(_), Some(nonce)) =
-            (req.text(ATTR_USERNAME), req.text(ATTR_REALM), req.text(ATTR_NONCE))
-        else {
-            self.error(client, req, 400, None);
-            return None;
+        let Some(creds) = req.credentials() else {
+            return Err(ErrorCode::BadRequest.into());
         };
-        let username = username.to_owned();
-        if self.nonces.check(nonce, client.remote.ip(), now.unix) == NonceCheck::Stale {
+        if self.nonces.check(creds.nonce, client.remote.ip(), now.unix) == NonceCheck::Stale {
             self.stats.auth_failures[AuthFailure::StaleNonce as usize] += 1;
-            self.challenge(client, req, 438, now);
-            return None;
+            return Err(Refused::Challenge(ErrorCode::StaleNonce));
         }
+        let username = creds.username;
         let existing = self.by_client.get(&client).and_then(|id| self.allocs.get(id.index()));
         let keys = match existing {
             Some(a) if a.username == username => vec![a.key],
             Some(a) => {
                 tracing::debug!(%client, %username, allocation_user = %a.username, "441: not the allocation's user");
                 self.stats.auth_failures[AuthFailure::WrongUser as usize] += 1;
-                self.error(client, req, 441, None);
-                return None;
+                return Err(ErrorCode::WrongCredentials.into());
             }
-            None => match self.cfg.credentials.keys_for(&username, now.unix) {
+            None => match self.cfg.credentials.keys_for(username, now.unix) {
                 Ok(k) => k,
                 Err(why) => {
                     tracing::debug!(%client, %username, %why, "authentication failed");
@@ -252,43 +244,42 @@ impl Server {
                         AuthError::UnknownUser => AuthFailure::UnknownUser,
                     };
                     self.stats.auth_failures[reason as usize] += 1;
-                    self.challenge(client, req, 401, now);
-                    return None;
+                    return Err(Refused::Challenge(ErrorCode::Unauthorized));
                 }
             },
         };
         match keys.into_iter().find(|k| req.check_integrity(&k[..])) {
-            Some(key) => Some(Authed { username, key }),
+            Some(key) => Ok(Authed {
+                username: username.to_owned(),
+                key,
+            }),
             None => {
                 tracing::debug!(%client, %username, "bad MESSAGE-INTEGRITY");
                 self.stats.auth_failures[AuthFailure::BadIntegrity as usize] += 1;
-                self.challenge(client, req, 401, now);
-                None
+                Err(Refused::Challenge(ErrorCode::Unauthorized))
             }
         }
     }
 
-    pub(super) fn on_request(&mut self, client: ClientAddr, req: &mut Decoded, now: Now) {
-        let method = req.msg.typ.method;
-        let known = [
-            METHOD_ALLOCATE,
-            METHOD_REFRESH,
-            METHOD_CREATE_PERMISSION,
-            METHOD_CHANNEL_BIND,
-        ];
-        if !known.contains(&method) {
-            self.error(client, req, 400, None);
-            return;
-        }
-        if method == METHOD_ALLOCATE {
+    /// A TURN request: checked in the order RFC 8656 asks, answered once.
+    pub(super) fn on_request(&mut self, client: ClientAddr, req: &Message, now: Now) {
+        let (outcome, key) = self.request(client, req, now);
+        self.answer(client, req, outcome, key.as_ref(), now);
+    }
+
+    fn request(&mut self, client: ClientAddr, req: &Message, now: Now) -> (Result<Reply, Refused>, Option<Key>) {
+        let Some(request) = req.request() else {
+            return (Err(ErrorCode::BadRequest.into()), None);
+        };
+        if let Request::Allocate(_) = request {
             if let Some(a) = self.by_client.get(&client).and_then(|id| self.allocs.get(id.index())) {
-                if a.allocate_txid == req.txid() {
+                if a.allocate_txid == req.txid {
                     // A retransmission: the same answer again (RFC 8656 §7.2).
-                    if a.opening.is_none() {
-                        let data = a.response.clone();
-                        self.commands.push_back(Command::SendToClient { client, data });
-                    }
-                    return;
+                    let again = match a.opening {
+                        None => Ok(Reply::Again(a.response.clone())),
+                        Some(_) => Err(Refused::Silent),
+                    };
+                    return (again, None);
                 }
             }
         } else if !self.by_client.contains_key(&client) {
@@ -296,99 +287,74 @@ impl Server {
             // allocation: 437 at once, unsigned and small, rather than a 401
             // with realm and nonce that a spoofed source could use for
             // amplification.
-            self.error(client, req, 437, None);
-            return;
+            return (Err(ErrorCode::AllocationMismatch.into()), None);
         }
-        let Some(auth) = self.authenticate(client, req, now) else {
-            return;
+        let auth = match self.authenticate(client, req, now) {
+            Ok(a) => a,
+            Err(r) => return (Err(r), None),
         };
-        if self.unknown_attributes(client, req, Some(&auth.key), now) {
-            return;
+        let key = Some(auth.key);
+        if req.has_unknown_required() {
+            return (Err(Refused::Unknown(req.unknown_required())), key);
         }
-        if method == METHOD_ALLOCATE {
-            self.on_allocate(client, req, auth, now);
-            return;
-        }
-        let Some(&relay) = self.by_client.get(&client) else {
-            self.error(client, req, 437, Some(&auth.key));
-            return;
+        let outcome = match request {
+            Request::Allocate(a) => self.on_allocate(client, req, a, auth, now),
+            other => match self.by_client.get(&client).copied() {
+                None => Err(ErrorCode::AllocationMismatch.into()),
+                Some(relay) if self.allocs.get(relay.index()).is_none_or(|a| a.opening.is_some()) => {
+                    Err(Refused::Silent)
+                }
+                Some(relay) => match other {
+                    Request::Refresh(r) => self.on_refresh(relay, r, now),
+                    Request::CreatePermission(p) => self.on_create_permission(relay, &p, now),
+                    Request::ChannelBind(c) => self.on_channel_bind(relay, c, now),
+                    Request::Allocate(_) => Err(ErrorCode::BadRequest.into()),
+                },
+            },
         };
-        if self.allocs.get(relay.index()).is_none_or(|a| a.opening.is_some()) {
-            return;
-        }
-        if method == METHOD_REFRESH {
-            self.on_refresh(client, relay, req, &auth.key, now);
-        } else if method == METHOD_CREATE_PERMISSION {
-            self.on_create_permission(client, relay, req, &auth.key, now);
-        } else {
-            self.on_channel_bind(client, relay, req, &auth.key, now);
-        }
+        (outcome, key)
     }
 
-    fn on_allocate(&mut self, client: ClientAddr, req: &Decoded, auth: Authed, now: Now) {
-        let key = auth.key;
+    fn on_allocate(
+        &mut self,
+        client: ClientAddr,
+        req: &Message,
+        request: Result<Allocate, ErrorCode>,
+        auth: Authed,
+        now: Now,
+    ) -> Result<Reply, Refused> {
         if self.by_client.contains_key(&client) {
-            self.error(client, req, 437, Some(&key));
-            return;
+            return Err(ErrorCode::AllocationMismatch.into());
         }
         // Shutting down (RFC 8489 §10: ALTERNATE-SERVER only after the
         // request authenticated).
         if self.shared.is_draining() {
             tracing::info!(%client, user = %auth.username, "allocation refused: shutting down");
             self.stats.refused[Refusal::Draining as usize] += 1;
-            return match self.cfg.alternate_server {
-                Some(alt) => {
-                    let e = self.error_code(300, reason(300));
-                    self.reply(client, req, false, &[&e, &AlternateServer(alt)], Some(&key));
-                }
-                None => {
-                    let e = self.error_code(508, "Server Shutting Down");
-                    self.reply(client, req, false, &[&e], Some(&key));
-                }
-            };
+            return Err(match self.cfg.alternate_server {
+                Some(alt) => Refused::Alternate(alt),
+                None => ErrorCode::ShuttingDown.into(),
+            });
         }
-        match req.attr(ATTR_REQUESTED_TRANSPORT) {
-            None => return self.error(client, req, 400, Some(&key)),
-            Some(v) if v.first() != Some(&PROTO_UDP) => return self.error(client, req, 442, Some(&key)),
-            Some(_) => {}
-        }
-        let token = req.attr(ATTR_RESERVATION_TOKEN);
-        let even = req.attr(ATTR_EVEN_PORT);
-        let family = req.attr(ATTR_REQUESTED_ADDRESS_FAMILY);
-        if token.is_some() && (even.is_some() || family.is_some()) {
-            return self.error(client, req, 400, Some(&key));
-        }
-        let want_v6 = match family.map(|f| f.first().copied()) {
-            None => false,
-            Some(Some(0x01)) => false,
-            Some(Some(0x02)) => true,
-            Some(_) => return self.error(client, req, 440, Some(&key)),
-        };
-        let token = match token.map(<[u8; 8]>::try_from) {
-            None => None,
-            Some(Ok(t)) => Some(u64::from_be_bytes(t)),
-            Some(Err(_)) => return self.error(client, req, 400, Some(&key)),
-        };
-        let (even, reserve_next) = match even {
+        let request = request?;
+        let (even, reserve_next) = match request.even_port {
             None => (false, false),
-            Some(v) => (true, v.first().is_some_and(|b| b & 0x80 != 0)),
+            Some(e) => (true, e.reserve_next),
         };
-        let requested = req.attr(ATTR_LIFETIME).and_then(lifetime_attr);
         // Allocate lifetime: min(requested, max), but never under the default
         // (RFC 8656 §7.2).
-        let lifetime = requested
+        let lifetime = request
+            .lifetime
             .map_or(self.cfg.default_lifetime, |r| r.min(self.cfg.max_lifetime))
             .max(self.cfg.default_lifetime.min(self.cfg.max_lifetime));
-
         let quota_user = self.cfg.credentials.quota_name(&auth.username).to_owned();
         let (max_user, max_total) = (self.cfg.max_allocations_per_user, self.cfg.max_allocations);
-        let ip = if token.is_none() {
-            match self.relay_ip(want_v6, client.local.ip()) {
-                Some(ip) => Some(ip),
-                None => return self.error(client, req, 440, Some(&key)),
-            }
-        } else {
-            None
+        let ip = match request.token {
+            Some(_) => None,
+            None => Some(
+                self.relay_ip(request.family == Family::V6, client.local.ip())
+                    .ok_or(ErrorCode::AddressFamilyNotSupported)?,
+            ),
         };
         let shared = self.shared.clone();
         let mut g = shared.lock();
@@ -397,15 +363,15 @@ impl Server {
             Err(full) => {
                 drop(g);
                 let (code, why) = match full {
-                    QuotaFull::User => (486, Refusal::UserQuota),
-                    _ => (508, Refusal::TotalQuota),
+                    QuotaFull::User => (ErrorCode::AllocationQuotaReached, Refusal::UserQuota),
+                    _ => (ErrorCode::InsufficientCapacity, Refusal::TotalQuota),
                 };
                 self.stats.refused[why as usize] += 1;
-                tracing::info!(%client, user = %auth.username, code, "allocation refused: quota");
-                return self.error(client, req, code, Some(&key));
+                tracing::info!(%client, user = %auth.username, code = code.code(), "allocation refused: quota");
+                return Err(code.into());
             }
         };
-        let addr = match (token, ip) {
+        let addr = match (request.token, ip) {
             (Some(t), _) => match g.reservations.remove(&t) {
                 Some(r) if r.expires > now.mono => Some(SocketAddr::new(r.ip, r.port)),
                 Some(r) => {
@@ -425,14 +391,14 @@ impl Server {
             drop(g);
             tracing::info!(%client, user = %auth.username, "allocation refused: no relay port or reservation");
             self.stats.refused[Refusal::NoRelayPort as usize] += 1;
-            return self.error(client, req, 508, Some(&key));
+            return Err(ErrorCode::InsufficientCapacity.into());
         };
         let mut opening = Opening {
-            fingerprint: req.has_fingerprint,
+            fingerprint: req.fingerprint,
             lifetime,
             even,
             reserve_next,
-            from_token: token.is_some(),
+            from_token: request.token.is_some(),
             attempts: 1,
             token: None,
         };
@@ -450,14 +416,11 @@ impl Server {
             advertised: addr,
             username: auth.username,
             quota_user,
-            key,
+            key: auth.key,
             expires: now.mono + lifetime,
             opening: Some(opening),
-            allocate_txid: req.txid(),
+            allocate_txid: req.txid,
             response: Vec::new(),
-            perms: Default::default(),
-            channels: Default::default(),
-            by_peer: Default::default(),
             scheduled: None,
             created: now.mono,
             to_peer: Default::default(),
@@ -466,7 +429,9 @@ impl Server {
             refused: Vec::new(),
         });
         self.by_client.insert(client, relay);
+        self.channels.open(relay, client);
         self.commands.push_back(Command::OpenRelay { relay, addr, hold });
+        Ok(Reply::Later)
     }
 
     /// Call right after executing [`Command::OpenRelay`] with its outcome:
@@ -510,22 +475,15 @@ impl Server {
                     return;
                 }
                 drop(g);
-                let (key, txid, fp) = (a.key, a.allocate_txid, opening.fingerprint);
+                let (key, txid, fingerprint) = (a.key, a.allocate_txid, opening.fingerprint);
                 tracing::warn!(%client, relay = %a.relay, ?e, "could not open a relay socket");
                 // Still "opening": deleting it releases port and quota but
                 // closes no socket.
                 a.opening = Some(opening);
                 self.delete_allocation(relay, "relay socket failed", now.mono);
                 self.stats.refused[Refusal::NoRelayPort as usize] += 1;
-                let e = self.error_code(508, reason(508));
-                let data = msg::build(
-                    MessageType::new(METHOD_ALLOCATE, CLASS_ERROR_RESPONSE),
-                    txid,
-                    &[&e],
-                    Some(&key[..]),
-                    fp,
-                );
-                self.commands.push_back(Command::SendToClient { client, data });
+                let refused = Err(ErrorCode::InsufficientCapacity.into());
+                self.respond(client, method::ALLOCATE, txid, fingerprint, refused, Some(&key), now);
                 return;
             }
         };
@@ -535,27 +493,18 @@ impl Server {
         };
         a.relay = bound;
         a.advertised = advertised;
-        let lifetime = Lifetime(opening.lifetime);
-        let relayed = RelayedAddress {
-            ip: advertised.ip(),
-            port: advertised.port(),
-        };
-        let mapped = XorMappedAddress {
-            ip: client.remote.ip(),
-            port: client.remote.port(),
-        };
-        let token = opening.token.map(|t| ReservationToken(t.to_be_bytes().to_vec()));
-        let mut attrs: Vec<&dyn Setter> = vec![&relayed, &lifetime, &mapped];
-        if let Some(t) = &token {
-            attrs.push(t);
+        let mut data = Vec::new();
+        let mut e = Encoder::new(&mut data, method::ALLOCATE, Class::Success, a.allocate_txid);
+        e.xor_address(attr::XOR_RELAYED_ADDRESS, advertised)
+            .u32(
+                attr::LIFETIME,
+                u32::try_from(opening.lifetime.as_secs()).unwrap_or(u32::MAX),
+            )
+            .xor_address(attr::XOR_MAPPED_ADDRESS, client.remote);
+        if let Some(t) = opening.token {
+            e.attr(attr::RESERVATION_TOKEN, &t.to_be_bytes());
         }
-        let data = msg::build(
-            MessageType::new(METHOD_ALLOCATE, CLASS_SUCCESS_RESPONSE),
-            a.allocate_txid,
-            &attrs,
-            Some(&a.key[..]),
-            opening.fingerprint,
-        );
+        e.finish(Some(&a.key[..]), opening.fingerprint);
         a.response = data.clone();
         let expires = a.expires;
         let handle = RelayHandle {
@@ -570,23 +519,20 @@ impl Server {
         self.schedule(relay, expires);
     }
 
-    fn on_refresh(&mut self, client: ClientAddr, relay: RelayId, req: &Decoded, key: &Key, now: Now) {
+    fn on_refresh(&mut self, relay: RelayId, req: Refresh, now: Now) -> Result<Reply, Refused> {
         let Some(a) = self.allocs.get(relay.index()) else {
-            return;
+            return Err(Refused::Silent);
         };
-        if let Some(f) = req.attr(ATTR_REQUESTED_ADDRESS_FAMILY) {
-            let v6 = match f.first() {
-                Some(0x01) => false,
-                Some(0x02) => true,
-                _ => return self.error(client, req, 440, Some(key)),
-            };
-            if v6 != a.relay.is_ipv6() {
-                return self.error(client, req, 443, Some(key));
+        match req.family {
+            Some(Family::Unknown) => return Err(ErrorCode::AddressFamilyNotSupported.into()),
+            Some(f) if (f == Family::V6) != a.relay.is_ipv6() => {
+                return Err(ErrorCode::PeerAddressFamilyMismatch.into())
             }
+            _ => {}
         }
         // Refresh lifetime: 0 deletes, else min(requested, max); absent means
         // the default (RFC 8656 §7.3).
-        let lifetime = match req.attr(ATTR_LIFETIME).and_then(lifetime_attr) {
+        let lifetime = match req.lifetime {
             Some(d) if d.is_zero() => Duration::ZERO,
             Some(d) => d.min(self.cfg.max_lifetime),
             None => self.cfg.default_lifetime.min(self.cfg.max_lifetime),
@@ -600,28 +546,30 @@ impl Server {
             let at = a.expires;
             self.schedule(relay, at);
         }
-        self.reply(client, req, true, &[&Lifetime(lifetime)], Some(key));
+        Ok(Reply::Lifetime(lifetime))
     }
 
-    /// Every XOR-PEER-ADDRESS of the request, `Err(code)` when one is
-    /// malformed (400), of the wrong family (443) or denied (403). A live
-    /// relayed address of this turnd (any worker's, bound or advertised) is
-    /// always permitted: two people on one turnd can relay to each other
-    /// whatever its addresses are. Any other address of turnd's own host
-    /// never is, whatever the policy allows (its listeners would be a loop).
-    /// A 403 for a peer is remembered by its allocation (the page asks for
-    /// them to say why a call failed) and logged.
-    fn peers(&mut self, req: &Decoded, relay: RelayId) -> Result<Vec<SocketAddr>, u16> {
-        let txid = req.txid();
+    /// The request's XOR-PEER-ADDRESSes, in order: 400 for one that does
+    /// not parse (or none), 443 for the wrong family, 403 for a refused one.
+    /// A live relayed address of this turnd (any worker's, bound or
+    /// advertised) is always permitted: two people on one turnd can relay
+    /// to each other whatever its addresses are. Any other address of
+    /// turnd's own host never is, whatever the policy allows (its listeners
+    /// would be a loop). A 403 is remembered by the allocation (the page
+    /// asks for them to say why a call failed) and logged.
+    fn peers(&mut self, peers: &Peers, relay: RelayId) -> Result<Vec<SocketAddr>, ErrorCode> {
         let Some(a) = self.allocs.get(relay.index()) else {
-            return Err(437);
+            return Err(ErrorCode::AllocationMismatch);
         };
+        if peers.too_many {
+            return Err(ErrorCode::BadRequest);
+        }
         let v6 = a.relay.is_ipv6();
-        let mut peers = Vec::new();
-        for attr in req.counted_attrs().filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS) {
-            let peer = msg::xor_address(&attr.value, &txid).ok_or(400u16)?;
+        let mut out = Vec::with_capacity(peers.len());
+        for peer in peers.iter() {
+            let peer = peer.ok_or(ErrorCode::BadRequest)?;
             if peer.is_ipv6() != v6 {
-                return Err(443);
+                return Err(ErrorCode::PeerAddressFamilyMismatch);
             }
             if !self.cfg.ordinary_peer(peer.ip()) && self.shared.relay_at(peer).is_none() {
                 let why = if self.cfg.own.contains(peer.ip()) {
@@ -633,133 +581,69 @@ impl Server {
                 if let Some(a) = self.allocs.get_mut(relay.index()) {
                     a.refused(peer);
                 }
-                return Err(403);
+                return Err(ErrorCode::Forbidden);
             }
-            peers.push(peer);
+            out.push(peer);
         }
-        if peers.is_empty() {
-            return Err(400);
+        if out.is_empty() {
+            return Err(ErrorCode::BadRequest);
         }
-        Ok(peers)
+        Ok(out)
     }
 
-    fn on_create_permission(&mut self, client: ClientAddr, relay: RelayId, req: &Decoded, key: &Key, now: Now) {
-        let peers = match self.peers(req, relay) {
-            Ok(p) => p,
-            Err(code) => return self.error(client, req, code, Some(key)),
-        };
+    fn on_create_permission(&mut self, relay: RelayId, peers: &Peers, now: Now) -> Result<Reply, Refused> {
+        let peers = self.peers(peers, relay)?;
         let expires = now.mono + PERMISSION_LIFETIME;
-        let cfg = &self.cfg;
-        if let Some(a) = self.allocs.get_mut(relay.index()) {
-            for p in peers {
-                a.refresh_permission(p.ip(), expires, cfg.ordinary_peer(p.ip()));
-            }
+        for p in peers {
+            let ordinary = self.cfg.ordinary_peer(p.ip());
+            self.channels.permit(relay, p.ip(), expires, ordinary);
         }
-        self.sync_routes(relay);
         self.schedule(relay, expires);
-        self.reply(client, req, true, &[], Some(key));
+        Ok(Reply::Empty)
     }
 
-    fn on_channel_bind(&mut self, client: ClientAddr, relay: RelayId, req: &Decoded, key: &Key, now: Now) {
-        let number = match req.attr(ATTR_CHANNEL_NUMBER) {
-            Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
-            _ => return self.error(client, req, 400, Some(key)),
-        };
+    fn on_channel_bind(&mut self, relay: RelayId, req: ChannelBind, now: Now) -> Result<Reply, Refused> {
+        let number = req.number.ok_or(ErrorCode::BadRequest)?;
         let max = if self.cfg.rfc5766_channels {
             CHANNEL_MAX_RFC5766
         } else {
             CHANNEL_MAX
         };
         if !(CHANNEL_MIN..=max).contains(&number) {
-            return self.error(client, req, 400, Some(key));
+            return Err(ErrorCode::BadRequest.into());
         }
-        let peer = match self.peers(req, relay) {
-            Ok(p) if p.len() == 1 => p[0],
-            Ok(_) => return self.error(client, req, 400, Some(key)),
-            Err(code) => return self.error(client, req, code, Some(key)),
+        let peer = match self.peers(&req.peers, relay)?[..] {
+            [p] => p,
+            _ => return Err(ErrorCode::BadRequest.into()),
         };
-        let Some(a) = self.allocs.get(relay.index()) else {
-            return;
-        };
-        // Rebinding rules (RFC 8656 §12.2): a number stays with its peer and
-        // a peer with its number, also while a lapsed binding cools down.
-        if a.channels
-            .get(&number)
-            .is_some_and(|c| c.peer != peer && c.holds(now.mono))
-            || a.channel_of(peer, now.mono).is_some_and(|n| n != number)
-        {
-            return self.error(client, req, 400, Some(key));
-        }
-        let chan_expires = now.mono + CHANNEL_LIFETIME;
-        let perm_expires = now.mono + PERMISSION_LIFETIME;
-        let Some(a) = self.allocs.get_mut(relay.index()) else {
-            return;
-        };
-        a.channels.insert(
-            number,
-            Channel {
-                peer,
-                expires: chan_expires,
-            },
-        );
-        let internal = !self.cfg.ordinary_peer(peer.ip());
-        a.by_peer.insert(
-            peer,
-            PeerRoute {
-                channel: number,
-                chan_expires,
-                perm_expires,
-                internal,
-            },
-        );
-        a.refresh_permission(peer.ip(), perm_expires, !internal);
-        self.routes.insert(
-            (client, number),
-            ClientRoute {
-                relay,
-                peer,
-                chan_expires,
-                perm_expires,
-                internal,
-            },
-        );
-        self.sync_routes(relay);
-        self.schedule(relay, perm_expires);
-        self.reply(client, req, true, &[], Some(key));
-    }
-
-    /// Copies the allocation's permission expiries into the client-side
-    /// hot-path routes of its channels (control path: touches only this
-    /// allocation's channels, not every route of the worker).
-    fn sync_routes(&mut self, relay: RelayId) {
-        let Some(a) = self.allocs.get(relay.index()) else {
-            return;
-        };
-        for (n, ch) in &a.channels {
-            if let (Some(r), Some(p)) = (self.routes.get_mut(&(a.client, *n)), a.perms.get(&ch.peer.ip())) {
-                r.perm_expires = p.expires;
-            }
-        }
+        // Rebinding rules (RFC 8656 §12.2): the table refuses a number bound
+        // to another peer or a peer bound to another number.
+        let ordinary = self.cfg.ordinary_peer(peer.ip());
+        self.channels
+            .bind(relay, number, peer, ordinary, now.mono)
+            .map_err(|_| ErrorCode::BadRequest)?;
+        // The permission ends first (300 s against 600 s for the channel).
+        self.schedule(relay, now.mono + PERMISSION_LIFETIME.min(CHANNEL_LIFETIME));
+        Ok(Reply::Empty)
     }
 
     pub(super) fn on_send_indication<'a>(
         &mut self,
         client: ClientAddr,
         buf: &'a [u8],
-        req: &Decoded,
+        req: &Message,
         now: Now,
     ) -> Option<Transmit<'a>> {
         let relay = *self.by_client.get(&client)?;
         let a = self.allocs.get(relay.index())?;
-        if a.opening.is_some() || !req.unknown_required().is_empty() {
+        if a.opening.is_some() || req.has_unknown_required() {
             return None;
         }
-        let peer = msg::xor_address(req.attr(ATTR_XOR_PEER_ADDRESS)?, &req.txid())?;
-        let Some(permission) = a.permission(peer.ip(), now.mono) else {
+        let (peer, data) = req.send()?;
+        let Some(permission) = self.channels.permission(relay, peer.ip(), now.mono) else {
             self.stats.dropped += 1;
             return None;
         };
-        let range = msg::attr_range(buf, ATTR_DATA)?;
-        self.relay_to_peer(client, relay, peer, !permission.ordinary, &buf[range], now)
+        self.relay_to_peer(client, relay, peer, !permission.ordinary, &buf[data], now)
     }
 }

@@ -2,14 +2,15 @@
 
 pub mod addr;
 pub mod allocation;
+pub mod channels;
 mod handlers;
-pub mod msg;
 pub mod nonce;
 pub mod policy;
 pub mod ratelimit;
 pub mod server;
 pub mod shared;
 pub mod stats;
+pub mod wire;
 
 pub use addr::{ClientAddr, PeerAddr, RelayHandle, RelayId, Transport};
 pub use server::{Command, CoreConfig, Now, OpenError, Server, Session, Transmit};

@@ -20,18 +20,18 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use slab::Slab;
-use stun::message::{CLASS_INDICATION, CLASS_REQUEST, METHOD_BINDING, METHOD_SEND};
 
 use crate::auth::Credentials;
 
 use super::addr::{ClientAddr, RelayHandle, RelayId};
 use super::allocation::Allocation;
-use super::msg::{self, Kind, CHANNEL_HEADER};
+use super::channels::ChannelTable;
 use super::nonce::Nonces;
 use super::policy::{OwnAddresses, PeerPolicy};
 use super::ratelimit::PerAddress;
 use super::shared::Shared;
 use super::stats::Stats;
+use super::wire::{self, method, Class, Kind, Message, CHANNEL_HEADER};
 
 /// The two clocks the core needs: a monotonic one for lifetimes and unix
 /// seconds for REST credential expiry and nonces.
@@ -233,23 +233,12 @@ pub struct Server {
     pub(super) rng: ChaCha8Rng,
     pub(super) allocs: Slab<Allocation>,
     pub(super) by_client: HashMap<ClientAddr, RelayId, ahash::RandomState>,
-    /// Hot path, client side: (client, channel) to relay and peer.
-    pub(super) routes: HashMap<(ClientAddr, u16), ClientRoute, ahash::RandomState>,
+    /// Permissions, channels and their hot-path routes.
+    pub(super) channels: ChannelTable,
     pub(super) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     pub(super) commands: VecDeque<Command>,
     pub(super) next_serial: u64,
     pub stats: Stats,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ClientRoute {
-    pub relay: RelayId,
-    pub peer: SocketAddr,
-    pub chan_expires: Instant,
-    pub perm_expires: Instant,
-    /// The peer is not an [ordinary](CoreConfig::ordinary_peer) one: its
-    /// data goes to the live relay at that address, or nowhere.
-    pub internal: bool,
 }
 
 impl Server {
@@ -269,36 +258,11 @@ impl Server {
         // turnd (exempt from the policy; its permission covers the IP).
         let live = self.shared.lock().relay_addresses();
         let cfg = &self.cfg;
-        let keeps_ip = |ip: &IpAddr| cfg.ordinary_peer(*ip) || live.iter().any(|a| a.ip() == *ip);
-        let keeps_peer = |p: &SocketAddr| cfg.ordinary_peer(p.ip()) || live.contains(p);
-        let mut gone = Vec::new();
-        for (_, a) in self.allocs.iter_mut() {
-            a.perms.retain(|ip, _| keeps_ip(ip));
-            for (ip, p) in a.perms.iter_mut() {
-                p.ordinary = cfg.ordinary_peer(*ip);
-            }
-            let denied: Vec<u16> = a
-                .channels
-                .iter()
-                .filter(|(_, c)| !keeps_peer(&c.peer))
-                .map(|(n, _)| *n)
-                .collect();
-            for n in denied {
-                if let Some(c) = a.channels.remove(&n) {
-                    a.by_peer.remove(&c.peer);
-                    gone.push((a.client, n));
-                }
-            }
-            for (peer, r) in a.by_peer.iter_mut() {
-                r.internal = !cfg.ordinary_peer(peer.ip());
-            }
-        }
-        for route in gone {
-            self.routes.remove(&route);
-        }
-        for r in self.routes.values_mut() {
-            r.internal = !cfg.ordinary_peer(r.peer.ip());
-        }
+        self.channels.reload(
+            |ip| cfg.ordinary_peer(ip) || live.iter().any(|a| a.ip() == ip),
+            |p| cfg.ordinary_peer(p.ip()) || live.contains(&p),
+            |ip| cfg.ordinary_peer(ip),
+        );
     }
 
     pub fn new(cfg: Arc<CoreConfig>, shared: Arc<Shared>, seed: u64, nonce_key: [u8; 32]) -> Self {
@@ -313,7 +277,7 @@ impl Server {
             rng: ChaCha8Rng::seed_from_u64(seed),
             allocs: Slab::new(),
             by_client: HashMap::default(),
-            routes: HashMap::default(),
+            channels: ChannelTable::default(),
             timers: BinaryHeap::new(),
             commands: VecDeque::new(),
             next_serial: 1,
@@ -348,13 +312,13 @@ impl Server {
         self.allocs
             .iter()
             .filter(|(_, a)| a.opening.is_none())
-            .map(|(_, a)| Session {
+            .map(|(id, a)| Session {
                 user: a.username.clone(),
                 quota_user: a.quota_user.clone(),
                 client: a.client,
                 relayed: a.advertised,
-                peers: a.perms.keys().copied().collect(),
-                channels: a.by_peer.len(),
+                peers: self.channels.permitted(RelayId(id as u32)),
+                channels: self.channels.live_channels(RelayId(id as u32)),
                 age: now.mono.saturating_duration_since(a.created),
                 expires_in: a.expires.saturating_duration_since(now.mono),
                 to_peer: a.to_peer,
@@ -399,9 +363,7 @@ impl Server {
         if loose(self.by_client.len(), self.by_client.capacity()) {
             self.by_client.shrink_to_fit();
         }
-        if loose(self.routes.len(), self.routes.capacity()) {
-            self.routes.shrink_to_fit();
-        }
+        self.channels.shrink();
         if loose(self.timers.len(), self.timers.capacity()) {
             self.timers.shrink_to_fit();
         }
@@ -412,28 +374,40 @@ impl Server {
 
     /// Live permissions and channel bindings of this core's allocations.
     pub fn bindings(&self) -> (u64, u64) {
-        self.allocs.iter().fold((0, 0), |(p, c), (_, a)| {
-            (p + a.perms.len() as u64, c + a.by_peer.len() as u64)
-        })
+        self.channels.totals()
+    }
+
+    /// Checks the invariants of the permission and channel tables (for the
+    /// property tests): `Err` names the first one broken.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.channels.check()?;
+        for (i, a) in self.allocs.iter() {
+            if self.by_client.get(&a.client) != Some(&RelayId(i as u32)) {
+                return Err(format!("allocation {i} of {} is not found by its client", a.client));
+            }
+        }
+        if self.by_client.len() != self.allocs.len() {
+            return Err("clients without an allocation".into());
+        }
+        Ok(())
     }
 
     /// Call for every datagram a client sent to a listener. `buf` holds
     /// exactly the datagram. What comes back must be sent before the next
     /// call; commands may have been queued as well.
     pub fn handle_client_input<'a>(&mut self, client: ClientAddr, buf: &'a [u8], now: Now) -> Option<Transmit<'a>> {
-        match msg::classify(buf) {
+        match wire::classify(buf) {
             Kind::ChannelData => {
-                let Some((channel, len)) = msg::channel_data(buf) else {
+                let Some((channel, len)) = wire::channel_data(buf) else {
                     self.stats.dropped += 1;
                     return None;
                 };
-                match self.routes.get(&(client, channel)) {
-                    Some(r) if now.mono < r.chan_expires && now.mono < r.perm_expires => {
-                        let (relay, peer, internal) = (r.relay, r.peer, r.internal);
+                match self.channels.client_route(client, channel, now.mono) {
+                    Some(r) => {
                         let payload = &buf[CHANNEL_HEADER..CHANNEL_HEADER + len];
-                        self.relay_to_peer(client, relay, peer, internal, payload, now)
+                        self.relay_to_peer(client, r.relay, r.peer, r.internal, payload, now)
                     }
-                    _ => {
+                    None => {
                         self.stats.dropped += 1;
                         None
                     }
@@ -489,29 +463,28 @@ impl Server {
     }
 
     fn handle_stun<'a>(&mut self, client: ClientAddr, buf: &'a [u8], now: Now) -> Option<Transmit<'a>> {
-        let Ok(mut req) = msg::decode(buf) else {
+        let Ok(req) = Message::decode(buf) else {
             self.stats.dropped += 1;
             return None;
         };
-        let typ = req.msg.typ;
-        if typ.class == CLASS_INDICATION {
-            if typ.method == METHOD_SEND {
-                return self.on_send_indication(client, buf, &req, now);
-            }
+        match (req.class, req.method) {
+            (Class::Indication, method::SEND) => self.on_send_indication(client, buf, &req, now),
             // Binding indications are keepalives; other indications are not
             // for a server.
-            return None;
+            (Class::Indication, _) => None,
+            (Class::Request, method::BINDING) => {
+                self.on_binding(client, &req, now);
+                None
+            }
+            (Class::Request, _) => {
+                self.on_request(client, &req, now);
+                None
+            }
+            _ => {
+                self.stats.dropped += 1;
+                None
+            }
         }
-        if typ.class != CLASS_REQUEST {
-            self.stats.dropped += 1;
-            return None;
-        }
-        if typ.method == METHOD_BINDING {
-            self.on_binding(client, &req, now);
-        } else {
-            self.on_request(client, &mut req, now);
-        }
-        None
     }
 
     /// Call for every datagram a relay socket received. The payload must sit
@@ -568,10 +541,10 @@ impl Server {
             self.stats.dropped += 1;
             return None;
         }
-        if let Some(r) = a.by_peer.get(&peer) {
-            if now.mono < r.chan_expires && now.mono < r.perm_expires && r.internal == internal {
+        if let Some(r) = self.channels.peer_route(relay, peer, now.mono) {
+            if r.internal == internal {
                 let header: &mut [u8; CHANNEL_HEADER] = (&mut buf[..CHANNEL_HEADER]).try_into().ok()?;
-                msg::write_channel_header(header, r.channel, len);
+                wire::write_channel_header(header, r.channel, len);
                 if !a.pass_to_client(len, limits, now.mono) {
                     self.stats.over_bandwidth += 1;
                     return None;
@@ -585,7 +558,8 @@ impl Server {
         }
         // Through the kernel only from an ordinary peer; handed over only
         // from a relay of this turnd.
-        if a.permission(peer.ip(), now.mono).is_none_or(|p| p.ordinary == internal) {
+        let permission = self.channels.permission(relay, peer.ip(), now.mono);
+        if permission.is_none_or(|p| p.ordinary == internal) {
             self.stats.dropped += 1;
             return None;
         }
@@ -654,11 +628,8 @@ impl Server {
             self.delete_allocation(relay, "expired", now.mono);
             return;
         }
-        let client = a.client;
-        let (ended, next) = a.sweep(now.mono);
-        for n in ended {
-            self.routes.remove(&(client, n));
-        }
+        let expires = a.expires;
+        let next = self.channels.sweep(relay, now.mono).map_or(expires, |t| t.min(expires));
         self.schedule(relay, next);
     }
 
@@ -696,9 +667,7 @@ impl Server {
         }
         let a = self.allocs.remove(relay.index());
         self.by_client.remove(&a.client);
-        for n in a.channels.keys() {
-            self.routes.remove(&(a.client, *n));
-        }
+        self.channels.close(relay);
         {
             let mut g = self.shared.lock();
             g.ports.release(a.relay.port());

@@ -3,6 +3,7 @@
 //! `/metrics` ([`crate::metrics`]).
 
 use super::addr::Transport;
+use super::wire::ErrorCode;
 
 /// Why an Allocate was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +58,6 @@ impl AuthFailure {
     }
 }
 
-/// Every error code the core answers with.
-pub const ERROR_CODES: [u16; 13] = [300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508];
-
 /// Client transports, in the order of the per-transport arrays.
 pub const TRANSPORTS: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
 
@@ -94,8 +92,8 @@ pub struct Stats {
     pub allocations_deleted: u64,
     pub refused: [u64; Refusal::ALL.len()],
     pub auth_failures: [u64; AuthFailure::ALL.len()],
-    /// Error answers, by [`ERROR_CODES`] index.
-    pub errors: [u64; ERROR_CODES.len()],
+    /// Error answers, by [`ErrorCode::slot`].
+    pub errors: [u64; ErrorCode::CODES.len()],
     /// Relayed payload by client transport ([`TRANSPORTS`] index).
     pub to_peer: [Traffic; 3],
     pub to_client: [Traffic; 3],
@@ -122,10 +120,8 @@ impl Stats {
         self.to_client[t as usize].count(bytes);
     }
 
-    pub(super) fn error(&mut self, code: u16) {
-        if let Some(i) = ERROR_CODES.iter().position(|c| *c == code) {
-            self.errors[i] += 1;
-        }
+    pub(super) fn error(&mut self, code: ErrorCode) {
+        self.errors[code.slot()] += 1;
     }
 
     /// Adds `other` in (the sum over workers).
