@@ -7,42 +7,25 @@ mod stunc;
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use stun::attributes::*;
 use stun::message::*;
 use stunc::*;
 use turnd::auth::{self, Credentials};
-use turnd::proto::{ClientAddr, Command, CoreConfig, Now, RelayId, Server, Shared, Transmit};
+use turnd::net::sim::Sim;
+use turnd::proto::{ClientAddr, Command, CoreConfig, RelayId, Transmit};
 
 const REALM: &str = "bench";
 const SECRET: &[u8] = b"north";
 
 /// A core with one allocation, a permission and channel 0x4000 to `peer`.
 struct Bound {
-    s: Server,
-    now: Now,
+    sim: Sim,
     client: ClientAddr,
     relay: RelayId,
     peer: SocketAddr,
-}
-
-fn replies(s: &mut Server, now: Now, relay_addr: SocketAddr) -> (Vec<Vec<u8>>, Option<RelayId>) {
-    let mut out = Vec::new();
-    let mut opened = None;
-    while let Some(c) = s.poll_command() {
-        match c {
-            Command::SendToClient { data, .. } => out.push(data),
-            Command::OpenRelay { relay, .. } => {
-                s.handle_relay_opened(relay, Ok(relay_addr), now);
-                opened = Some(relay);
-            }
-            Command::CloseRelay { .. } | Command::ReleaseHeld { .. } => {}
-        }
-    }
-    (out, opened)
 }
 
 fn setup() -> Bound {
@@ -52,39 +35,33 @@ fn setup() -> Bound {
         c
     });
     cfg.policy = turnd::proto::policy::PeerPolicy::new(vec!["127.0.0.0/8".parse().expect("net")], vec![]);
-    let mut s = Server::new(Arc::new(cfg), Arc::new(Shared::new(50000, 50099)), 1, [7; 32]);
-    let now = Now {
-        mono: Instant::now(),
-        unix: 1_800_000_000,
-    };
+    let mut sim = Sim::new(cfg, 50000, 50099);
     let client = ClientAddr::udp(
         "127.0.0.2:40000".parse().expect("addr"),
         "127.0.0.1:3478".parse().expect("addr"),
     );
-    let relay_addr: SocketAddr = "127.0.0.1:50000".parse().expect("addr");
     let peer: SocketAddr = "127.0.0.3:9".parse().expect("addr");
-    let ask = |s: &mut Server, m: &Message| {
-        assert!(s.handle_client_input(client, &m.raw, now).is_none());
-        let (r, opened) = replies(s, now, relay_addr);
-        (decode(&r[0]), opened)
-    };
-    let (r, _) = ask(&mut s, &build(req(METHOD_ALLOCATE), vec![transport_udp()], None, false));
+    let ask = |sim: &mut Sim, m: &Message| decode(&sim.client_sends(client, &m.raw).replies[0].1);
+    let r = ask(
+        &mut sim,
+        &build(req(METHOD_ALLOCATE), vec![transport_udp()], None, false),
+    );
     let nonce = text(&r, ATTR_NONCE).expect("401 nonce");
-    let (user, pass) = auth::rest_credentials(SECRET, Some("bench"), Duration::from_secs(3600), now.unix, ':');
+    let (user, pass) = auth::rest_credentials(SECRET, Some("bench"), Duration::from_secs(3600), sim.now.unix, ':');
     let cred = Cred {
         user,
         realm: REALM.into(),
         pass,
         nonce,
     };
-    let (r, opened) = ask(
-        &mut s,
+    let r = ask(
+        &mut sim,
         &build(req(METHOD_ALLOCATE), vec![transport_udp()], Some(&cred), false),
     );
     assert!(is_success(&r), "allocate: {:?}", error_code(&r));
-    let relay = opened.expect("relay opened");
-    let (r, _) = ask(
-        &mut s,
+    let relay = *sim.open.keys().next().expect("relay opened");
+    let r = ask(
+        &mut sim,
         &build(
             req(METHOD_CHANNEL_BIND),
             vec![channel(0x4000), stunc::peer(peer)],
@@ -94,8 +71,7 @@ fn setup() -> Bound {
     );
     assert!(is_success(&r), "channel bind: {:?}", error_code(&r));
     Bound {
-        s,
-        now,
+        sim,
         client,
         relay,
         peer,
@@ -111,7 +87,7 @@ fn routing(c: &mut Criterion) {
     let cd = channel_data(0x4000, &payload, false);
     g.bench_function("channeldata client->peer 172B", |bench| {
         bench.iter(|| {
-            let t = b.s.handle_client_input(b.client, black_box(&cd), b.now);
+            let t = b.sim.core.handle_client_input(b.client, black_box(&cd), b.sim.now);
             assert!(matches!(t, Some(Transmit::ToPeer { .. })));
         })
     });
@@ -120,7 +96,10 @@ fn routing(c: &mut Criterion) {
     g.bench_function("peer->client channeldata 172B", |bench| {
         bench.iter(|| {
             buf[4..].copy_from_slice(&payload);
-            let t = b.s.handle_peer_input(b.relay, b.peer, black_box(&mut buf), b.now);
+            let t = b
+                .sim
+                .core
+                .handle_peer_input(b.relay, b.peer, black_box(&mut buf), b.sim.now);
             assert!(matches!(t, Some(Transmit::ToClient { .. })));
         })
     });
@@ -133,7 +112,7 @@ fn routing(c: &mut Criterion) {
     );
     g.bench_function("send indication client->peer 172B", |bench| {
         bench.iter(|| {
-            let t = b.s.handle_client_input(b.client, black_box(&ind.raw), b.now);
+            let t = b.sim.core.handle_client_input(b.client, black_box(&ind.raw), b.sim.now);
             assert!(matches!(t, Some(Transmit::ToPeer { .. })));
         })
     });
@@ -141,8 +120,11 @@ fn routing(c: &mut Criterion) {
     let binding = build(req(METHOD_BINDING), vec![], None, true);
     g.bench_function("binding request", |bench| {
         bench.iter(|| {
-            let t = b.s.handle_client_input(b.client, black_box(&binding.raw), b.now);
-            let reply = b.s.poll_command();
+            let t = b
+                .sim
+                .core
+                .handle_client_input(b.client, black_box(&binding.raw), b.sim.now);
+            let reply = b.sim.core.poll_command();
             assert!(t.is_none() && matches!(reply, Some(Command::SendToClient { .. })));
         })
     });

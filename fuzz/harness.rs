@@ -15,9 +15,8 @@
 
 #![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use stun::attributes::*;
@@ -27,8 +26,9 @@ use stun::message::{Message, MessageType, Setter, CLASS_INDICATION, CLASS_REQUES
 use stun::message::{METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND};
 use stun::textattrs::TextAttribute;
 use turnd::auth::Credentials;
+use turnd::net::sim::{Output, Sim};
 use turnd::proto::wire::{self, Frame, CHANNEL_HEADER};
-use turnd::proto::{ClientAddr, Command, CoreConfig, Now, OpenError, RelayId, Server, Shared, Transmit};
+use turnd::proto::{ClientAddr, CoreConfig, OpenError, RelayId};
 
 /// The STUN decoder on `data`: no panic; what decodes is framed as one
 /// whole message by the stream framer, is a message the `stun` crate (an
@@ -385,14 +385,9 @@ fn forbidden(ip: IpAddr) -> bool {
 /// rest of both documentation ranges), a bandwidth limit, and a small port
 /// range; the driver side kept in plain maps.
 pub struct Driver {
-    pub s: Server,
-    shared: Arc<Shared>,
-    now: Now,
-    open: Vec<(RelayId, SocketAddr)>,
-    held: HashSet<SocketAddr>,
+    sim: Sim,
     nonces: HashMap<u8, String>,
     token: Option<Vec<u8>>,
-    fail_next: Option<OpenError>,
     txid: u32,
 }
 
@@ -425,19 +420,10 @@ impl Driver {
             ],
             &[],
         );
-        let shared = Arc::new(Shared::new(50000, 50009));
         Self {
-            s: Server::new(Arc::new(cfg), shared.clone(), 1, [9; 32]),
-            shared,
-            now: Now {
-                mono: std::time::Instant::now(),
-                unix: 1_800_000_000,
-            },
-            open: Vec::new(),
-            held: HashSet::new(),
+            sim: Sim::new(cfg, 50000, 50009),
             nonces: HashMap::new(),
             token: None,
-            fail_next: None,
             txid: 0,
         }
     }
@@ -455,8 +441,11 @@ impl Driver {
     /// One step, then the core's table invariants checked.
     pub fn step(&mut self, step: Step) {
         self.apply(step);
-        if let Err(e) = self.s.check_invariants() {
+        if let Err(e) = self.sim.core.check_invariants() {
             panic!("core invariant broken: {e}");
+        }
+        if let Err(e) = self.sim.check_routes() {
+            panic!("events and core disagree: {e}");
         }
     }
 
@@ -544,19 +533,18 @@ impl Driver {
                 self.input(n, &bytes);
             }
             Step::Peer { relay, peer: p, data } => {
-                if self.open.is_empty() {
+                let mut open: Vec<RelayId> = self.sim.open.keys().copied().collect();
+                if open.is_empty() {
                     return;
                 }
-                let (id, _) = self.open[usize::from(relay) % self.open.len()];
-                let mut buf = vec![0u8; CHANNEL_HEADER];
-                buf.extend_from_slice(&data);
-                let now = self.now;
-                if let Some(Transmit::ToPeer { .. } | Transmit::ToRelay { .. }) =
-                    self.s.handle_peer_input(id, peer(p), &mut buf, now)
-                {
-                    panic!("peer input sent to a peer");
-                }
-                self.drain(None);
+                open.sort_unstable();
+                let id = open[usize::from(relay) % open.len()];
+                let out = self.sim.peer_sends(id, peer(p), &data);
+                assert!(
+                    out.to_peer.is_empty() && out.to_relay.is_empty(),
+                    "peer input sent to a peer"
+                );
+                self.replies(out, None);
             }
             Step::Resign(n, bytes) => {
                 if let Some((typ, attrs)) = strip_auth(&bytes) {
@@ -564,12 +552,12 @@ impl Driver {
                 }
             }
             Step::Close(n) => {
-                let now = self.now;
-                self.s.handle_client_closed(&Self::client(n), now);
-                self.drain(None);
+                let out = self.sim.closed(Self::client(n));
+                self.replies(out, None);
             }
             Step::FailOpen(in_use) => {
-                self.fail_next = Some(if in_use { OpenError::InUse } else { OpenError::Failed });
+                let e = if in_use { OpenError::InUse } else { OpenError::Failed };
+                self.sim.open_results.push_back(Err(e));
             }
             Step::Wait(ms) => {
                 // Steps of up to ~18 minutes: past every lifetime in a few.
@@ -578,9 +566,8 @@ impl Driver {
                 } else {
                     Duration::from_millis(u64::from(ms))
                 };
-                self.now = self.now.after(d);
-                self.s.handle_timeout(self.now);
-                self.drain(None);
+                let out = self.sim.advance(d);
+                self.replies(out, None);
             }
         }
     }
@@ -596,25 +583,24 @@ impl Driver {
     /// against the policy, and what it hands to another allocation must be
     /// for an open relay, and is delivered there.
     fn input(&mut self, n: u8, bytes: &[u8]) {
-        let now = self.now;
-        match self.s.handle_client_input(Self::client(n), bytes, now) {
-            Some(Transmit::ToPeer { peer, .. }) => assert!(!forbidden(peer.ip()), "data sent to denied peer {peer}"),
-            Some(Transmit::ToRelay { to, from, payload }) => {
-                assert!(
-                    self.open.iter().any(|(id, _)| *id == to.relay),
-                    "data handed to relay {to:?}, which is not open"
-                );
-                let mut buf = vec![0u8; CHANNEL_HEADER];
-                buf.extend_from_slice(payload);
-                if let Some(Transmit::ToPeer { .. } | Transmit::ToRelay { .. }) =
-                    self.s.handle_relayed_input(to, from, &mut buf, now)
-                {
-                    panic!("relayed data went anywhere but to a client");
-                }
-            }
-            _ => {}
+        let out = self.sim.client_sends(Self::client(n), bytes);
+        for (_, peer, _) in &out.to_peer {
+            assert!(!forbidden(peer.ip()), "data sent to denied peer {peer}");
         }
-        self.drain(Some(n % CLIENTS));
+        let mut out = out;
+        for (to, from, payload) in std::mem::take(&mut out.to_relay) {
+            assert!(
+                self.sim.open.contains_key(&to.relay),
+                "data handed to relay {to:?}, which is not open"
+            );
+            let back = self.sim.relayed_in(to, from, &payload);
+            assert!(
+                back.to_peer.is_empty() && back.to_relay.is_empty(),
+                "relayed data went anywhere but to a client"
+            );
+            self.replies(back, None);
+        }
+        self.replies(out, Some(n % CLIENTS));
     }
 
     /// A request of `typ` from client `n` with `attrs`, signed with its REST
@@ -638,7 +624,7 @@ impl Driver {
         }
         let nonce = self.nonces.get(&n).cloned().unwrap_or_default();
         let (user, pass) =
-            turnd::auth::rest_credentials(SECRET, Some("f"), Duration::from_secs(3600), self.now.unix, ':');
+            turnd::auth::rest_credentials(SECRET, Some("f"), Duration::from_secs(3600), self.sim.now.unix, ':');
         let key = turnd::auth::long_term_key(&user, REALM, &pass);
         let u = TextAttribute::new(ATTR_USERNAME, user);
         let r = TextAttribute::new(ATTR_REALM, REALM.into());
@@ -650,76 +636,40 @@ impl Driver {
         self.input(n, &bytes);
     }
 
-    /// Carries out the core's commands the way the UDP driver does.
-    fn drain(&mut self, from: Option<u8>) {
-        while let Some(c) = self.s.poll_command() {
-            match c {
-                Command::SendToClient { client, data } => {
-                    let Ok(d) = wire::Message::decode(&data) else { continue };
-                    let n = (0..CLIENTS).find(|&n| Self::client(n) == client);
-                    if let (Some(n), Some(nonce)) = (n.or(from), d.text(wire::attr::NONCE)) {
-                        self.nonces.insert(n, nonce.to_string());
-                    }
-                    if let Some(t) = d.attr(wire::attr::RESERVATION_TOKEN) {
-                        self.token = Some(t.to_vec());
-                    }
-                }
-                Command::OpenRelay { relay, addr, hold } => {
-                    let held = self.held.remove(&addr);
-                    let result = match self.fail_next.take() {
-                        Some(e) => Err(e),
-                        None => {
-                            assert!(held || !self.is_bound(addr), "relay port {addr} bound twice");
-                            if let Some(next) = hold {
-                                assert!(!self.is_bound(next), "held port {next} bound twice");
-                                self.held.insert(next);
-                            }
-                            self.open.push((relay, addr));
-                            Ok(addr)
-                        }
-                    };
-                    let now = self.now;
-                    self.s.handle_relay_opened(relay, result, now);
-                }
-                Command::CloseRelay { relay } => {
-                    let before = self.open.len();
-                    self.open.retain(|(r, _)| *r != relay);
-                    assert_eq!(
-                        self.open.len() + 1,
-                        before,
-                        "closing relay {relay:?}, which is not open"
-                    );
-                }
-                Command::ReleaseHeld { addr } => {
-                    assert!(self.held.remove(&addr), "releasing {addr}, which is not held");
-                }
+    /// Remembers the nonce and reservation token each client was given.
+    fn replies(&mut self, out: Output, from: Option<u8>) {
+        for (client, data) in out.replies {
+            let Ok(d) = wire::Message::decode(&data) else { continue };
+            let n = (0..CLIENTS).find(|&n| Self::client(n) == client);
+            if let (Some(n), Some(nonce)) = (n.or(from), d.text(wire::attr::NONCE)) {
+                self.nonces.insert(n, nonce.to_string());
+            }
+            if let Some(t) = d.attr(wire::attr::RESERVATION_TOKEN) {
+                self.token = Some(t.to_vec());
             }
         }
-    }
-
-    fn is_bound(&self, addr: SocketAddr) -> bool {
-        self.held.contains(&addr) || self.open.iter().any(|(_, a)| *a == addr)
     }
 
     /// Past every lifetime: nothing may be left. Returns how many
     /// allocations were made.
     pub fn finish(mut self) -> Result<u64, String> {
-        self.now = self.now.after(Duration::from_secs(3600 + 600));
-        self.s.handle_timeout(self.now);
-        self.drain(None);
-        let g = self.shared.lock();
+        self.sim.advance(Duration::from_secs(3600 + 600));
+        let sim = &self.sim;
+        let g = sim.shared.lock();
         let left = [
-            ("relays open", self.open.len()),
-            ("held ports", self.held.len()),
-            ("allocations", self.s.allocation_count()),
+            ("relays open", sim.open.len()),
+            ("held ports", sim.held().len()),
+            ("allocations", sim.core.allocation_count()),
             ("counted allocations", g.total as usize),
             ("ports in use", g.ports.in_use()),
             ("reservations", g.reservations.len()),
-            ("timers", self.s.pending_timers()),
+            ("timers", sim.core.pending_timers()),
+            ("allocations by events", sim.allocated.len()),
+            ("channels by events", sim.routes.len()),
         ];
         match left.iter().find(|(_, n)| *n != 0) {
             Some((what, n)) => Err(format!("{n} {what} left after every lifetime")),
-            None => Ok(self.s.stats.allocations_created),
+            None => Ok(sim.core.stats.allocations_created),
         }
     }
 }

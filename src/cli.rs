@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sd_notify::NotifyState;
 
@@ -232,56 +232,85 @@ fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
 /// Handles signals until turnd should exit: SIGHUP reloads the
 /// configuration, SIGTERM or SIGINT drain (new allocations refused, existing
 /// ones go on until they end or `drain-timeout` passes), a second one exits
-/// at once. Pings the systemd watchdog while every worker turns.
+/// at once. Pings the systemd watchdog while every worker turns. Runs on
+/// turnd's runtime, woken only by a signal, the last allocation ending, the
+/// drain deadline or the watchdog period.
 fn run_until_stopped(mut running: serve::Daemon, path: Option<&Path>, logging: &Logging) -> anyhow::Result<ExitCode> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
-    let watchdog = sd_notify::watchdog_enabled();
-    let mut next_ping = Instant::now();
-    let mut draining: Option<Instant> = None;
-    loop {
-        for sig in signals.pending() {
-            if sig == SIGHUP {
-                reload(&mut running, path, logging);
-            } else if draining.is_some() {
-                tracing::info!(signal = sig, "second signal: exiting now");
-                running.stop();
-                return Ok(ExitCode::SUCCESS);
-            } else {
-                let left = running.allocations();
-                tracing::info!(signal = sig, allocations = left, timeout = ?running.config.drain_timeout, "draining: new allocations refused");
-                running.start_draining();
-                let status = format!("draining: {left} allocations");
-                let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status(&status)]);
-                draining = Some(Instant::now());
-            }
-        }
-        if let Some(since) = draining {
-            let left = running.allocations();
-            if left == 0 {
-                tracing::info!("drained: no allocation left");
-                break;
-            }
-            if since.elapsed() >= running.config.drain_timeout {
-                tracing::info!(allocations = left, "drain timeout: exiting with allocations left");
-                break;
-            }
-        }
-        if let Some(period) = watchdog {
-            if Instant::now() >= next_ping {
-                next_ping = Instant::now() + period / 2;
-                if running.relay.workers_alive((period / 4).min(Duration::from_secs(1))) {
-                    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
-                } else {
-                    tracing::error!("a relay worker does not turn: watchdog not pinged");
+    use tokio::signal::unix::{signal, SignalKind};
+    let handle = running.lifecycle.tasks().handle().clone();
+    let outcome = handle.block_on(async {
+        let mut hup = signal(SignalKind::hangup()).context("cannot install signal handlers")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot install signal handlers")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot install signal handlers")?;
+        let watchdog = sd_notify::watchdog_enabled();
+        let mut ping = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |p| p / 2));
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let shared = running.relay.shared.clone();
+        loop {
+            let deadline = async {
+                match drain_deadline {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let drained = async {
+                match drain_deadline {
+                    Some(_) => shared.drained().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = hup.recv() => reload(&mut running, path, logging),
+                _ = term.recv() => {
+                    if drain(&running, "SIGTERM", &mut drain_deadline) {
+                        return anyhow::Ok(());
+                    }
+                }
+                _ = int.recv() => {
+                    if drain(&running, "SIGINT", &mut drain_deadline) {
+                        return Ok(());
+                    }
+                }
+                _ = drained => {
+                    tracing::info!("drained: no allocation left");
+                    return Ok(());
+                }
+                _ = deadline => {
+                    tracing::info!(allocations = running.allocations(), "drain timeout: exiting with allocations left");
+                    return Ok(());
+                }
+                _ = ping.tick(), if watchdog.is_some() => {
+                    let period = watchdog.unwrap_or_default();
+                    let relay_workers = running.relay.workers.clone();
+                    let limit = (period / 4).min(Duration::from_secs(1));
+                    let alive = tokio::task::spawn_blocking(move || relay_workers.alive(limit)).await.unwrap_or(false);
+                    if alive {
+                        let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                    } else {
+                        tracing::error!("a relay worker does not turn: watchdog not pinged");
+                    }
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
     running.stop();
-    Ok(ExitCode::SUCCESS)
+    outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// A SIGTERM or SIGINT: starts draining, or, when already draining, says
+/// turnd exits now (true).
+fn drain(running: &serve::Daemon, signal: &str, deadline: &mut Option<tokio::time::Instant>) -> bool {
+    if deadline.is_some() {
+        tracing::info!(signal, "second signal: exiting now");
+        return true;
+    }
+    let left = running.allocations();
+    tracing::info!(signal, allocations = left, timeout = ?running.config.drain_timeout, "draining: new allocations refused");
+    let status = format!("draining: {left} allocations");
+    let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status(&status)]);
+    *deadline = Some(tokio::time::Instant::now() + running.config.drain_timeout);
+    running.start_draining();
+    false
 }
 
 fn reload(running: &mut serve::Daemon, path: Option<&Path>, logging: &Logging) {

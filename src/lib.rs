@@ -3,6 +3,8 @@
 //! - [`proto`] decides (pure, sans-IO),
 //! - [`net`] moves bytes,
 //! - [`http`] serves people: the call page, credentials, signaling,
+//! - [`lifecycle`] starts and stops everything async (one runtime, one
+//!   cancellation token),
 //! - [`auth`] derives keys, [`config`] reads the TOML file, [`cli`] the
 //!   command line.
 
@@ -10,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod probe;

@@ -12,10 +12,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::net::tcp::Gate;
+use crate::net::Shared;
 use crate::net::Workers;
 use crate::proto::stats::{AuthFailure, Refusal, TRANSPORTS};
 use crate::proto::wire::ErrorCode;
-use crate::proto::Shared;
 
 /// Where the numbers come from.
 pub struct Source {

@@ -139,11 +139,17 @@ impl Conn {
     }
 
     fn send(&mut self, m: &[u8]) -> std::io::Result<()> {
+        // On a stream, ChannelData is padded to a multiple of 4.
+        let padded = || {
+            let mut v = m.to_vec();
+            v.resize(m.len().next_multiple_of(4), 0);
+            v
+        };
         match self {
             Conn::Udp(s) => s.send(m).map(|_| ()),
-            Conn::Tcp(s, _) => s.write_all(&crate::net::stream::padded(m)),
+            Conn::Tcp(s, _) => s.write_all(&padded()),
             Conn::Tls(s, _) => {
-                s.write_all(&crate::net::stream::padded(m))?;
+                s.write_all(&padded())?;
                 s.flush()
             }
         }

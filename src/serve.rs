@@ -13,8 +13,9 @@ use rand::Rng;
 use crate::auth;
 use crate::config::{Config, ListenTransport};
 use crate::http;
+use crate::lifecycle::{Lifecycle, Tasks};
+use crate::net::Shared;
 use crate::net::{self, Relay, RelaySpec, StreamKind, StreamListener};
-use crate::proto::Shared;
 use crate::secret::Secret;
 use crate::tls::{self, Certs};
 
@@ -253,8 +254,10 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A running turnd: the relay workers and, when configured, the HTTP side.
+/// A running turnd: the relay workers and, when configured, the HTTP side,
+/// with the one lifecycle they all stop by.
 pub struct Daemon {
+    pub lifecycle: Lifecycle,
     pub relay: Relay,
     pub http: Option<http::Page>,
     /// The certificate of every TLS listener, when there is one.
@@ -344,12 +347,10 @@ impl Daemon {
         }
     }
 
-    /// Stops the HTTP side, then the relay.
+    /// Stops every task (connections, the page, the operator endpoints),
+    /// then waits for the relay workers, which the same cancellation woke.
     pub fn stop(self) {
-        drop(self.ops);
-        if let Some(h) = self.http {
-            h.stop();
-        }
+        self.lifecycle.stop();
         self.relay.stop();
     }
 }
@@ -388,6 +389,10 @@ pub fn limit_malloc_arenas() {
     }
 }
 
+/// Threads of the async runtime: TURN over TCP and TLS, the page and the
+/// operator endpoints share them (the UDP relay has its own workers).
+const ASYNC_THREADS: usize = 2;
+
 /// Starts the relay for `cfg` with the given secrets (see
 /// [`resolve_secrets`]), then the HTTP side unless `[http]` has no listener.
 /// The page mints credentials with the first secret.
@@ -406,13 +411,16 @@ pub fn start(cfg: &Config, secrets: Vec<Secret>) -> anyhow::Result<Daemon> {
         }
         None => (None, None),
     };
-    let relay = start_relay(cfg, secrets, certs.as_ref(), handoff)?;
+    let lifecycle = Lifecycle::start(ASYNC_THREADS)?;
+    let tasks = lifecycle.tasks().clone();
+    let relay = start_relay(cfg, secrets, certs.as_ref(), handoff, &tasks)?;
     let metrics = Arc::new(crate::metrics::Source {
         workers: relay.workers.clone(),
         shared: relay.shared.clone(),
         gate: relay.gate.clone(),
     });
     let mut daemon = Daemon {
+        lifecycle,
         relay,
         http: None,
         certs,
@@ -429,7 +437,7 @@ pub fn start(cfg: &Config, secrets: Vec<Secret>) -> anyhow::Result<Daemon> {
             workers: daemon.relay.workers.clone(),
             http: cfg.http.clone(),
         };
-        match http::ops::start(spec) {
+        match http::ops::start(spec, &tasks) {
             Ok(o) => daemon.ops = Some(o),
             Err(e) => {
                 daemon.stop();
@@ -453,7 +461,7 @@ pub fn start(cfg: &Config, secrets: Vec<Secret>) -> anyhow::Result<Daemon> {
             separator: cfg.auth.rest_separator,
             workers: daemon.relay.workers.clone(),
         };
-        match http::start(spec) {
+        match http::start(spec, &tasks) {
             Ok(h) => daemon.http = Some(h),
             Err(e) => {
                 daemon.stop();
@@ -498,6 +506,7 @@ pub fn start_relay(
     secrets: Vec<Secret>,
     certs: Option<&Arc<Certs>>,
     http: Option<tokio::sync::mpsc::Sender<net::stream::HttpConn>>,
+    tasks: &Tasks,
 ) -> anyhow::Result<Relay> {
     let core = core_config(cfg, secrets);
     let (mut listeners, defaults) = cfg.listeners();
@@ -555,7 +564,7 @@ pub fn start_relay(
         nonce_key: rng.random(),
         seed: rng.random(),
     };
-    net::start(spec)
+    net::start(spec, tasks)
 }
 
 /// One credential for printing, valid for `ttl`.

@@ -15,9 +15,10 @@ use stun::message::*;
 use turn::proto::reqfamily::{RequestedAddressFamily, REQUESTED_FAMILY_IPV4, REQUESTED_FAMILY_IPV6};
 use turn::proto::rsrvtoken::ReservationToken;
 use turnd::auth::{self, Credentials, StaticSecret};
+use turnd::net::sim::{Output, Sim};
 use turnd::proto::policy::OwnAddresses;
 use turnd::proto::policy::PeerPolicy;
-use turnd::proto::{ClientAddr, Command, CoreConfig, Now, OpenError, RelayHandle, RelayId, Server, Shared, Transmit};
+use turnd::proto::{ClientAddr, CoreConfig, Event, OpenError, RelayHandle, RelayId};
 
 const REALM: &str = "example.org";
 const SECRET: &[u8] = b"north";
@@ -60,19 +61,39 @@ struct Out {
     to_relay: Vec<(RelayHandle, SocketAddr, Vec<u8>)>,
 }
 
+/// The simulated driver plus a client's credentials bookkeeping.
 struct H {
-    s: Server,
-    now: Now,
-    shared: Arc<Shared>,
-    open: HashMap<RelayId, SocketAddr>,
-    /// Reserved ports the driver binds and keeps (EVEN-PORT with R).
-    held: HashSet<SocketAddr>,
-    /// Outcomes for the next relay opens (default: success).
-    open_results: Vec<Result<(), OpenError>>,
+    sim: Sim,
     nonces: HashMap<ClientAddr, String>,
     /// The REST username and password each client keeps using, as real
     /// clients do for the life of an allocation.
     rest_creds: HashMap<ClientAddr, (String, String)>,
+    /// Every event the core emitted, in order.
+    events: Vec<Event>,
+}
+
+impl std::ops::Deref for H {
+    type Target = Sim;
+    fn deref(&self) -> &Sim {
+        &self.sim
+    }
+}
+
+impl std::ops::DerefMut for H {
+    fn deref_mut(&mut self) -> &mut Sim {
+        &mut self.sim
+    }
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Out {
+            replies: o.replies.into_iter().map(|(_, d)| d).collect(),
+            to_peer: o.to_peer,
+            to_client: o.to_client.into_iter().map(|(_, d)| d).collect(),
+            to_relay: o.to_relay,
+        }
+    }
 }
 
 impl H {
@@ -81,108 +102,55 @@ impl H {
     }
 
     fn with_ports(cfg: CoreConfig, min: u16, max: u16) -> Self {
-        Self::with_shared(cfg, Arc::new(Shared::new(min, max)))
+        Self::around(Sim::new(cfg, min, max))
+    }
+
+    fn around(sim: Sim) -> Self {
+        Self {
+            sim,
+            nonces: HashMap::new(),
+            rest_creds: HashMap::new(),
+            events: Vec::new(),
+        }
     }
 
     /// A second core on this one's shared state and clock: worker 1.
     fn beside(&self, cfg: CoreConfig) -> Self {
-        let mut h = Self::with_shared(cfg, self.shared.clone());
-        h.s = Server::new(h.s.config().clone().into(), self.shared.clone(), 8, [3; 32]).with_worker(1);
-        h.now = self.now;
-        h
+        Self::around(self.sim.beside(cfg, 1))
     }
 
-    fn with_shared(cfg: CoreConfig, shared: Arc<Shared>) -> Self {
-        Self {
-            s: Server::new(Arc::new(cfg), shared.clone(), 7, [3; 32]),
-            now: Now {
-                mono: std::time::Instant::now(),
-                unix: 1_800_000_000,
-            },
-            shared,
-            open: HashMap::new(),
-            held: HashSet::new(),
-            open_results: Vec::new(),
-            nonces: HashMap::new(),
-            rest_creds: HashMap::new(),
-        }
-    }
-
-    fn drain(&mut self, out: &mut Out) {
-        while let Some(c) = self.s.poll_command() {
-            match c {
-                Command::SendToClient { data, .. } => out.replies.push(data),
-                Command::OpenRelay { relay, addr, hold } => {
-                    let r = if self.open_results.is_empty() {
-                        Ok(())
-                    } else {
-                        self.open_results.remove(0)
-                    };
-                    // A held port is used as it is, whatever the outcome.
-                    self.held.remove(&addr);
-                    match r {
-                        Ok(()) => {
-                            assert!(!self.open.contains_key(&relay), "relay id reused while open");
-                            assert!(!self.open.values().any(|a| *a == addr), "port {addr} handed out twice");
-                            if let Some(next) = hold {
-                                assert!(!self.open.values().any(|a| *a == next), "holding an open port {next}");
-                                assert!(self.held.insert(next), "port {next} held twice");
-                            }
-                            self.open.insert(relay, addr);
-                            self.s.handle_relay_opened(relay, Ok(addr), self.now);
-                        }
-                        Err(e) => self.s.handle_relay_opened(relay, Err(e), self.now),
-                    }
-                }
-                Command::ReleaseHeld { addr } => {
-                    assert!(self.held.remove(&addr), "releasing {addr}, which is not held");
-                }
-                Command::CloseRelay { relay } => {
-                    assert!(self.open.remove(&relay).is_some(), "closing a relay that is not open");
-                }
-            }
-        }
+    /// Keeps the events, returns the rest.
+    fn seen(&mut self, mut o: Output) -> Out {
+        self.events.append(&mut o.events);
+        o.into()
     }
 
     fn send(&mut self, c: ClientAddr, bytes: &[u8]) -> Out {
-        let mut out = Out::default();
-        match self.s.handle_client_input(c, bytes, self.now) {
-            Some(Transmit::ToPeer { relay, peer, payload }) => out.to_peer.push((relay, peer, payload.to_vec())),
-            Some(Transmit::ToClient { payload, .. }) => out.to_client.push(payload.to_vec()),
-            Some(Transmit::ToRelay { to, from, payload }) => out.to_relay.push((to, from, payload.to_vec())),
-            None => {}
-        }
-        self.drain(&mut out);
-        out
+        let o = self.sim.client_sends(c, bytes);
+        self.seen(o)
     }
 
     /// What another allocation of this turnd handed to `to` (a
-    /// [`Transmit::ToRelay`]), as the driver delivers it.
+    /// [`Transmit::ToRelay`]), as the driver delivers it; replies count as
+    /// what the client gets.
     fn relayed_in(&mut self, to: RelayHandle, from: SocketAddr, payload: &[u8]) -> Out {
-        let mut buf = vec![0u8; 4];
-        buf.extend_from_slice(payload);
-        let mut out = Out::default();
-        match self.s.handle_relayed_input(to, from, &mut buf, self.now) {
-            Some(Transmit::ToClient { payload, .. }) => out.to_client.push(payload.to_vec()),
-            Some(t) => panic!("relayed data goes to the client, not {t:?}"),
-            None => {}
-        }
-        self.drain(&mut out);
+        let o = self.sim.relayed_in(to, from, payload);
+        let mut out = self.seen(o);
+        assert!(
+            out.to_peer.is_empty() && out.to_relay.is_empty(),
+            "relayed data goes to the client"
+        );
         out.to_client.append(&mut out.replies);
         out
     }
 
     fn peer_sends(&mut self, relay: RelayId, peer: SocketAddr, payload: &[u8]) -> Out {
-        let mut buf = vec![0u8; 4];
-        buf.extend_from_slice(payload);
-        let mut out = Out::default();
-        if let Some(t) = self.s.handle_peer_input(relay, peer, &mut buf, self.now) {
-            match t {
-                Transmit::ToClient { payload, .. } => out.to_client.push(payload.to_vec()),
-                t => panic!("peer data goes to the client, not {t:?}"),
-            }
-        }
-        self.drain(&mut out);
+        let o = self.sim.peer_sends(relay, peer, payload);
+        let mut out = self.seen(o);
+        assert!(
+            out.to_peer.is_empty() && out.to_relay.is_empty(),
+            "peer data goes to the client"
+        );
         out.to_client.append(&mut out.replies);
         out
     }
@@ -281,14 +249,8 @@ impl H {
 
     /// Moves both clocks and runs what fell due.
     fn advance_by(&mut self, d: Duration) {
-        self.now = self.now.after(d);
-        self.s.handle_timeout(self.now);
-        let mut out = Out::default();
-        self.drain(&mut out);
-    }
-
-    fn ports_in_use(&self) -> usize {
-        self.shared.lock().ports.in_use()
+        let o = self.sim.advance(d);
+        self.seen(o);
     }
 }
 
@@ -358,7 +320,7 @@ fn unsigned_420s_share_the_challenge_rate_limit() {
         answered += h.send(client(6000 + i), &unsigned().raw).replies.len();
     }
     assert_eq!(answered, 20);
-    assert_eq!(h.s.stats.challenges_limited, 20);
+    assert_eq!(h.core.stats.challenges_limited, 20);
     // Plain Bindings are not challenges: still answered.
     assert!(is_success(
         &h.ask(client(7000), &build(req(METHOD_BINDING), vec![], None, false))
@@ -534,7 +496,7 @@ fn allocate_success_has_relayed_mapped_lifetime() {
     assert!((50000..=50099).contains(&relayed.port()));
     assert_eq!(mapped(&r), Some(c.remote));
     assert_eq!(lifetime(&r), Some(Duration::from_secs(600)));
-    assert_eq!(h.s.allocation_count(), 1);
+    assert_eq!(h.core.allocation_count(), 1);
 }
 
 #[test]
@@ -564,7 +526,7 @@ fn allocate_transport_errors() {
         protocol: turn::proto::PROTO_TCP,
     });
     assert_eq!(error_code(&h.authed(client(1), METHOD_ALLOCATE, vec![tcp])), Some(442));
-    assert_eq!(h.s.allocation_count(), 0);
+    assert_eq!(h.core.allocation_count(), 0);
     assert_eq!(h.ports_in_use(), 0);
 }
 
@@ -578,7 +540,7 @@ fn second_allocate_is_437_and_retransmission_gets_the_same_answer() {
     assert_eq!(first.len(), 1);
     let again = h.send(c, &m.raw).replies;
     assert_eq!(again, first, "retransmission answered byte for byte like the first");
-    assert_eq!(h.s.allocation_count(), 1);
+    assert_eq!(h.core.allocation_count(), 1);
     let r = h.authed(c, METHOD_ALLOCATE, vec![transport_udp()]);
     assert_eq!(error_code(&r), Some(437));
     assert!(r.get(ATTR_MESSAGE_INTEGRITY).is_ok());
@@ -664,7 +626,11 @@ fn even_port_and_reservation_token() {
     assert_eq!(tok.0.len(), 8);
     assert_eq!(h.ports_in_use(), 3, "the reserved port is held");
     let next = SocketAddr::new(relayed(&r).expect("relayed").ip(), port + 1);
-    assert_eq!(h.held, HashSet::from([next]), "the driver was told to bind and keep it");
+    assert_eq!(
+        h.held(),
+        HashSet::from([next]),
+        "the driver was told to bind and keep it"
+    );
     // Token with EVEN-PORT: 400.
     let both: Attrs = vec![
         transport_udp(),
@@ -679,7 +645,7 @@ fn even_port_and_reservation_token() {
         vec![transport_udp(), Box::new(ReservationToken(tok.0.clone()))],
     );
     assert_eq!(relayed(&r).map(|a| a.port()), Some(port + 1));
-    assert!(h.held.is_empty(), "the held socket became the relay");
+    assert!(h.held().is_empty(), "the held socket became the relay");
     // Used up: 508.
     let r = h.authed(client(4), METHOD_ALLOCATE, vec![transport_udp(), Box::new(tok)]);
     assert_eq!(error_code(&r), Some(508));
@@ -696,18 +662,18 @@ fn even_port_and_reservation_token() {
 #[test]
 fn a_taken_reserved_port_makes_a_new_pair() {
     let mut h = H::new(base_config());
-    h.open_results = vec![Err(OpenError::InUse), Err(OpenError::InUse)];
+    h.open_results = [Err(OpenError::InUse), Err(OpenError::InUse)].into();
     let r = h.authed(client(2), METHOD_ALLOCATE, vec![transport_udp(), raw(0x0018, &[0x80])]);
     let port = relayed(&r).expect("allocated on the third pair").port();
     assert_eq!(port % 2, 0);
     assert_eq!(h.ports_in_use(), 2, "the failed pairs were given back");
     let next = SocketAddr::new(relayed(&r).expect("relayed").ip(), port + 1);
-    assert_eq!(h.held, HashSet::from([next]));
+    assert_eq!(h.held(), HashSet::from([next]));
     let mut tok = ReservationToken::default();
     stun::message::Getter::get_from(&mut tok, &r).expect("token");
     let r = h.authed(client(3), METHOD_ALLOCATE, vec![transport_udp(), Box::new(tok)]);
     assert_eq!(relayed(&r).map(|a| a.port()), Some(port + 1));
-    assert!(h.held.is_empty());
+    assert!(h.held().is_empty());
 }
 
 #[test]
@@ -717,10 +683,10 @@ fn unredeemed_reservation_expires_after_30s() {
     let mut tok = ReservationToken::default();
     stun::message::Getter::get_from(&mut tok, &r).expect("token");
     assert_eq!(h.ports_in_use(), 2);
-    assert_eq!(h.held.len(), 1);
+    assert_eq!(h.held().len(), 1);
     h.advance(31);
     assert_eq!(h.ports_in_use(), 1);
-    assert!(h.held.is_empty(), "the held socket was closed");
+    assert!(h.held().is_empty(), "the held socket was closed");
     let r = h.authed(client(3), METHOD_ALLOCATE, vec![transport_udp(), Box::new(tok)]);
     assert_eq!(error_code(&r), Some(508));
 }
@@ -769,15 +735,15 @@ fn relay_port_range_exhaustion_is_508() {
 #[test]
 fn busy_ports_are_retried_and_failures_leak_nothing() {
     let mut h = H::new(base_config());
-    h.open_results = vec![Err(OpenError::InUse), Err(OpenError::InUse)];
+    h.open_results = [Err(OpenError::InUse), Err(OpenError::InUse)].into();
     let (_, _) = h.allocate(client(1));
     assert_eq!(h.ports_in_use(), 1);
-    h.open_results = vec![Err(OpenError::Failed)];
+    h.open_results = [Err(OpenError::Failed)].into();
     let r = h.authed(client(2), METHOD_ALLOCATE, vec![transport_udp()]);
     assert_eq!(error_code(&r), Some(508));
     assert_eq!(h.ports_in_use(), 1);
-    assert_eq!(h.s.allocation_count(), 1);
-    h.open_results = vec![Err(OpenError::InUse); 8];
+    assert_eq!(h.core.allocation_count(), 1);
+    h.open_results = [Err(OpenError::InUse); 8].into();
     assert_eq!(
         error_code(&h.authed(client(3), METHOD_ALLOCATE, vec![transport_udp()])),
         Some(508)
@@ -820,7 +786,7 @@ fn refresh_extends_and_zero_deletes() {
     let r = h.authed(c, METHOD_REFRESH, vec![lifetime_attr(0)]);
     assert_eq!(lifetime(&r), Some(Duration::ZERO));
     assert!(!h.open.contains_key(&id));
-    assert_eq!(h.s.allocation_count(), 0);
+    assert_eq!(h.core.allocation_count(), 0);
 }
 
 #[test]
@@ -832,7 +798,7 @@ fn allocation_expires_exactly_at_its_lifetime() {
     assert!(h.open.contains_key(&id));
     h.advance_ms(1);
     assert!(!h.open.contains_key(&id));
-    assert_eq!(h.s.stats.allocations_expired, 1);
+    assert_eq!(h.core.stats.allocations_expired, 1);
     assert_eq!(h.shared.lock().total, 0);
 }
 
@@ -955,7 +921,7 @@ fn two_allocations_of_one_turnd_relay_to_each_other_inside_the_process() {
     let (ra, _) = h.allocate(a);
     let (rb, _) = h.allocate(b);
     assert!(
-        !h.s.config().policy.permits(rb.ip()),
+        !h.core.config().policy.permits(rb.ip()),
         "the relayed address is in a denied range"
     );
     // Each may install a permission for the other's relayed address.
@@ -1001,7 +967,7 @@ fn two_allocations_of_one_turnd_relay_to_each_other_inside_the_process() {
         vec![channel_data(0x4000, b"pong", false)]
     );
     // Counted like any relayed data, and as internal.
-    assert_eq!(h.s.stats.internal.packets, 3);
+    assert_eq!(h.core.stats.internal.packets, 3);
     // The same address through the kernel is not A's relay (spoofed, or
     // another program of this host): dropped.
     let (_, id_b) = (rb, *h.open.iter().find(|(_, x)| **x == rb).expect("open").0);
@@ -1112,7 +1078,7 @@ fn handoffs_count_against_bandwidth_limits_both_ways() {
         .filter_map(|_| h.send(a, &channel_data(0x4000, &[7; 100], false)).to_relay.pop())
         .collect::<Vec<_>>();
     assert_eq!(sent.len(), 10, "A's budget: one second of 1000 B");
-    assert_eq!(h.s.stats.over_bandwidth, 10);
+    assert_eq!(h.core.stats.over_bandwidth, 10);
 }
 
 #[test]
@@ -1128,7 +1094,7 @@ fn a_reload_keeps_permissions_and_channels_to_live_relays() {
     )));
     let mut cfg = own_config();
     cfg.policy = PeerPolicy::new(vec![], vec!["0.0.0.0/0".parse().expect("net")]);
-    h.s.set_config(Arc::new(cfg));
+    h.core.set_config(Arc::new(cfg));
     assert_eq!(h.send(a, &channel_data(0x4000, b"still", false)).to_relay.len(), 1);
 }
 
@@ -1319,6 +1285,69 @@ fn channel_data_stops_when_the_permission_lapses() {
     assert_eq!(h.peer_sends(id, p, b"y").to_client.len(), 1);
 }
 
+#[test]
+fn events_tell_a_driver_what_routes_and_until_when() {
+    let mut h = H::new(base_config());
+    let c = client(1);
+    let t0 = h.now.mono;
+    let (relayed, id) = h.allocate(c);
+    assert!(
+        matches!(h.events[..], [Event::AllocationCreated { client, relay, relayed: r }]
+            if client == c && relay == id && r == relayed),
+        "{:?}",
+        h.events
+    );
+    h.events.clear();
+    h.authed(c, METHOD_REFRESH, vec![lifetime_attr(3600)]);
+    let p = sa(PEER);
+    h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(p)]);
+    // Bound until the permission's 300 s (earlier than the channel's 600 s).
+    let bound = |h: &H| -> Vec<Duration> {
+        h.events
+            .iter()
+            .filter_map(|e| match *e {
+                Event::ChannelBound {
+                    relay,
+                    channel: 0x4000,
+                    peer,
+                    until,
+                } if relay == id && peer == p => Some(until - t0),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(bound(&h), [Duration::from_secs(300)], "{:?}", h.events);
+    h.events.clear();
+    h.advance(200);
+    h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p)]);
+    // The permission now lasts to 500 s, still before the channel's 600 s.
+    assert_eq!(bound(&h), [Duration::from_secs(500)], "{:?}", h.events);
+    h.events.clear();
+    h.advance(200);
+    h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(p)]);
+    assert_eq!(bound(&h), [Duration::from_secs(600)], "the channel's own expiry");
+    h.events.clear();
+    h.advance(199);
+    assert!(h.events.is_empty(), "nothing ends early: {:?}", h.events);
+    h.advance(1);
+    assert!(
+        matches!(h.events[..], [Event::ChannelEnded { relay, channel: 0x4000, peer }] if relay == id && peer == p),
+        "{:?}",
+        h.events
+    );
+    h.events.clear();
+    // A second channel, then the allocation deleted: both end.
+    h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4001), peer(sa("1.2.3.4:7001"))]);
+    h.events.clear();
+    h.authed(c, METHOD_REFRESH, vec![lifetime_attr(0)]);
+    assert!(
+        matches!(h.events[..], [Event::ChannelEnded { channel: 0x4001, .. }, Event::AllocationDeleted { client, relay }]
+            if client == c && relay == id),
+        "{:?}",
+        h.events
+    );
+}
+
 // ---------------------------------------------------------------- Robustness
 
 #[test]
@@ -1388,7 +1417,7 @@ fn random_and_mutated_input_never_panics_or_leaks() {
     assert_eq!(h.send(c, &channel_data(0x4000, b"still", false)).to_peer.len(), 1);
     // Everything created expires and gives back its ports and quota.
     h.advance(3601);
-    assert_eq!(h.s.allocation_count(), 0);
+    assert_eq!(h.core.allocation_count(), 0);
     assert_eq!(h.ports_in_use(), 0);
     assert_eq!(h.shared.lock().total, 0);
     assert!(h.open.is_empty());
@@ -1447,7 +1476,7 @@ fn a_reloaded_peer_policy_applies_to_existing_permissions_and_channels() {
     // The operator denies the peer's range and reloads.
     let mut cfg = base_config();
     cfg.policy = PeerPolicy::new(vec![], vec!["1.2.3.0/24".parse().expect("net")]);
-    h.s.set_config(Arc::new(cfg));
+    h.core.set_config(Arc::new(cfg));
     assert!(
         h.send(c, &channel_data(0x4000, b"x", false)).to_peer.is_empty(),
         "client data still relayed"
@@ -1476,7 +1505,7 @@ fn challenges_are_rate_limited_per_source_address() {
         .filter(|i| !h.send(client(6000 + i), &unsigned().raw).replies.is_empty())
         .count();
     assert_eq!(answered, 20);
-    assert_eq!(h.s.stats.challenges_limited, 10);
+    assert_eq!(h.core.stats.challenges_limited, 10);
     // Another address is not affected.
     let other = ClientAddr::udp(sa("198.51.100.99:6000"), sa(LOCAL));
     assert_eq!(h.send(other, &unsigned().raw).replies.len(), 1);
@@ -1535,7 +1564,7 @@ fn max_bps_limits_each_direction_of_an_allocation() {
         .filter(|_| !h.peer_sends(relay, sa(PEER), &[2; 400]).to_client.is_empty())
         .count();
     assert_eq!(back, 2);
-    assert_eq!(h.s.stats.over_bandwidth, 6);
+    assert_eq!(h.core.stats.over_bandwidth, 6);
     // Half a second later, 500 more bytes may pass.
     h.advance_ms(500);
     let sent = (0..5)
@@ -1574,7 +1603,7 @@ fn max_bps_per_user_is_shared_across_workers() {
         .filter(|_| !b.peer_sends(relay_b, sa(PEER), &[2; 400]).to_client.is_empty())
         .count();
     assert_eq!(back, 2);
-    assert_eq!(a.s.stats.over_bandwidth + b.s.stats.over_bandwidth, 5);
+    assert_eq!(a.core.stats.over_bandwidth + b.core.stats.over_bandwidth, 5);
     // Another user on the second worker is not held back.
     let cc = client(6402);
     let cred = b.cred(cc, "alice", "wonderland");

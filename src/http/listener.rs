@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
+use crate::lifecycle::Tasks;
 use crate::net::stream::HttpConn;
 use crate::net::tcp::{Gate, Slot};
 
@@ -48,10 +49,18 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
-/// Accepts on `listener` until the runtime stops, serving `app` (inside TLS
-/// when `tls` is set) to every connection `gate` admits.
-pub fn serve_listener(listener: TcpListener, tls: Option<TlsAcceptor>, app: Router, gate: Arc<Gate>, t: Timeouts) {
-    tokio::spawn(async move {
+/// Accepts on `listener` until turnd stops, serving `app` (inside TLS when
+/// `tls` is set) to every connection `gate` admits.
+pub fn serve_listener(
+    tasks: &Tasks,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    gate: Arc<Gate>,
+    t: Timeouts,
+) {
+    let spawner = tasks.clone();
+    tasks.spawn(async move {
         let local = listener.local_addr().ok();
         loop {
             let (tcp, remote) = crate::net::tcp::accept(&listener, "http").await;
@@ -62,7 +71,7 @@ pub fn serve_listener(listener: TcpListener, tls: Option<TlsAcceptor>, app: Rout
             let _ = tcp.set_nodelay(true);
             let local = local.unwrap_or(remote);
             let (app, tls) = (app.clone(), tls.clone());
-            tokio::spawn(async move {
+            spawner.spawn(async move {
                 match tls {
                     None => serve(tcp, remote, local, app, t, (slot, None)).await,
                     Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -79,15 +88,23 @@ pub fn serve_listener(listener: TcpListener, tls: Option<TlsAcceptor>, app: Rout
 /// Serves the HTTP connections `auto` listeners hand over: `secure` (inside
 /// TLS) ones with `app`, plain ones with `plain` (a redirect to HTTPS). They
 /// keep their place under the relay's TCP limits and take one under `gate`.
-pub fn serve_handed(mut rx: mpsc::Receiver<HttpConn>, app: Router, plain: Router, gate: Arc<Gate>, t: Timeouts) {
-    tokio::spawn(async move {
+pub fn serve_handed(
+    tasks: &Tasks,
+    mut rx: mpsc::Receiver<HttpConn>,
+    app: Router,
+    plain: Router,
+    gate: Arc<Gate>,
+    t: Timeouts,
+) {
+    let spawner = tasks.clone();
+    tasks.spawn(async move {
         while let Some(c) = rx.recv().await {
             let Some(slot) = gate.admit(c.remote.ip()) else {
                 tracing::debug!(remote = %c.remote, "http connection refused: limit reached");
                 continue;
             };
             let app = if c.secure { app.clone() } else { plain.clone() };
-            tokio::spawn(serve(c.io, c.remote, c.local, app, t, (slot, Some(c.slot))));
+            spawner.spawn(serve(c.io, c.remote, c.local, app, t, (slot, Some(c.slot))));
         }
     });
 }

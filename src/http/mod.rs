@@ -1,7 +1,8 @@
 //! The people-facing side, in the same process as the relay: the signaling
 //! page (assets embedded in the binary), `GET /api/ice` handing out
 //! short-lived TURN credentials, `GET /ws` signaling rooms and `GET /healthz`.
-//! It runs on its own small tokio runtime; the relay workers never wait on it.
+//! It runs as turnd's tasks ([`crate::lifecycle`]); the relay workers never
+//! wait on it.
 
 mod api;
 mod listener;
@@ -20,6 +21,7 @@ pub use listener::Remote;
 use rand::Rng;
 
 use crate::config::{Access, Http};
+use crate::lifecycle::Tasks;
 use crate::secret::Secret;
 
 /// What the HTTP side needs from the rest of turnd.
@@ -58,8 +60,6 @@ pub struct Page {
     /// `auto` listeners that serve the page, for join links.
     auto: Vec<SocketAddr>,
     public_host: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Shared by every request.
@@ -79,16 +79,10 @@ pub(crate) struct AppState {
     separator: char,
 }
 
-/// Binds every HTTP and HTTPS listener and starts serving. Nothing runs if a
-/// bind fails.
-pub fn start(spec: PageSpec) -> anyhow::Result<Page> {
+/// Binds every HTTP and HTTPS listener and starts serving as `tasks` (until
+/// they are cancelled). Nothing runs if a bind fails.
+pub fn start(spec: PageSpec, tasks: &Tasks) -> anyhow::Result<Page> {
     let cfg = &spec.cfg;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("turnd-http")
-        .enable_all()
-        .build()
-        .context("cannot start the HTTP runtime")?;
     let access_key = match (cfg.access, &cfg.access_key) {
         (Access::Open, _) => None,
         (Access::Key, Some(k)) => Some(k.clone()),
@@ -118,7 +112,7 @@ pub fn start(spec: PageSpec) -> anyhow::Result<Page> {
         header: cfg.header_timeout,
         idle: cfg.idle_timeout,
     };
-    let guard = rt.enter();
+    let guard = tasks.handle().enter();
     let mut bound = (Vec::new(), Vec::new());
     let mut listeners = Vec::new();
     for (addr, tls) in cfg
@@ -135,12 +129,12 @@ pub fn start(spec: PageSpec) -> anyhow::Result<Page> {
     // Only once every bind worked: nothing runs if one fails.
     let app = api::router(state.clone());
     for (l, tls) in listeners {
-        listener::serve_listener(l, tls, app.clone(), gate.clone(), timeouts);
+        listener::serve_listener(tasks, l, tls, app.clone(), gate.clone(), timeouts);
     }
     let plain = listener::redirect_to_https(spec.public_host.clone());
-    listener::serve_handed(spec.handed, app, plain, gate.clone(), timeouts);
+    listener::serve_handed(tasks, spec.handed, app, plain, gate.clone(), timeouts);
     let limiter_state = state.clone();
-    rt.spawn(async move {
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
@@ -148,18 +142,6 @@ pub fn start(spec: PageSpec) -> anyhow::Result<Page> {
         }
     });
     drop(guard);
-    // The runtime lives on its own thread, so stopping works from anywhere,
-    // an async test included.
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("turnd-http-main".into())
-        .spawn(move || {
-            rt.block_on(async {
-                let _ = stopped.await;
-            });
-            rt.shutdown_timeout(Duration::from_secs(1));
-        })
-        .context("cannot start the HTTP thread")?;
     Ok(Page {
         http: bound.0,
         https: bound.1,
@@ -172,8 +154,6 @@ pub fn start(spec: PageSpec) -> anyhow::Result<Page> {
             .map(|(a, _)| *a)
             .collect(),
         public_host: spec.public_host,
-        stop: Some(stop),
-        thread: Some(thread),
     })
 }
 
@@ -233,25 +213,5 @@ impl Page {
             }
         }
         links
-    }
-
-    /// Stops serving; open connections are cut.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Page {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }

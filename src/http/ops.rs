@@ -1,11 +1,10 @@
 //! The operator's endpoints, on listeners of their own (keep them private):
 //! Prometheus `/metrics` (optionally behind a bearer token) and the admin
 //! API (always behind one): `GET /admin/sessions`, `POST /admin/kill?user=`.
-//! A small tokio runtime of their own, like the page's.
+//! On turnd's runtime, like the page.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::{Query, State};
@@ -15,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::lifecycle::Tasks;
 use crate::metrics::Source;
 use crate::net::Workers;
 use crate::secret::Secret;
@@ -31,11 +31,10 @@ pub struct OpsSpec {
     pub http: crate::config::Http,
 }
 
-/// The running endpoints: bound addresses; stops on drop.
+/// The running endpoints' bound addresses; they stop with turnd's tasks.
 pub struct Ops {
     pub metrics: Vec<SocketAddr>,
     pub admin: Vec<SocketAddr>,
-    runtime: Option<tokio::runtime::Runtime>,
 }
 
 /// Whether `headers` carry `Authorization: Bearer <want>` (always true
@@ -71,14 +70,8 @@ struct Admin {
 }
 
 /// Binds every listener; nothing runs if one fails.
-pub fn start(spec: OpsSpec) -> anyhow::Result<Ops> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("turnd-ops")
-        .enable_all()
-        .build()
-        .context("cannot start the operator endpoints' runtime")?;
-    let _guard = rt.enter();
+pub fn start(spec: OpsSpec, tasks: &Tasks) -> anyhow::Result<Ops> {
+    let _guard = tasks.handle().enter();
     // A few scrapers and admins: a small total, the page's limits otherwise.
     let gate = crate::net::tcp::Gate::new(64, spec.http.max_connections_per_address.min(16));
     let timeouts = super::listener::Timeouts {
@@ -115,22 +108,12 @@ pub fn start(spec: OpsSpec) -> anyhow::Result<Ops> {
     }
     // Only once every bind worked: nothing runs if one fails.
     for (l, router) in serving {
-        super::listener::serve_listener(l, None, router, gate.clone(), timeouts);
+        super::listener::serve_listener(tasks, l, None, router, gate.clone(), timeouts);
     }
-    drop(_guard);
     Ok(Ops {
         metrics: bound.0,
         admin: bound.1,
-        runtime: Some(rt),
     })
-}
-
-impl Drop for Ops {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_timeout(Duration::from_secs(1));
-        }
-    }
 }
 
 async fn sessions(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {

@@ -1,12 +1,13 @@
 //! The I/O drivers: worker threads that move bytes between sockets and the
 //! [`crate::proto`] core.
 
+pub mod pool;
+pub mod sim;
 pub mod socket;
 pub mod stream;
 pub mod tcp;
 pub mod udp;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +18,9 @@ use anyhow::Context;
 use mio::{Poll, Waker};
 
 use crate::config::ListenTransport;
-use crate::proto::{CoreConfig, RelayHandle, Server, Session, Shared};
+use crate::proto::{CoreConfig, Now, RelayHandle, Server, Session};
+
+pub use pool::Shared;
 
 /// Handoffs waiting for one worker before more are dropped (as a full
 /// socket buffer would drop them).
@@ -80,10 +83,6 @@ pub struct Workers {
     wakers: Vec<Arc<Waker>>,
     /// Handoffs waiting for each worker, and whether there are any.
     handoffs: Vec<(AtomicBool, Mutex<Vec<Handoff>>)>,
-    /// Relay ports reserved with EVEN-PORT's R bit, bound and kept until
-    /// their RESERVATION-TOKEN Allocate (on any worker) takes the socket or
-    /// the reservation expires, so nothing else on the host can take them.
-    held: Mutex<HashMap<SocketAddr, std::net::UdpSocket>>,
 }
 
 /// An operator's request to one worker, answered on the channel.
@@ -117,18 +116,7 @@ impl Workers {
                 .map(|_| (AtomicBool::new(false), Mutex::new(Vec::new())))
                 .collect(),
             wakers,
-            held: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Keeps the socket of a reserved relay port.
-    pub fn hold(&self, addr: SocketAddr, sock: std::net::UdpSocket) {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, sock);
-    }
-
-    /// The held socket at `addr`, taken (dropping it closes the port).
-    pub fn take_held(&self, addr: SocketAddr) -> Option<std::net::UdpSocket> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr)
     }
 
     /// How many workers there are.
@@ -245,6 +233,35 @@ impl Workers {
         }
     }
 
+    /// Whether every worker goes round its loop: they are woken, and each
+    /// must turn within `limit` (for the systemd watchdog: a stuck worker
+    /// stops the pings and systemd restarts turnd). Blocks up to `limit`.
+    pub fn alive(&self, limit: std::time::Duration) -> bool {
+        let before: Vec<u64> = self.turns.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+        self.wake_all();
+        let end = std::time::Instant::now() + limit;
+        loop {
+            let all = self
+                .turns
+                .iter()
+                .zip(&before)
+                .all(|(t, b)| t.load(Ordering::Relaxed) != *b);
+            if all {
+                return true;
+            }
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// Tells every worker to stop, and wakes them to see it.
+    pub fn stop(&self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        self.wake_all();
+    }
+
     pub fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
     }
@@ -279,8 +296,6 @@ pub struct Relay {
     pub udp: Vec<SocketAddr>,
     /// Bound TCP, TLS and auto listeners, in the order of [`RelaySpec::streams`].
     pub streams: Vec<(SocketAddr, ListenTransport)>,
-    /// The runtime of the TCP and TLS connections, when there are any.
-    runtime: Option<tokio::runtime::Runtime>,
     /// Cross-worker state: ports in use and allocation counts.
     pub shared: Arc<Shared>,
     pub workers: Arc<Workers>,
@@ -289,9 +304,10 @@ pub struct Relay {
     threads: Vec<JoinHandle<()>>,
 }
 
-/// Binds every listener for every worker and starts the workers. Nothing runs
-/// if any bind fails.
-pub fn start(spec: RelaySpec) -> anyhow::Result<Relay> {
+/// Binds every listener for every worker and starts the workers, the TCP and
+/// TLS side as `tasks`. Nothing runs if any bind fails. The workers stop
+/// when `tasks` are cancelled (or on [`Relay::stop`]).
+pub fn start(spec: RelaySpec, tasks: &crate::lifecycle::Tasks) -> anyhow::Result<Relay> {
     let count = spec.workers.max(1);
     // The first worker's binds fix port 0 to a real port for the others.
     let mut addrs = spec.udp.clone();
@@ -313,19 +329,13 @@ pub fn start(spec: RelaySpec) -> anyhow::Result<Relay> {
         polls.push(poll);
     }
     let workers = Arc::new(Workers::new(spec.core.clone(), wakers.clone()));
-    let (runtime, streams, mut inboxes, gate) = if spec.streams.is_empty() {
-        (None, Vec::new(), Vec::new(), None)
+    let (streams, mut inboxes, gate) = if spec.streams.is_empty() {
+        (Vec::new(), Vec::new(), None)
     } else {
         let (bridge, inboxes) = stream::Bridge::new(&wakers);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("turnd-tcp")
-            .enable_all()
-            .build()
-            .context("cannot start the TCP runtime")?;
         let gate = tcp::Gate::new(spec.limits.max_connections, spec.limits.max_per_address);
         let mut bound = Vec::new();
-        let _guard = rt.enter();
+        let _guard = tasks.handle().enter();
         let mut listeners = Vec::new();
         for l in &spec.streams {
             let kind = l.kind.transport();
@@ -342,9 +352,9 @@ pub fn start(spec: RelaySpec) -> anyhow::Result<Relay> {
         }
         // Only once every bind worked: nothing runs if one fails.
         for (listener, kind) in listeners {
-            tcp::spawn_accept(listener, kind, bridge.clone(), gate.clone(), spec.limits);
+            tcp::spawn_accept(tasks, listener, kind, bridge.clone(), gate.clone(), spec.limits);
         }
-        (Some(rt), bound, inboxes, Some(gate))
+        (bound, inboxes, Some(gate))
     };
     let mut threads = Vec::new();
     for (i, (listeners, poll)) in per_worker.into_iter().zip(polls).enumerate() {
@@ -363,10 +373,11 @@ pub fn start(spec: RelaySpec) -> anyhow::Result<Relay> {
                 .spawn(move || worker.run())?,
         );
     }
+    let stopping = workers.clone();
+    tasks.on_cancel(move || stopping.stop());
     Ok(Relay {
         udp: addrs,
         streams,
-        runtime,
         gate,
         shared: spec.shared,
         workers,
@@ -383,40 +394,23 @@ impl Relay {
         self.workers.wake_all();
     }
 
-    /// Whether every worker goes round its loop: they are woken, and each
-    /// must turn within `limit` (for the systemd watchdog: a stuck worker
-    /// stops the pings and systemd restarts turnd).
-    pub fn workers_alive(&self, limit: std::time::Duration) -> bool {
-        let before: Vec<u64> = self.workers.turns.iter().map(|t| t.load(Ordering::Relaxed)).collect();
-        self.workers.wake_all();
-        let end = std::time::Instant::now() + limit;
-        loop {
-            let all = self
-                .workers
-                .turns
-                .iter()
-                .zip(&before)
-                .all(|(t, b)| t.load(Ordering::Relaxed) != *b);
-            if all {
-                return true;
-            }
-            if std::time::Instant::now() >= end {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-    }
-
     /// Stops the workers and waits for them; their sockets close with them.
     pub fn stop(self) {
-        if let Some(rt) = self.runtime {
-            rt.shutdown_timeout(std::time::Duration::from_secs(1));
-        }
-        self.workers.shutdown.store(true, Ordering::Relaxed);
-        self.workers.wake_all();
+        self.workers.stop();
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+/// The time now, as the core takes it: the drivers read the clocks, the
+/// core never does.
+pub fn now() -> Now {
+    Now {
+        mono: std::time::Instant::now(),
+        unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     }
 }
 

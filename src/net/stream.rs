@@ -6,23 +6,35 @@
 //!
 //! The allocation belongs to the connection: when either side ends it, the
 //! worker is told and deletes the allocation at once.
+//!
+//! A relayed message costs no allocation either way. The connection and its
+//! worker share a [`Link`]: messages from the client travel in buffers the
+//! worker hands back once it has handled them, and the worker appends
+//! messages towards the client to the link's queue, which the writer swaps
+//! for an empty buffer of its own and writes out at once.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mio::Waker;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use crate::proto::wire::{stream_frame, Frame};
-use crate::proto::ClientAddr;
+use crate::proto::{ClientAddr, Transport};
 
-/// Messages queued towards one client before more are dropped (a client
-/// that does not read loses data, as it would over UDP).
-pub const OUT_QUEUE: usize = 512;
+/// Bytes queued towards one client before more messages are dropped (a
+/// client that does not read loses data, as it would over UDP).
+pub const OUT_LIMIT: usize = 512 * 1024;
+/// Bytes read from a connection at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Message buffers a connection keeps for reuse, and the largest kept (a
+/// bigger message, rare, gets a buffer of its own).
+const SPARES: usize = 64;
+const SPARE_CAPACITY: usize = 2048;
 /// Messages queued towards one worker from every connection it owns; a full
 /// queue makes readers wait (TCP backpressure), never drops.
 const IN_QUEUE: usize = 4096;
@@ -41,12 +53,13 @@ pub struct Timeouts {
 pub enum ToWorker {
     Open {
         client: ClientAddr,
-        out: mpsc::Sender<Vec<u8>>,
+        link: LinkTx,
         /// Set by the worker while the connection has an allocation.
         allocated: Arc<AtomicBool>,
     },
     Data {
         client: ClientAddr,
+        /// One message, in a buffer to hand back with [`LinkTx::recycle`].
         msg: Vec<u8>,
     },
     Closed {
@@ -91,11 +104,11 @@ impl Bridge {
             let _ = waker.wake();
             ok
         };
-        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
+        let link = Arc::new(Link::default());
         let allocated = Arc::new(AtomicBool::new(false));
         let open = ToWorker::Open {
             client,
-            out: out_tx,
+            link: LinkTx(link.clone()),
             allocated: allocated.clone(),
         };
         if !send(open).await {
@@ -104,7 +117,7 @@ impl Bridge {
         let (mut rd, mut wr) = tokio::io::split(io);
         let reader = async {
             let mut buf = prefix;
-            let mut chunk = vec![0u8; 16 * 1024];
+            let mut chunk = vec![0u8; READ_CHUNK];
             // Since when the buffer holds part of a message, and since when
             // the connection has had no allocation.
             let mut partial_since: Option<Instant> = None;
@@ -114,7 +127,8 @@ impl Bridge {
                 loop {
                     match stream_frame(&buf[at..]) {
                         Frame::Message { len, skip } => {
-                            let msg = buf[at..at + len].to_vec();
+                            let mut msg = link.spare();
+                            msg.extend_from_slice(&buf[at..at + len]);
                             if !send(ToWorker::Data { client, msg }).await {
                                 return "worker stopped";
                             }
@@ -172,20 +186,14 @@ impl Bridge {
                 }
             }
         };
+        let one_record_each = client.transport == Transport::Tls;
         let writer = async {
-            while let Some(msg) = out_rx.recv().await {
-                if wr.write_all(&msg).await.is_err() {
+            let mut queued = Vec::new();
+            while link.take(&mut queued).await {
+                if write_out(&mut wr, &queued, one_record_each).await.is_err() {
                     return "write failed";
                 }
-                // Several queued: written back to back, one flush.
-                while let Ok(more) = out_rx.try_recv() {
-                    if wr.write_all(&more).await.is_err() {
-                        return "write failed";
-                    }
-                }
-                if wr.flush().await.is_err() {
-                    return "write failed";
-                }
+                queued.clear();
             }
             "closed by the worker"
         };
@@ -199,6 +207,27 @@ impl Bridge {
     }
 }
 
+/// Writes queued messages, then flushes. Over TLS each message goes in a
+/// record of its own: some clients (coturn's `turnutils_uclient` among
+/// them) take one TLS read for one message and lose the rest of a record
+/// holding several. Over TCP everything queued goes in one write.
+async fn write_out<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8], one_record_each: bool) -> std::io::Result<()> {
+    if one_record_each {
+        let mut at = 0;
+        while at < bytes.len() {
+            let skip = match stream_frame(&bytes[at..]) {
+                Frame::Message { skip, .. } => skip,
+                Frame::Partial | Frame::Garbage => bytes.len() - at,
+            };
+            wr.write_all(&bytes[at..at + skip]).await?;
+            at += skip;
+        }
+    } else {
+        wr.write_all(bytes).await?;
+    }
+    wr.flush().await
+}
+
 /// A connection's worker: by its remote address, so one client's connections
 /// spread over the workers.
 fn lane_of(remote: &SocketAddr, lanes: usize) -> usize {
@@ -206,12 +235,95 @@ fn lane_of(remote: &SocketAddr, lanes: usize) -> usize {
     (h % lanes.max(1) as u64) as usize
 }
 
-/// `msg` as it goes on a stream: ChannelData padded to a multiple of 4.
-pub fn padded(msg: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity((msg.len() + 3) & !3);
-    v.extend_from_slice(msg);
-    v.resize((msg.len() + 3) & !3, 0);
-    v
+/// What a connection shares with its worker: bytes on their way to the
+/// client, and message buffers on their way back to the reader.
+#[derive(Default)]
+pub struct Link {
+    queue: Mutex<Queue>,
+    ready: Notify,
+    spares: Mutex<Vec<Vec<u8>>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    /// The worker let go: write what is left, then end.
+    closed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Link {
+    /// An empty buffer for the next message: one the worker handed back,
+    /// or a new one.
+    fn spare(&self) -> Vec<u8> {
+        lock(&self.spares).pop().unwrap_or_default()
+    }
+
+    /// Waits for queued bytes and swaps them into `into` (which must be
+    /// empty: its capacity becomes the queue's). False once the worker let
+    /// go and nothing is left.
+    async fn take(&self, into: &mut Vec<u8>) -> bool {
+        loop {
+            let ready = self.ready.notified();
+            {
+                let mut q = lock(&self.queue);
+                if !q.bytes.is_empty() {
+                    std::mem::swap(&mut q.bytes, into);
+                    return true;
+                }
+                if q.closed {
+                    return false;
+                }
+            }
+            ready.await;
+        }
+    }
+}
+
+/// The worker's end of a [`Link`]; dropping it ends the connection once what
+/// is queued is written.
+pub struct LinkTx(Arc<Link>);
+
+impl LinkTx {
+    /// Queues `msg` as it goes on a stream (ChannelData padded to a
+    /// multiple of 4). False, and the message dropped, when the client has
+    /// not read [`OUT_LIMIT`] bytes already queued.
+    pub fn push(&self, msg: &[u8]) -> bool {
+        let padded = msg.len().next_multiple_of(4);
+        {
+            let mut q = lock(&self.0.queue);
+            if q.bytes.len() + padded > OUT_LIMIT {
+                return false;
+            }
+            let end = q.bytes.len() + padded;
+            q.bytes.extend_from_slice(msg);
+            q.bytes.resize(end, 0);
+        }
+        self.0.ready.notify_one();
+        true
+    }
+
+    /// Hands a message's buffer back to the reader, for the next message.
+    pub fn recycle(&self, mut msg: Vec<u8>) {
+        if msg.capacity() > SPARE_CAPACITY {
+            return;
+        }
+        let mut spares = lock(&self.0.spares);
+        if spares.len() < SPARES {
+            msg.clear();
+            spares.push(msg);
+        }
+    }
+}
+
+impl Drop for LinkTx {
+    fn drop(&mut self) {
+        lock(&self.0.queue).closed = true;
+        self.0.ready.notify_one();
+    }
 }
 
 /// A byte stream a connection can be handed over as.

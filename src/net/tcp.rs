@@ -1,4 +1,4 @@
-//! TCP, TLS and `auto` listeners: accept loops on a small tokio runtime,
+//! TCP, TLS and `auto` listeners: accept loops on turnd's tokio runtime,
 //! with a limit on connections in total and per source address, TLS
 //! handshakes in each connection's own task under a deadline; TURN
 //! connections are then served by [`Bridge::serve`], HTTP ones (on `auto`)
@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::stream::{Bridge, HttpConn, Io, Rewound};
 use super::StreamKind;
+use crate::lifecycle::Tasks;
 use crate::proto::ClientAddr;
 
 /// Limits on stream connections, shared by every TCP and TLS listener.
@@ -112,9 +113,17 @@ pub async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAdd
     }
 }
 
-/// Accepts on `listener` until the runtime stops.
-pub fn spawn_accept(listener: TcpListener, kind: StreamKind, bridge: Arc<Bridge>, gate: Arc<Gate>, limits: Limits) {
-    tokio::spawn(async move {
+/// Accepts on `listener` until turnd stops.
+pub fn spawn_accept(
+    tasks: &Tasks,
+    listener: TcpListener,
+    kind: StreamKind,
+    bridge: Arc<Bridge>,
+    gate: Arc<Gate>,
+    limits: Limits,
+) {
+    let spawner = tasks.clone();
+    tasks.spawn(async move {
         loop {
             let (tcp, peer) = accept(&listener, "tcp").await;
             let Some(slot) = gate.admit(peer.ip()) else {
@@ -123,7 +132,7 @@ pub fn spawn_accept(listener: TcpListener, kind: StreamKind, bridge: Arc<Bridge>
                 continue;
             };
             let (kind, bridge) = (kind.clone(), bridge.clone());
-            tokio::spawn(async move {
+            spawner.spawn(async move {
                 if let Err(why) = connection(tcp, peer, kind, bridge, limits, slot).await {
                     tracing::debug!(%peer, why, "connection closed before TURN or HTTP");
                 }

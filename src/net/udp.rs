@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 
 use crate::proto::wire::CHANNEL_HEADER;
-use crate::proto::{ClientAddr, Command, Now, OpenError, RelayHandle, RelayId, Server, Transmit};
+use crate::proto::{ClientAddr, Command, Event, Held, Now, OpenError, Opened, RelayHandle, RelayId, Server, Transmit};
 
 use super::stream::{self, Inbox, ToWorker};
 use super::{socket, Handoff, Job, Workers};
@@ -32,7 +32,7 @@ const INBOX_BUDGET: usize = 1024;
 /// A TCP or TLS client's way back: its connection task's queue, and the flag
 /// the task reads to know whether an allocation keeps it alive.
 struct StreamOut {
-    out: tokio::sync::mpsc::Sender<Vec<u8>>,
+    link: stream::LinkTx,
     allocated: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -170,6 +170,9 @@ impl Worker {
     /// Runs until the shutdown flag is set (and the waker rung).
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
+        // The sockets to read this turn; kept between turns (no allocation
+        // per wakeup).
+        let mut ready: Vec<Token> = Vec::with_capacity(1024);
         while !self.workers.stopping() {
             self.workers.turned(self.index);
             if self.workers.epoch() != self.config_epoch {
@@ -179,10 +182,10 @@ impl Worker {
             for job in self.workers.take_jobs(self.index) {
                 match job {
                     Job::Sessions(reply) => {
-                        let _ = reply.send(self.core.sessions(Now::system()));
+                        let _ = reply.send(self.core.sessions(super::now()));
                     }
                     Job::KillUser(user, reply) => {
-                        let _ = reply.send(self.core.kill_user(&user, Now::system()));
+                        let _ = reply.send(self.core.kill_user(&user, super::now()));
                         self.run_commands();
                     }
                 }
@@ -203,11 +206,12 @@ impl Worker {
                 }
                 continue;
             }
-            let mut ready: Vec<Token> = std::mem::take(&mut self.backlog);
+            ready.clear();
+            ready.append(&mut self.backlog);
             ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER));
             ready.sort_unstable();
             ready.dedup();
-            for token in ready {
+            for &token in &ready {
                 if token.0 < RELAY_BASE {
                     self.read_listener(token);
                 } else {
@@ -216,15 +220,14 @@ impl Worker {
             }
             self.drain_inbox();
             self.take_handoffs();
-            self.core.handle_timeout(Now::system());
+            self.core.handle_timeout(super::now());
             self.run_commands();
             // Once a second: memory back after a wave of allocations,
-            // counters out for /metrics, idle flags of stream connections.
+            // counters out for /metrics.
             // The trim comes first, so the memory is back by the time the
             // metrics show the allocations gone.
             if self.chores_at.elapsed() >= Duration::from_secs(1) {
                 self.chores_at = Instant::now();
-                self.check_allocated_flags();
                 self.trim_heap();
                 self.publish();
             }
@@ -254,7 +257,7 @@ impl Worker {
                     continue;
                 }
             };
-            let now = Now::system();
+            let now = super::now();
             let short = n < BATCH;
             for (meta, buf) in metas.iter().zip(bufs.iter()).take(n) {
                 let local = SocketAddr::new(meta.dst_ip.unwrap_or(own.ip()), own.port());
@@ -366,7 +369,7 @@ impl Worker {
             self.handoffs = handoffs;
             return;
         }
-        let now = Now::system();
+        let now = super::now();
         for h in handoffs.iter_mut() {
             if let Some(Transmit::ToClient { client, payload }) =
                 self.core.handle_relayed_input(h.to, h.from, &mut h.buf, now)
@@ -406,7 +409,7 @@ impl Worker {
                     continue;
                 }
             };
-            let now = Now::system();
+            let now = super::now();
             for (meta, buf) in metas.iter().zip(bufs.iter_mut()).take(n) {
                 read += 1;
                 let buf = &mut buf[..CHANNEL_HEADER + meta.len];
@@ -458,13 +461,9 @@ impl Worker {
         }
     }
 
-    /// Tells connection tasks whose allocation expired that the idle timeout
-    /// applies again.
-    fn check_allocated_flags(&mut self) {
-        for (client, s) in &self.streams {
-            if s.allocated.load(Ordering::Relaxed) && self.core.relayed_address(client).is_none() {
-                s.allocated.store(false, Ordering::Relaxed);
-            }
+    fn set_allocated(&self, client: &ClientAddr, allocated: bool) {
+        if let Some(s) = self.streams.get(client) {
+            s.allocated.store(allocated, Ordering::Relaxed);
         }
     }
 
@@ -493,23 +492,22 @@ impl Worker {
             }
             budget -= 1;
             match inbox.try_recv() {
-                Ok(ToWorker::Open { client, out, allocated }) => {
-                    self.streams.insert(client, StreamOut { out, allocated });
+                Ok(ToWorker::Open {
+                    client,
+                    link,
+                    allocated,
+                }) => {
+                    self.streams.insert(client, StreamOut { link, allocated });
                 }
                 Ok(ToWorker::Data { client, msg }) => {
-                    self.on_client_datagram(client, &msg, Now::system());
-                    // Set here once the connection has an allocation (no
-                    // lookup per message after that); cleared by the
-                    // once-a-second check when the allocation is gone.
+                    self.on_client_datagram(client, &msg, super::now());
                     if let Some(s) = self.streams.get(&client) {
-                        if !s.allocated.load(Ordering::Relaxed) && self.core.relayed_address(&client).is_some() {
-                            s.allocated.store(true, Ordering::Relaxed);
-                        }
+                        s.link.recycle(msg);
                     }
                 }
                 Ok(ToWorker::Closed { client }) => {
                     self.streams.remove(&client);
-                    self.core.handle_client_closed(&client, Now::system());
+                    self.core.handle_client_closed(&client, super::now());
                     self.run_commands();
                 }
                 Err(_) => break false,
@@ -524,11 +522,16 @@ impl Worker {
                 Command::SendToClient { client, data } => {
                     send_to_client(&self.listeners, &self.streams, &client, &data)
                 }
-                Command::OpenRelay { relay, addr, hold } => {
-                    let result = self.open_relay(relay, addr, hold);
-                    self.core.handle_relay_opened(relay, result, Now::system());
+                Command::OpenRelay {
+                    relay,
+                    addr,
+                    hold,
+                    reserved,
+                } => {
+                    let reserved = reserved.and_then(Held::into_inner::<std::net::UdpSocket>);
+                    let result = self.open_relay(relay, addr, hold, reserved);
+                    self.core.handle_relay_opened(relay, result, super::now());
                 }
-                Command::ReleaseHeld { addr } => drop(self.workers.take_held(addr)),
                 Command::CloseRelay { relay } => {
                     if let Some(slot) = self.relays.get_mut(relay.index()) {
                         if let Some(mut r) = slot.take() {
@@ -536,24 +539,31 @@ impl Worker {
                         }
                     }
                 }
+                // A stream connection with an allocation is exempt from the
+                // idle and setup timeouts, for as long as it has one.
+                Command::Event(Event::AllocationCreated { client, .. }) => self.set_allocated(&client, true),
+                Command::Event(Event::AllocationDeleted { client, .. }) => self.set_allocated(&client, false),
+                Command::Event(_) => {}
             }
         }
     }
 
+    /// Opens the relay socket of `relay` at `addr` (the `reserved` socket
+    /// already bound there, when redeeming a reservation), and the socket
+    /// held at `hold` for a new reservation.
     fn open_relay(
         &mut self,
         relay: RelayId,
         addr: SocketAddr,
         hold: Option<SocketAddr>,
-    ) -> Result<SocketAddr, OpenError> {
-        let std = match self.workers.take_held(addr) {
-            Some(held) => held,
+        reserved: Option<std::net::UdpSocket>,
+    ) -> Result<Opened, OpenError> {
+        let std = match reserved {
+            Some(sock) => sock,
             None => bind_relay(addr)?,
         };
-        if let Some(next) = hold {
-            // Both or neither: on failure `std` closes here too.
-            self.workers.hold(next, bind_relay(next)?);
-        }
+        // Both or neither: on failure `std` closes here too.
+        let held = hold.map(bind_relay).transpose()?.map(Held::new);
         let bound = std.local_addr().map_err(|_| OpenError::Failed)?;
         let mut sock = UdpSocket::from_std(std);
         self.poll
@@ -564,7 +574,7 @@ impl Worker {
             self.relays.resize_with(relay.index() + 1, || None);
         }
         self.relays[relay.index()] = Some(sock);
-        Ok(bound)
+        Ok(Opened { bound, held })
     }
 }
 
@@ -624,7 +634,7 @@ fn send_to_client(
         // A full queue: the client is not reading; the message is lost as a
         // datagram would be.
         if let Some(s) = streams.get(client) {
-            let _ = s.out.try_send(stream::padded(payload));
+            s.link.push(payload);
         }
     } else if let Some(l) = listeners.iter().find(|l| l.serves(&client.local)) {
         l.send(client, payload);

@@ -8,11 +8,12 @@
 //! or what it is copied from, and [`ChannelTable::check`] states the
 //! invariants that keeps (property-tested in `tests/props.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::addr::{ClientAddr, RelayId};
+use super::server::Event;
 
 /// Permission lifetime, not configurable ([RFC 8656 §9](https://www.rfc-editor.org/rfc/rfc8656#section-9)).
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
@@ -84,13 +85,41 @@ pub enum BindError {
     Taken,
 }
 
+type Routes = HashMap<(ClientAddr, u16), ClientRoute, ahash::RandomState>;
+
+/// Takes channel `n` (bound to `peer`) of `relay` off both routes, and tells
+/// the driver when it was live.
+fn end_route(
+    e: &mut Entry,
+    routes: &mut Routes,
+    events: &mut VecDeque<Event>,
+    relay: RelayId,
+    n: u16,
+    peer: SocketAddr,
+) {
+    if e.by_peer.get(&peer).is_some_and(|r| r.channel == n) {
+        e.by_peer.remove(&peer);
+        events.push_back(Event::ChannelEnded {
+            relay,
+            channel: n,
+            peer,
+        });
+    }
+    if let Some(client) = e.client {
+        routes.remove(&(client, n));
+    }
+}
+
 /// Every allocation's permissions and channels, and the routes that relay
 /// on them.
 #[derive(Debug, Default)]
 pub struct ChannelTable {
     /// Per allocation, by [`RelayId`].
     entries: Vec<Option<Entry>>,
-    routes: HashMap<(ClientAddr, u16), ClientRoute, ahash::RandomState>,
+    routes: Routes,
+    /// Route changes not yet taken by the core ([`Event::ChannelBound`],
+    /// [`Event::ChannelEnded`]).
+    events: VecDeque<Event>,
 }
 
 impl ChannelTable {
@@ -113,6 +142,16 @@ impl ChannelTable {
         });
     }
 
+    /// Whether route changes wait in [`ChannelTable::next_event`].
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// The next route change, oldest first.
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
     /// The allocation is gone, and everything of it.
     pub fn close(&mut self, relay: RelayId) {
         let Some(e) = self.entries.get_mut(relay.index()).and_then(Option::take) else {
@@ -122,6 +161,13 @@ impl ChannelTable {
             for n in e.channels.keys() {
                 self.routes.remove(&(client, *n));
             }
+        }
+        for (peer, r) in &e.by_peer {
+            self.events.push_back(Event::ChannelEnded {
+                relay,
+                channel: r.channel,
+                peer: *peer,
+            });
         }
         let unused_tail = self.entries.iter().rev().take_while(|e| e.is_none()).count();
         self.entries.truncate(self.entries.len() - unused_tail);
@@ -163,13 +209,11 @@ impl ChannelTable {
         ordinary: bool,
         now: Instant,
     ) -> Result<(), BindError> {
-        let client = {
-            let Some(e) = self.entry_mut(relay) else { return Ok(()) };
-            e.client
+        let Some(e) = self.entries.get_mut(relay.index()).and_then(Option::as_mut) else {
+            return Ok(());
         };
         // Bindings past their cool-down that no sweep has removed yet give
         // way first.
-        let e = self.entries[relay.index()].as_mut().expect("looked up above");
         let stale: Vec<u16> = e
             .channels
             .iter()
@@ -178,12 +222,7 @@ impl ChannelTable {
             .collect();
         for n in stale {
             if let Some(c) = e.channels.remove(&n) {
-                if e.by_peer.get(&c.peer).is_some_and(|r| r.channel == n) {
-                    e.by_peer.remove(&c.peer);
-                }
-                if let Some(client) = client {
-                    self.routes.remove(&(client, n));
-                }
+                end_route(e, &mut self.routes, &mut self.events, relay, n, c.peer);
             }
         }
         // A number stays with its peer and a peer with its number, also
@@ -251,6 +290,12 @@ impl ChannelTable {
                 r.until = until;
                 r.internal = internal;
             }
+            self.events.push_back(Event::ChannelBound {
+                relay,
+                channel: *n,
+                peer: c.peer,
+                until,
+            });
         }
     }
 
@@ -265,11 +310,8 @@ impl ChannelTable {
             .filter(|(n, c)| c.expires <= now && e.by_peer.get(&c.peer).is_some_and(|r| r.channel == **n))
             .map(|(n, c)| (*n, c.peer))
             .collect();
-        for (n, peer) in &ended {
-            e.by_peer.remove(peer);
-            if let Some(client) = e.client {
-                self.routes.remove(&(client, *n));
-            }
+        for (n, peer) in ended {
+            end_route(e, &mut self.routes, &mut self.events, relay, n, peer);
         }
         e.channels.retain(|_, c| c.holds(now));
         // A lapsed permission stays while a live channel's route was copied
@@ -315,10 +357,7 @@ impl ChannelTable {
                 .collect();
             for n in gone {
                 if let Some(c) = e.channels.remove(&n) {
-                    e.by_peer.remove(&c.peer);
-                    if let Some(client) = e.client {
-                        self.routes.remove(&(client, n));
-                    }
+                    end_route(e, &mut self.routes, &mut self.events, relay, n, c.peer);
                 }
             }
             self.refresh_routes(relay, |_| true);

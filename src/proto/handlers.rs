@@ -19,8 +19,8 @@ use super::addr::{ClientAddr, RelayHandle, RelayId};
 use super::allocation::{Allocation, Opening, RESERVATION_LIFETIME};
 use super::channels::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 use super::nonce::NonceCheck;
-use super::server::{Command, Now, OpenError, Server, Timer, Transmit};
-use super::shared::{QuotaFull, Reservation};
+use super::server::{Command, Event, Now, OpenError, Opened, Server, Timer, Transmit};
+use super::shared::{Pool, QuotaFull, Reservation};
 use super::stats::{AuthFailure, Refusal};
 use super::wire::{
     self, attr, method, Allocate, ChannelBind, Class, Encoder, ErrorCode, Family, Message, Peers, Refresh, Request,
@@ -75,7 +75,7 @@ pub(super) fn data_indication(rng: &mut impl Rng, peer: SocketAddr, data: &[u8])
 }
 
 /// A RESERVATION-TOKEN value not in use (and never 0).
-fn fresh_token(rng: &mut impl Rng, g: &super::shared::Inner) -> u64 {
+fn fresh_token(rng: &mut impl Rng, g: &Pool) -> u64 {
     loop {
         let t: u64 = rng.random();
         if t != 0 && !g.reservations.contains_key(&t) {
@@ -90,7 +90,7 @@ fn fresh_token(rng: &mut impl Rng, g: &super::shared::Inner) -> u64 {
 fn reserve_after(
     rng: &mut impl Rng,
     timers: &mut BinaryHeap<Reverse<(Instant, Timer)>>,
-    g: &mut super::shared::Inner,
+    g: &mut Pool,
     addr: SocketAddr,
     opening: &mut Opening,
     now: Now,
@@ -100,11 +100,13 @@ fn reserve_after(
         ip: addr.ip(),
         port: addr.port() + 1,
         expires: now.mono + RESERVATION_LIFETIME,
+        held: None,
     };
+    let next = r.addr();
+    timers.push(Reverse((r.expires, Timer::Reservation { token: t })));
     g.reservations.insert(t, r);
     opening.token = Some(t);
-    timers.push(Reverse((r.expires, Timer::Reservation { token: t })));
-    SocketAddr::new(r.ip, r.port)
+    next
 }
 
 impl Server {
@@ -199,7 +201,7 @@ impl Server {
                 e.finish(key.map(|k| &k[..]), fingerprint);
             }
         }
-        self.commands.push_back(Command::SendToClient { client, data });
+        self.push(Command::SendToClient { client, data });
     }
 
     /// A Binding request: its XOR-MAPPED-ADDRESS, or 420.
@@ -328,7 +330,7 @@ impl Server {
         }
         // Shutting down (RFC 8489 §10: ALTERNATE-SERVER only after the
         // request authenticated).
-        if self.shared.is_draining() {
+        if self.shared.draining() {
             tracing::info!(%client, user = %auth.username, "allocation refused: shutting down");
             self.stats.refused[Refusal::Draining as usize] += 1;
             return Err(match self.cfg.alternate_server {
@@ -356,43 +358,6 @@ impl Server {
                     .ok_or(ErrorCode::AddressFamilyNotSupported)?,
             ),
         };
-        let shared = self.shared.clone();
-        let mut g = shared.lock();
-        let budget = match g.admit(&quota_user, max_user, max_total, now.mono) {
-            Ok(budget) => budget,
-            Err(full) => {
-                drop(g);
-                let (code, why) = match full {
-                    QuotaFull::User => (ErrorCode::AllocationQuotaReached, Refusal::UserQuota),
-                    _ => (ErrorCode::InsufficientCapacity, Refusal::TotalQuota),
-                };
-                self.stats.refused[why as usize] += 1;
-                tracing::info!(%client, user = %auth.username, code = code.code(), "allocation refused: quota");
-                return Err(code.into());
-            }
-        };
-        let addr = match (request.token, ip) {
-            (Some(t), _) => match g.reservations.remove(&t) {
-                Some(r) if r.expires > now.mono => Some(SocketAddr::new(r.ip, r.port)),
-                Some(r) => {
-                    g.ports.release(r.port);
-                    None
-                }
-                None => None,
-            },
-            (None, Some(ip)) => g
-                .ports
-                .take(&mut self.rng, even, reserve_next)
-                .map(|p| SocketAddr::new(ip, p)),
-            (None, None) => None,
-        };
-        let Some(addr) = addr else {
-            g.release(&quota_user);
-            drop(g);
-            tracing::info!(%client, user = %auth.username, "allocation refused: no relay port or reservation");
-            self.stats.refused[Refusal::NoRelayPort as usize] += 1;
-            return Err(ErrorCode::InsufficientCapacity.into());
-        };
         let mut opening = Opening {
             fingerprint: req.fingerprint,
             lifetime,
@@ -402,9 +367,48 @@ impl Server {
             attempts: 1,
             token: None,
         };
-        let hold =
-            reserve_next.then(|| reserve_after(&mut self.rng, &mut self.timers, &mut g, addr, &mut opening, now));
-        drop(g);
+        // Quota, then a relay port (or the reserved one), then the next
+        // port held when asked: all or nothing.
+        let shared = self.shared.clone();
+        let (rng, timers) = (&mut self.rng, &mut self.timers);
+        let taken = shared.with(|g| {
+            let budget = g
+                .admit(&quota_user, max_user, max_total, now.mono)
+                .map_err(|full| match full {
+                    QuotaFull::User => (ErrorCode::AllocationQuotaReached, Refusal::UserQuota),
+                    _ => (ErrorCode::InsufficientCapacity, Refusal::TotalQuota),
+                })?;
+            // A redeemed reservation brings its held socket along.
+            let (addr, reserved) = match (request.token, ip) {
+                (Some(t), _) => match g.reservations.remove(&t) {
+                    Some(r) if r.expires > now.mono => (Some(r.addr()), r.held),
+                    Some(r) => {
+                        g.ports.release(r.port);
+                        (None, None)
+                    }
+                    None => (None, None),
+                },
+                (None, Some(ip)) => (
+                    g.ports.take(rng, even, reserve_next).map(|p| SocketAddr::new(ip, p)),
+                    None,
+                ),
+                (None, None) => (None, None),
+            };
+            let Some(addr) = addr else {
+                g.release(&quota_user);
+                return Err((ErrorCode::InsufficientCapacity, Refusal::NoRelayPort));
+            };
+            let hold = reserve_next.then(|| reserve_after(rng, timers, g, addr, &mut opening, now));
+            Ok((budget, addr, hold, reserved))
+        });
+        let (budget, addr, hold, reserved) = match taken {
+            Ok(t) => t,
+            Err((code, why)) => {
+                self.stats.refused[why as usize] += 1;
+                tracing::info!(%client, user = %auth.username, code = code.code(), reason = why.label(), "allocation refused");
+                return Err(code.into());
+            }
+        };
         let serial = self.next_serial;
         self.next_serial += 1;
         let entry = self.allocs.vacant_entry();
@@ -430,51 +434,74 @@ impl Server {
         });
         self.by_client.insert(client, relay);
         self.channels.open(relay, client);
-        self.commands.push_back(Command::OpenRelay { relay, addr, hold });
+        self.push(Command::OpenRelay {
+            relay,
+            addr,
+            hold,
+            reserved,
+        });
         Ok(Reply::Later)
     }
 
     /// Call right after executing [`Command::OpenRelay`] with its outcome:
-    /// the local address bound, or why binding failed.
-    pub fn handle_relay_opened(&mut self, relay: RelayId, result: Result<SocketAddr, OpenError>, now: Now) {
+    /// the local address bound (and the socket held for the reservation,
+    /// when asked to hold one), or why binding failed.
+    pub fn handle_relay_opened(&mut self, relay: RelayId, result: Result<Opened, OpenError>, now: Now) {
         let Some(a) = self.allocs.get_mut(relay.index()) else {
             return;
         };
         let Some(mut opening) = a.opening.take() else { return };
         let client = a.client;
         let bound = match result {
-            Ok(bound) => bound,
-            Err(e) => {
-                let mut g = self.shared.lock();
-                // The reservation handed out with this attempt goes; a retry
-                // makes a new one.
-                if let Some(t) = opening.token.take() {
-                    if let Some(r) = g.reservations.remove(&t) {
-                        g.ports.release(r.port);
-                    }
+            Ok(Opened { bound, held }) => {
+                // The reservation keeps its socket from now on.
+                if let (Some(t), Some(held)) = (opening.token, held) {
+                    self.shared.with(|g| {
+                        if let Some(r) = g.reservations.get_mut(&t) {
+                            r.held = Some(held);
+                        }
+                    });
                 }
+                bound
+            }
+            Err(e) => {
                 let retry = e == OpenError::InUse && !opening.from_token && opening.attempts < OPEN_ATTEMPTS;
-                // Take the new port before giving the busy one back, so the
-                // same busy port is not picked again at once.
-                let port = if retry {
-                    g.ports.take(&mut self.rng, opening.even, opening.reserve_next)
-                } else {
-                    None
-                };
-                if let Some(p) = port {
+                let shared = self.shared.clone();
+                let (rng, timers) = (&mut self.rng, &mut self.timers);
+                let again = shared.with(|g| {
+                    // The reservation handed out with this attempt goes; a
+                    // retry makes a new one.
+                    if let Some(t) = opening.token.take() {
+                        if let Some(r) = g.reservations.remove(&t) {
+                            g.ports.release(r.port);
+                        }
+                    }
+                    // Take the new port before giving the busy one back, so
+                    // the same busy port is not picked again at once.
+                    let p = if retry {
+                        g.ports.take(rng, opening.even, opening.reserve_next)?
+                    } else {
+                        return None;
+                    };
                     g.ports.release(a.relay.port());
                     a.relay.set_port(p);
                     let addr = a.relay;
                     opening.attempts += 1;
                     let hold = opening
                         .reserve_next
-                        .then(|| reserve_after(&mut self.rng, &mut self.timers, &mut g, addr, &mut opening, now));
-                    drop(g);
+                        .then(|| reserve_after(rng, timers, g, addr, &mut opening, now));
+                    Some((addr, hold))
+                });
+                if let Some((addr, hold)) = again {
                     a.opening = Some(opening);
-                    self.commands.push_back(Command::OpenRelay { relay, addr, hold });
+                    self.push(Command::OpenRelay {
+                        relay,
+                        addr,
+                        hold,
+                        reserved: None,
+                    });
                     return;
                 }
-                drop(g);
                 let (key, txid, fingerprint) = (a.key, a.allocate_txid, opening.fingerprint);
                 tracing::warn!(%client, relay = %a.relay, ?e, "could not open a relay socket");
                 // Still "opening": deleting it releases port and quota but
@@ -512,10 +539,15 @@ impl Server {
             relay,
             serial: a.serial,
         };
-        self.shared.lock().register_relay(bound, advertised, handle);
+        self.shared.with(|g| g.register_relay(bound, advertised, handle));
         tracing::info!(%client, relay = %advertised, user = %a.username, lifetime = opening.lifetime.as_secs(), "allocation created");
         self.stats.allocations_created += 1;
-        self.commands.push_back(Command::SendToClient { client, data });
+        self.push(Command::SendToClient { client, data });
+        self.push(Command::Event(Event::AllocationCreated {
+            client,
+            relay,
+            relayed: advertised,
+        }));
         self.schedule(relay, expires);
     }
 

@@ -13,6 +13,6 @@ pub mod stats;
 pub mod wire;
 
 pub use addr::{ClientAddr, PeerAddr, RelayHandle, RelayId, Transport};
-pub use server::{Command, CoreConfig, Now, OpenError, Server, Session, Transmit};
-pub use shared::Shared;
+pub use server::{Command, CoreConfig, Event, Now, OpenError, Opened, Server, Session, Transmit};
+pub use shared::{Held, SharedState};
 pub use stats::Stats;

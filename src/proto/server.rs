@@ -29,7 +29,7 @@ use super::channels::ChannelTable;
 use super::nonce::Nonces;
 use super::policy::{OwnAddresses, PeerPolicy};
 use super::ratelimit::PerAddress;
-use super::shared::Shared;
+use super::shared::{Held, SharedState};
 use super::stats::Stats;
 use super::wire::{self, method, Class, Kind, Message, CHANNEL_HEADER};
 
@@ -42,16 +42,6 @@ pub struct Now {
 }
 
 impl Now {
-    /// The real time; for drivers, never called by the core.
-    pub fn system() -> Self {
-        Self {
-            mono: Instant::now(),
-            unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        }
-    }
-
     pub fn after(self, d: Duration) -> Self {
         Self {
             mono: self.mono + d,
@@ -127,7 +117,7 @@ impl CoreConfig {
     /// Whether a peer at `ip` is reached the ordinary way, through a relay
     /// socket: the peer policy permits it and it is not one of turnd's own
     /// addresses. Any other peer must be a live relay of this turnd, found
-    /// in [`Shared::relay_at`] and handed its data inside the process.
+    /// in [`SharedState::relay_at`] and handed its data inside the process.
     pub fn ordinary_peer(&self, ip: IpAddr) -> bool {
         !self.own.contains(ip) && self.policy.permits(ip)
     }
@@ -167,25 +157,72 @@ pub enum Transmit<'a> {
 }
 
 /// Work for the driver.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Command {
     /// Send `data` to the client from the local address it reached.
     SendToClient { client: ClientAddr, data: Vec<u8> },
-    /// Bind a UDP socket at `addr` for `relay` and report the outcome with
-    /// [`Server::handle_relay_opened`] before handling anything else. With
-    /// `hold` (EVEN-PORT with the R bit) also bind the next port and keep
-    /// that socket, so nothing else on the host takes the reserved port: the
-    /// open fails if either port is taken. An `addr` held earlier is used as
-    /// it is.
+    /// Bind a UDP socket at `addr` for `relay` (or use `reserved`, the
+    /// socket held there for a redeemed reservation) and report the outcome
+    /// with [`Server::handle_relay_opened`] before handling anything else.
+    /// With `hold` (EVEN-PORT with the R bit) also bind the next port and
+    /// report that socket as [`Opened::held`], so nothing else on the host
+    /// takes the reserved port: the open fails if either port is taken.
     OpenRelay {
         relay: RelayId,
         addr: SocketAddr,
         hold: Option<SocketAddr>,
+        reserved: Option<Held>,
     },
-    /// A reserved port was not claimed in time: close its held socket.
-    ReleaseHeld { addr: SocketAddr },
     /// Close the socket of `relay`.
     CloseRelay { relay: RelayId },
+    /// Something changed that a driver may mirror (a stream connection's
+    /// allocation, the kernel's channel routes); nothing to do otherwise.
+    Event(Event),
+}
+
+/// What the core reports as it happens, so drivers never poll it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The allocation of `client` is open, relaying at `relayed`.
+    AllocationCreated {
+        client: ClientAddr,
+        relay: RelayId,
+        relayed: SocketAddr,
+    },
+    /// The allocation of `client` is gone (expired, deleted, its connection
+    /// closed, killed), and with it every channel and permission.
+    AllocationDeleted { client: ClientAddr, relay: RelayId },
+    /// `channel` of `relay` routes to and from `peer` until `until` (the
+    /// earlier of the binding's and the permission's expiry): bound,
+    /// refreshed, or its permission refreshed.
+    ChannelBound {
+        relay: RelayId,
+        channel: u16,
+        peer: SocketAddr,
+        until: Instant,
+    },
+    /// `channel` of `relay` no longer routes (expired, its peer denied by a
+    /// reloaded policy, its allocation gone).
+    ChannelEnded {
+        relay: RelayId,
+        channel: u16,
+        peer: SocketAddr,
+    },
+}
+
+/// A relay socket opened: where it is bound, and the socket at the next
+/// port when [`Command::OpenRelay`] asked to hold one.
+#[derive(Debug)]
+pub struct Opened {
+    pub bound: SocketAddr,
+    pub held: Option<Held>,
+}
+
+impl Opened {
+    /// Bound at `bound`, nothing held.
+    pub fn at(bound: SocketAddr) -> Self {
+        Self { bound, held: None }
+    }
 }
 
 /// Why a relay socket could not be opened.
@@ -227,7 +264,7 @@ pub struct Server {
     /// Which worker's core this is, in the [`RelayHandle`]s it hands out.
     pub(super) worker: u16,
     pub(super) cfg: Arc<CoreConfig>,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<dyn SharedState>,
     pub(super) nonces: Nonces,
     pub(super) challenges: PerAddress,
     pub(super) rng: ChaCha8Rng,
@@ -256,7 +293,7 @@ impl Server {
         self.cfg = cfg;
         // A peer stays if it is still ordinary, or a live relay of this
         // turnd (exempt from the policy; its permission covers the IP).
-        let live = self.shared.lock().relay_addresses();
+        let live = self.shared.with(|g| g.relay_addresses());
         let cfg = &self.cfg;
         self.channels.reload(
             |ip| cfg.ordinary_peer(ip) || live.iter().any(|a| a.ip() == ip),
@@ -265,7 +302,7 @@ impl Server {
         );
     }
 
-    pub fn new(cfg: Arc<CoreConfig>, shared: Arc<Shared>, seed: u64, nonce_key: [u8; 32]) -> Self {
+    pub fn new(cfg: Arc<CoreConfig>, shared: Arc<dyn SharedState>, seed: u64, nonce_key: [u8; 32]) -> Self {
         let nonces = Nonces::new(nonce_key, cfg.nonce_lifetime.as_secs());
         let challenges = PerAddress::new(cfg.challenges_per_second);
         Self {
@@ -299,12 +336,6 @@ impl Server {
     /// Live (and opening) allocations of this core.
     pub fn allocation_count(&self) -> usize {
         self.allocs.len()
-    }
-
-    /// The relayed address advertised for the allocation of `client`.
-    pub fn relayed_address(&self, client: &ClientAddr) -> Option<SocketAddr> {
-        let id = self.by_client.get(client)?;
-        self.allocs.get(id.index()).map(|a| a.advertised)
     }
 
     /// This core's allocations, for the admin API.
@@ -379,6 +410,14 @@ impl Server {
 
     /// Checks the invariants of the permission and channel tables (for the
     /// property tests): `Err` names the first one broken.
+    /// Where ChannelData from `client` on `channel` goes at `now`, if
+    /// anywhere: its allocation's relay and the bound peer.
+    pub fn route(&self, client: ClientAddr, channel: u16, now: Instant) -> Option<(RelayId, SocketAddr)> {
+        self.channels
+            .client_route(client, channel, now)
+            .map(|r| (r.relay, r.peer))
+    }
+
     pub fn check_invariants(&self) -> Result<(), String> {
         self.channels.check()?;
         for (i, a) in self.allocs.iter() {
@@ -570,18 +609,30 @@ impl Server {
         self.stats.relayed_to_client(a.client.transport, len);
         let client = a.client;
         let data = super::handlers::data_indication(&mut self.rng, peer, &buf[CHANNEL_HEADER..]);
-        self.commands.push_back(Command::SendToClient { client, data });
+        self.push(Command::SendToClient { client, data });
         None
     }
 
     /// Whether [`Server::poll_command`] has something.
     pub fn has_commands(&self) -> bool {
-        !self.commands.is_empty()
+        !self.commands.is_empty() || self.channels.has_events()
     }
 
-    /// The next command for the driver.
+    /// The next command for the driver (events of the channel table last).
+    /// Queues `c` after whatever the channel table reported before it, so
+    /// a driver sees events in the order they happened (a channel ends
+    /// before its allocation, a channel is bound before the answer says so).
+    pub(crate) fn push(&mut self, c: Command) {
+        while let Some(e) = self.channels.next_event() {
+            self.commands.push_back(Command::Event(e));
+        }
+        self.commands.push_back(c);
+    }
+
     pub fn poll_command(&mut self) -> Option<Command> {
-        self.commands.pop_front()
+        self.commands
+            .pop_front()
+            .or_else(|| self.channels.next_event().map(Command::Event))
     }
 
     /// When [`Server::handle_timeout`] wants to run next.
@@ -601,15 +652,17 @@ impl Server {
             match timer {
                 Timer::Allocation { relay, serial } => self.on_allocation_timer(relay, serial, t, now),
                 Timer::Reservation { token } => {
-                    let mut g = self.shared.lock();
-                    if let Some(r) = g.reservations.get(&token).copied() {
-                        if r.expires <= now.mono {
-                            g.reservations.remove(&token);
-                            g.ports.release(r.port);
-                            let addr = SocketAddr::new(r.ip, r.port);
-                            self.commands.push_back(Command::ReleaseHeld { addr });
+                    // Unclaimed in time: the port goes back, its held
+                    // socket closes (dropped here, outside the lock).
+                    let expired = self.shared.with(|g| {
+                        if g.reservations.get(&token)?.expires > now.mono {
+                            return None;
                         }
-                    }
+                        let r = g.reservations.remove(&token)?;
+                        g.ports.release(r.port);
+                        Some(r)
+                    });
+                    drop(expired);
                 }
             }
         }
@@ -668,16 +721,20 @@ impl Server {
         let a = self.allocs.remove(relay.index());
         self.by_client.remove(&a.client);
         self.channels.close(relay);
-        {
-            let mut g = self.shared.lock();
+        let handle = self.handle(relay, a.serial);
+        self.shared.with(|g| {
             g.ports.release(a.relay.port());
             g.release(&a.quota_user);
             if a.opening.is_none() {
-                g.unregister_relay(a.relay, a.advertised, self.handle(relay, a.serial));
+                g.unregister_relay(a.relay, a.advertised, handle);
             }
-        }
+        });
         if a.opening.is_none() {
-            self.commands.push_back(Command::CloseRelay { relay });
+            self.push(Command::CloseRelay { relay });
+            self.push(Command::Event(Event::AllocationDeleted {
+                client: a.client,
+                relay,
+            }));
             tracing::info!(
                 client = %a.client, relay = %a.advertised, user = %a.username, reason = why,
                 secs = now.saturating_duration_since(a.created).as_secs(),

@@ -1,12 +1,15 @@
-//! State the workers share. The mutex is taken only on the control path
-//! (Allocate, expiry, reservation), never per relayed packet; the one thing
+//! What the workers' cores share: the relay port range, allocation counts
+//! and budgets, reservations and the directory of live relays ([`Pool`],
+//! plain data), reached through [`SharedState`], an interface the drivers
+//! implement with whatever lock they choose (`net::Shared` takes a mutex on
+//! the control path only). The core itself takes no lock; the one thing
 //! relayed packets touch is a user's [`UserBudget`] (atomics, and only when
 //! `relay.max-bps-per-user` is set).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::Rng;
@@ -101,16 +104,49 @@ impl PortPool {
 }
 
 /// A port held for a later Allocate carrying RESERVATION-TOKEN
-/// ([RFC 8656 §7.2](https://www.rfc-editor.org/rfc/rfc8656#section-7.2), EVEN-PORT R bit).
-#[derive(Debug, Clone, Copy)]
+/// ([RFC 8656 §7.2](https://www.rfc-editor.org/rfc/rfc8656#section-7.2), EVEN-PORT R bit):
+/// the one record of it, with the driver's socket that keeps the port from
+/// the rest of the host. The socket goes where the reservation goes: to the
+/// Allocate that redeems it, or closed when it expires.
+#[derive(Debug)]
 pub struct Reservation {
     pub ip: IpAddr,
     pub port: u16,
     pub expires: Instant,
+    /// The socket bound at the port, once the driver has reported it.
+    pub held: Option<Held>,
 }
 
+impl Reservation {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+}
+
+/// Something a driver keeps open for a reservation (its bound socket),
+/// opaque to the core, which only moves it and drops it.
+pub struct Held(Box<dyn std::any::Any + Send>);
+
+impl Held {
+    pub fn new<T: std::any::Any + Send>(t: T) -> Self {
+        Self(Box::new(t))
+    }
+
+    /// What the driver put in, if it is a `T`.
+    pub fn into_inner<T: std::any::Any>(self) -> Option<T> {
+        self.0.downcast::<T>().ok().map(|b| *b)
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held(..)")
+    }
+}
+
+/// The shared state itself.
 #[derive(Debug)]
-pub struct Inner {
+pub struct Pool {
     pub ports: PortPool,
     /// Each user's allocation count and shared bandwidth budget.
     pub per_user: HashMap<String, (u32, Arc<UserBudget>)>,
@@ -123,52 +159,49 @@ pub struct Inner {
     relays: HashMap<SocketAddr, RelayHandle>,
 }
 
-/// Cross-worker state: relay ports, allocation counts, reservations.
-#[derive(Debug)]
-pub struct Shared {
-    inner: Mutex<Inner>,
+/// How a core reaches the [`Pool`] it shares with the other workers' cores.
+pub trait SharedState: Send + Sync {
+    /// Runs `f` on the pool, with no other core in it meanwhile.
+    fn with_pool(&self, f: &mut dyn FnMut(&mut Pool));
+    /// The live relay whose bound or advertised address is `addr` (asked
+    /// per packet to a peer of turnd's own address).
+    fn relay_at(&self, addr: SocketAddr) -> Option<RelayHandle>;
     /// Shutting down: new allocations are refused, existing ones go on.
-    draining: AtomicBool,
+    fn draining(&self) -> bool;
 }
 
-impl Shared {
+impl dyn SharedState + '_ {
+    /// [`SharedState::with_pool`] returning what `f` returns.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Pool) -> R) -> R {
+        let mut f = Some(f);
+        let mut out = None;
+        self.with_pool(&mut |pool| {
+            if let Some(f) = f.take() {
+                out = Some(f(pool));
+            }
+        });
+        out.expect("with_pool runs its closure once")
+    }
+}
+
+impl Pool {
     pub fn new(min_port: u16, max_port: u16) -> Self {
         Self {
-            inner: Mutex::new(Inner {
-                ports: PortPool::new(min_port, max_port),
-                per_user: HashMap::new(),
-                total: 0,
-                reservations: HashMap::new(),
-                relays: HashMap::new(),
-            }),
-            draining: AtomicBool::new(false),
+            ports: PortPool::new(min_port, max_port),
+            per_user: HashMap::new(),
+            total: 0,
+            reservations: HashMap::new(),
+            relays: HashMap::new(),
         }
-    }
-
-    /// From now on every worker refuses new allocations (300 with
-    /// ALTERNATE-SERVER when one is configured, else 508).
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
     }
 
     /// The live relay whose bound or advertised address is `addr`.
     pub fn relay_at(&self, addr: SocketAddr) -> Option<RelayHandle> {
-        self.lock().relays.get(&addr).copied()
-    }
-
-    /// Locks the state. A worker that panicked while holding the lock left
-    /// counts that are still consistent (every update is a single step), so
-    /// a poisoned lock is used as is.
-    pub fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.relays.get(&addr).copied()
     }
 }
 
-impl Inner {
+impl Pool {
     /// Counts one more allocation for `user` and hands out the user's
     /// bandwidth budget (shared by all its allocations on every worker), or
     /// says which quota is full.
@@ -320,8 +353,7 @@ mod tests {
 
     #[test]
     fn quotas() {
-        let s = Shared::new(1, 2);
-        let mut g = s.lock();
+        let mut g = Pool::new(1, 2);
         assert!(g.admit("a", 1, 2, Instant::now()).is_ok());
         assert_eq!(g.admit("a", 1, 2, Instant::now()).err(), Some(QuotaFull::User));
         assert!(g.admit("b", 1, 2, Instant::now()).is_ok());
@@ -333,9 +365,9 @@ mod tests {
     #[test]
     fn a_user_budget_holds_one_second_and_refills() {
         let t0 = Instant::now();
-        let s = Shared::new(1, 9);
-        let a = s.lock().admit("u", 5, 5, t0).expect("admitted");
-        let b = s.lock().admit("u", 5, 5, t0).expect("admitted");
+        let mut s = Pool::new(1, 9);
+        let a = s.admit("u", 5, 5, t0).expect("admitted");
+        let b = s.admit("u", 5, 5, t0).expect("admitted");
         assert!(Arc::ptr_eq(&a, &b), "one budget per user");
         // 1000 B/s: ten 100-byte packets from either allocation, then none.
         let passed = (0..20).filter(|i| [&a, &b][i % 2].to_peer(100, 1000, t0)).count();
@@ -350,9 +382,9 @@ mod tests {
         assert!(a.to_peer(65535, 0, t1));
         // The last allocation gone, a new one starts a fresh budget.
         for _ in 0..2 {
-            s.lock().release("u");
+            s.release("u");
         }
-        let c = s.lock().admit("u", 5, 5, t1).expect("admitted");
+        let c = s.admit("u", 5, 5, t1).expect("admitted");
         assert!(!Arc::ptr_eq(&a, &c));
         assert!(c.to_peer(1000, 1000, t1));
     }

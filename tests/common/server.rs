@@ -179,6 +179,22 @@ static-auth-secrets = ["{SECRET}"]
     }
 }
 
+impl TestServer {
+    /// The running daemon (listeners, workers, shared state).
+    pub fn daemon(&self) -> &Daemon {
+        self.running.as_ref().expect("running")
+    }
+
+    /// Stops turnd now (as SIGTERM twice would); returns how long it took.
+    pub fn stop(mut self) -> Duration {
+        let t0 = Instant::now();
+        if let Some(r) = self.running.take() {
+            r.stop();
+        }
+        t0.elapsed()
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(r) = self.running.take() {
