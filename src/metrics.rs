@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::net::tcp::Gate;
+use crate::net::xdp::Counter;
 use crate::net::Shared;
 use crate::net::Workers;
 use crate::proto::stats::{AuthFailure, Refusal, TRANSPORTS};
@@ -67,6 +68,66 @@ fn counters<'a>(
     Ok(())
 }
 
+impl Source {
+    /// The kernel's data path: the mode in force, and what it relayed.
+    fn encode_xdp(&self, e: &mut DescriptorEncoder, offloaded: u64) -> Result<(), std::fmt::Error> {
+        let mut info = e.encode_descriptor(
+            "turnd_xdp",
+            "The kernel data path in force (mode: off, native or generic)",
+            None,
+            prometheus_client::metrics::MetricType::Info,
+        )?;
+        info.encode_info(&[("mode", self.workers.xdp_in_force.mode())])?;
+        let Some(x) = &self.workers.xdp else {
+            return Ok(());
+        };
+        gauge(
+            e,
+            "turnd_xdp_channels",
+            "Channels relayed in the kernel now",
+            offloaded as i64,
+        )?;
+        let c = x.counters();
+        let n = |k: Counter| c[k as usize];
+        let dir = |d: &str, f: &str| vec![("direction", d.to_string()), ("family", f.to_string())];
+        counters(
+            e,
+            "turnd_xdp_packets",
+            "ChannelData packets relayed in the kernel",
+            [
+                (dir("to_peer", "ipv4"), n(Counter::ToPeerV4)),
+                (dir("to_peer", "ipv6"), n(Counter::ToPeerV6)),
+                (dir("to_client", "ipv4"), n(Counter::ToClientV4)),
+                (dir("to_client", "ipv6"), n(Counter::ToClientV6)),
+            ],
+        )?;
+        let why = |r: &str| vec![("reason", r.to_string())];
+        counters(
+            e,
+            "turnd_xdp_passed",
+            "Packets of a kernel-relayed channel left to the socket path",
+            [
+                (why("expired"), n(Counter::PassExpired)),
+                (why("length"), n(Counter::PassLength)),
+                (why("no_route"), n(Counter::PassNoRoute)),
+                (why("too_big"), n(Counter::PassTooBig)),
+            ],
+        )?;
+        counter(
+            e,
+            "turnd_xdp_redirected",
+            "Kernel-relayed packets sent out another interface than they came in on",
+            n(Counter::Redirected),
+        )?;
+        counter(
+            e,
+            "turnd_xdp_map_full",
+            "Channels left on the socket path because the kernel maps were full",
+            x.full(),
+        )
+    }
+}
+
 impl Collector for Source {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let t = self.workers.totals();
@@ -113,6 +174,7 @@ impl Collector for Source {
             "Relay ports in the configured range",
             range as i64,
         )?;
+        self.encode_xdp(&mut e, t.offloaded)?;
         if let Some(g) = &self.gate {
             gauge(
                 &mut e,

@@ -310,6 +310,7 @@ impl Daemon {
             ("tls (file names)", old.tls != cfg.tls),
             ("metrics", old.metrics != cfg.metrics),
             ("admin", old.admin != cfg.admin),
+            ("xdp", old.xdp != cfg.xdp),
         ] {
             if changed {
                 out.needs_restart.push(what);
@@ -563,6 +564,7 @@ pub fn start_relay(
         shared: Arc::new(Shared::new(cfg.relay.min_port, cfg.relay.max_port)),
         nonce_key: rng.random(),
         seed: rng.random(),
+        xdp: cfg.xdp.clone(),
     };
     net::start(spec, tasks)
 }

@@ -1311,6 +1311,7 @@ fn events_tell_a_driver_what_routes_and_until_when() {
                     channel: 0x4000,
                     peer,
                     until,
+                    ..
                 } if relay == id && peer == p => Some(until - t0),
                 _ => None,
             })
@@ -1341,7 +1342,7 @@ fn events_tell_a_driver_what_routes_and_until_when() {
     h.events.clear();
     h.authed(c, METHOD_REFRESH, vec![lifetime_attr(0)]);
     assert!(
-        matches!(h.events[..], [Event::ChannelEnded { channel: 0x4001, .. }, Event::AllocationDeleted { client, relay }]
+        matches!(h.events[..], [Event::ChannelEnded { channel: 0x4001, .. }, Event::AllocationDeleted { client, relay, .. }]
             if client == c && relay == id),
         "{:?}",
         h.events

@@ -69,6 +69,48 @@ pub struct Config {
     pub metrics: Metrics,
     #[serde(default)]
     pub admin: Admin,
+    #[serde(default)]
+    pub xdp: XdpConfig,
+}
+
+/// The kernel's data path for ChannelData over UDP (`src/net/xdp`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct XdpConfig {
+    /// "off", "auto" (native, else generic, else the socket path with a
+    /// log line saying why), "native" or "generic" (refuse to start when
+    /// that mode cannot attach).
+    #[serde(default)]
+    pub mode: XdpSetting,
+    /// Interfaces to attach to; by default those that carry the UDP
+    /// listener and relay addresses (every non-loopback interface for a
+    /// wildcard listener).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Channels the kernel relays at once (each map's size); beyond, a
+    /// channel stays on the socket path.
+    #[serde(default = "defaults::xdp_max_channels")]
+    pub max_channels: u32,
+}
+
+impl Default for XdpConfig {
+    fn default() -> Self {
+        Self {
+            mode: XdpSetting::Off,
+            interfaces: Vec::new(),
+            max_channels: defaults::xdp_max_channels(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpSetting {
+    #[default]
+    Off,
+    Auto,
+    Native,
+    Generic,
 }
 
 /// Prometheus `/metrics`.
@@ -367,6 +409,10 @@ pub struct Tcp {
 
 mod defaults {
     use std::time::Duration;
+
+    pub fn xdp_max_channels() -> u32 {
+        65536
+    }
 
     use std::net::SocketAddr;
 

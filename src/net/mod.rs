@@ -7,6 +7,7 @@ pub mod socket;
 pub mod stream;
 pub mod tcp;
 pub mod udp;
+pub mod xdp;
 
 use std::io;
 use std::net::SocketAddr;
@@ -83,6 +84,9 @@ pub struct Workers {
     wakers: Vec<Arc<Waker>>,
     /// Handoffs waiting for each worker, and whether there are any.
     handoffs: Vec<(AtomicBool, Mutex<Vec<Handoff>>)>,
+    /// The kernel's data path, and what is in force.
+    pub xdp: Option<Arc<xdp::Offload>>,
+    pub xdp_in_force: xdp::InForce,
 }
 
 /// An operator's request to one worker, answered on the channel.
@@ -98,10 +102,17 @@ pub struct Snapshot {
     pub permissions: u64,
     pub channels: u64,
     pub timers: u64,
+    /// Channels the kernel relays.
+    pub offloaded: u64,
 }
 
 impl Workers {
-    fn new(config: Arc<CoreConfig>, wakers: Vec<Arc<Waker>>) -> Self {
+    fn new(
+        config: Arc<CoreConfig>,
+        wakers: Vec<Arc<Waker>>,
+        xdp: Option<Arc<xdp::Offload>>,
+        xdp_in_force: xdp::InForce,
+    ) -> Self {
         let workers = wakers.len();
         Self {
             shutdown: AtomicBool::new(false),
@@ -116,6 +127,8 @@ impl Workers {
                 .map(|_| (AtomicBool::new(false), Mutex::new(Vec::new())))
                 .collect(),
             wakers,
+            xdp,
+            xdp_in_force,
         }
     }
 
@@ -222,6 +235,7 @@ impl Workers {
             sum.permissions += s.permissions;
             sum.channels += s.channels;
             sum.timers += s.timers;
+            sum.offloaded += s.offloaded;
         }
         sum
     }
@@ -289,6 +303,8 @@ pub struct RelaySpec {
     pub shared: Arc<Shared>,
     pub nonce_key: [u8; 32],
     pub seed: u64,
+    /// The kernel's data path (`[xdp]`).
+    pub xdp: crate::config::XdpConfig,
 }
 
 /// A running relay: its bound addresses and the means to stop it.
@@ -328,7 +344,8 @@ pub fn start(spec: RelaySpec, tasks: &crate::lifecycle::Tasks) -> anyhow::Result
         wakers.push(Arc::new(Waker::new(poll.registry(), udp::WAKER)?));
         polls.push(poll);
     }
-    let workers = Arc::new(Workers::new(spec.core.clone(), wakers.clone()));
+    let (offload, in_force) = start_xdp(&spec, &addrs, count)?;
+    let workers = Arc::new(Workers::new(spec.core.clone(), wakers.clone(), offload, in_force));
     let (streams, mut inboxes, gate) = if spec.streams.is_empty() {
         (Vec::new(), Vec::new(), None)
     } else {
@@ -366,7 +383,11 @@ pub fn start(spec: RelaySpec, tasks: &crate::lifecycle::Tasks) -> anyhow::Result
         )
         .with_worker(u16::try_from(i).context("too many workers")?);
         let inbox = (!inboxes.is_empty()).then(|| inboxes.remove(0));
-        let worker = udp::Worker::new(i, poll, core, listeners, inbox, workers.clone())?;
+        let routes = match &workers.xdp {
+            Some(x) => Some(x.routes(i).map_err(|e| anyhow::anyhow!("xdp maps: {e}"))?),
+            None => None,
+        };
+        let worker = udp::Worker::new(i, poll, core, listeners, inbox, workers.clone(), routes)?;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("turnd-worker-{i}"))
@@ -383,6 +404,33 @@ pub fn start(spec: RelaySpec, tasks: &crate::lifecycle::Tasks) -> anyhow::Result
         workers,
         threads,
     })
+}
+
+/// Loads and attaches the XDP program when `[xdp]` asks for it, to the
+/// configured interfaces or those that carry the UDP listeners (`udp`, as
+/// bound) and relay addresses.
+fn start_xdp(
+    spec: &RelaySpec,
+    udp: &[SocketAddr],
+    workers: usize,
+) -> anyhow::Result<(Option<Arc<xdp::Offload>>, xdp::InForce)> {
+    let interfaces = if spec.xdp.interfaces.is_empty() {
+        let c = &spec.core;
+        let mut ips: Vec<std::net::IpAddr> = udp.iter().map(|a| a.ip()).collect();
+        ips.extend(c.relay_ipv4.map(std::net::IpAddr::V4));
+        ips.extend(c.relay_ipv6.map(std::net::IpAddr::V6));
+        xdp::interfaces_for(&ips)
+    } else {
+        spec.xdp.interfaces.clone()
+    };
+    let (offload, in_force) =
+        xdp::Offload::start(&spec.xdp, interfaces, workers).map_err(|e| anyhow::anyhow!("xdp: {e}"))?;
+    match &in_force {
+        xdp::InForce::Off => {}
+        xdp::InForce::On { .. } => tracing::info!(xdp = %in_force, "ChannelData over UDP relayed in the kernel"),
+        xdp::InForce::Fallback(_) => tracing::warn!(xdp = %in_force, "xdp mode auto"),
+    }
+    Ok((offload.map(Arc::new), in_force))
 }
 
 impl Relay {

@@ -210,7 +210,7 @@ impl Sim {
     /// Follows one event the way a driver keeping its own table would, and
     /// checks it fits what came before.
     fn mirror(&mut self, e: &Event) {
-        match *e {
+        match e.clone() {
             Event::AllocationCreated { client, relay, .. } => {
                 assert!(
                     self.open.contains_key(&relay),
@@ -219,7 +219,7 @@ impl Sim {
                 let before = self.allocated.insert(relay, client);
                 assert!(before.is_none(), "relay {relay:?} allocated twice");
             }
-            Event::AllocationDeleted { client, relay } => {
+            Event::AllocationDeleted { client, relay, .. } => {
                 assert_eq!(
                     self.allocated.remove(&relay),
                     Some(client),
@@ -235,6 +235,7 @@ impl Sim {
                 channel,
                 peer,
                 until,
+                ..
             } => {
                 assert!(
                     self.allocated.contains_key(&relay),

@@ -15,10 +15,12 @@ use mio::{Events, Interest, Poll, Token};
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 
 use crate::proto::wire::CHANNEL_HEADER;
-use crate::proto::{ClientAddr, Command, Event, Held, Now, OpenError, Opened, RelayHandle, RelayId, Server, Transmit};
+use crate::proto::{
+    ClientAddr, Command, Event, Held, Now, OpenError, Opened, RelayHandle, RelayId, Relayed, Server, Transmit,
+};
 
 use super::stream::{self, Inbox, ToWorker};
-use super::{socket, Handoff, Job, Workers};
+use super::{socket, xdp, Handoff, Job, Workers};
 
 /// Handoffs gathered for one other worker before they are queued there at
 /// once (the rest go at the end of the loop turn).
@@ -124,6 +126,13 @@ pub struct Worker {
     spare: Vec<Vec<u8>>,
     /// Room for a handoff between two allocations of this worker.
     scratch: Vec<u8>,
+    /// This worker's routes in the kernel's data path, when it is on.
+    routes: Option<xdp::Routes>,
+    /// What the kernel relayed for allocations already deleted, until
+    /// their AllocationDeleted event adds it to the log line.
+    late: Vec<(RelayId, Relayed)>,
+    /// Reused by the once-a-second credit of kernel-relayed traffic.
+    synced: Vec<(RelayId, Relayed)>,
 }
 
 impl Worker {
@@ -134,6 +143,7 @@ impl Worker {
         mut listeners: Vec<Listener>,
         inbox: Option<Inbox>,
         workers: Arc<Workers>,
+        routes: Option<xdp::Routes>,
     ) -> io::Result<Self> {
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry().register(&mut l.sock, Token(i), Interest::READABLE)?;
@@ -164,6 +174,9 @@ impl Worker {
             handoffs: Vec::new(),
             spare: Vec::new(),
             scratch: Vec::new(),
+            routes,
+            late: Vec::new(),
+            synced: Vec::new(),
         })
     }
 
@@ -182,6 +195,7 @@ impl Worker {
             for job in self.workers.take_jobs(self.index) {
                 match job {
                     Job::Sessions(reply) => {
+                        self.sync_offloaded();
                         let _ = reply.send(self.core.sessions(super::now()));
                     }
                     Job::KillUser(user, reply) => {
@@ -467,13 +481,15 @@ impl Worker {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        self.sync_offloaded();
         let (permissions, channels) = self.core.bindings();
         let snapshot = super::Snapshot {
             stats: self.core.stats,
             permissions,
             channels,
             timers: self.core.pending_timers() as u64,
+            offloaded: self.routes.as_ref().map_or(0, |r| r.len() as u64),
         };
         self.workers.publish(self.index, snapshot);
     }
@@ -542,10 +558,68 @@ impl Worker {
                 // A stream connection with an allocation is exempt from the
                 // idle and setup timeouts, for as long as it has one.
                 Command::Event(Event::AllocationCreated { client, .. }) => self.set_allocated(&client, true),
-                Command::Event(Event::AllocationDeleted { client, .. }) => self.set_allocated(&client, false),
-                Command::Event(_) => {}
+                Command::Event(Event::AllocationDeleted {
+                    client,
+                    relay,
+                    mut usage,
+                }) => {
+                    self.set_allocated(&client, false);
+                    // What the kernel relayed on its channels since the
+                    // last credit (their ChannelEnded came first).
+                    self.late.retain(|(r, d)| {
+                        if *r == relay {
+                            usage.totals.add(d);
+                        }
+                        *r != relay
+                    });
+                    usage.log(&client);
+                }
+                Command::Event(Event::ChannelBound {
+                    relay,
+                    channel,
+                    peer,
+                    until,
+                    offload,
+                    ..
+                }) => {
+                    if let Some(d) = self
+                        .routes
+                        .as_mut()
+                        .and_then(|r| r.bound(relay, channel, peer, until, offload))
+                    {
+                        self.credit(relay, d);
+                    }
+                }
+                Command::Event(Event::ChannelEnded { relay, channel, .. }) => {
+                    if let Some(d) = self.routes.as_mut().and_then(|r| r.ended(relay, channel)) {
+                        self.credit(relay, d);
+                    }
+                }
             }
         }
+        // Every deletion's event came in the same drain as its channels'.
+        self.late.clear();
+    }
+
+    /// Adds what the kernel relayed for `relay` to the core's counters (or,
+    /// the allocation being gone, keeps it for its deletion's log line).
+    fn credit(&mut self, relay: RelayId, d: Relayed) {
+        if !self.core.credit_offloaded(relay, &d) {
+            self.late.push((relay, d));
+        }
+    }
+
+    /// Credits what the kernel relayed on every live channel since last time.
+    fn sync_offloaded(&mut self) {
+        let Some(routes) = self.routes.as_mut() else {
+            return;
+        };
+        let mut synced = std::mem::take(&mut self.synced);
+        routes.sync(&mut synced);
+        for (relay, d) in &synced {
+            self.core.credit_offloaded(*relay, d);
+        }
+        self.synced = synced;
     }
 
     /// Opens the relay socket of `relay` at `addr` (the `reserved` socket

@@ -295,6 +295,8 @@ impl ChannelTable {
                 channel: *n,
                 peer: c.peer,
                 until,
+                internal,
+                offload: None,
             });
         }
     }

@@ -13,6 +13,8 @@ pub mod stats;
 pub mod wire;
 
 pub use addr::{ClientAddr, PeerAddr, RelayHandle, RelayId, Transport};
-pub use server::{Command, CoreConfig, Event, Now, OpenError, Opened, Server, Session, Transmit};
+pub use server::{
+    Command, CoreConfig, Event, Now, Offload, OpenError, Opened, Relayed, Server, Session, Transmit, Usage,
+};
 pub use shared::{Held, SharedState};
 pub use stats::Stats;

@@ -23,7 +23,7 @@ use slab::Slab;
 
 use crate::auth::Credentials;
 
-use super::addr::{ClientAddr, RelayHandle, RelayId};
+use super::addr::{ClientAddr, RelayHandle, RelayId, Transport};
 use super::allocation::Allocation;
 use super::channels::ChannelTable;
 use super::nonce::Nonces;
@@ -181,7 +181,7 @@ pub enum Command {
 }
 
 /// What the core reports as it happens, so drivers never poll it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The allocation of `client` is open, relaying at `relayed`.
     AllocationCreated {
@@ -190,16 +190,28 @@ pub enum Event {
         relayed: SocketAddr,
     },
     /// The allocation of `client` is gone (expired, deleted, its connection
-    /// closed, killed), and with it every channel and permission.
-    AllocationDeleted { client: ClientAddr, relay: RelayId },
+    /// closed, killed), and with it every channel and permission (whose
+    /// [`Event::ChannelEnded`] came first). The driver logs `usage` once it
+    /// has added what it relayed itself ([`Usage::log`]).
+    AllocationDeleted {
+        client: ClientAddr,
+        relay: RelayId,
+        usage: Box<Usage>,
+    },
     /// `channel` of `relay` routes to and from `peer` until `until` (the
     /// earlier of the binding's and the permission's expiry): bound,
-    /// refreshed, or its permission refreshed.
+    /// refreshed, its permission refreshed, or the configuration reloaded.
+    /// `offload` says how a driver may relay it without the core (the
+    /// kernel's data path), or `None` when the core must see every packet
+    /// (a stream client, a bandwidth limit, a peer that is this turnd,
+    /// different address families).
     ChannelBound {
         relay: RelayId,
         channel: u16,
         peer: SocketAddr,
         until: Instant,
+        internal: bool,
+        offload: Option<Offload>,
     },
     /// `channel` of `relay` no longer routes (expired, its peer denied by a
     /// reloaded policy, its allocation gone).
@@ -208,6 +220,62 @@ pub enum Event {
         channel: u16,
         peer: SocketAddr,
     },
+}
+
+/// The addresses a channel's datagrams carry on the wire, for a driver
+/// that relays them itself: from `client` to `listener` as ChannelData,
+/// from `relayed` to the peer as plain UDP, and back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offload {
+    pub client: SocketAddr,
+    pub listener: SocketAddr,
+    /// The address the relay socket is bound to (not the advertised one).
+    pub relayed: SocketAddr,
+}
+
+/// Packets and payload bytes relayed each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Relayed {
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+}
+
+impl Relayed {
+    pub fn add(&mut self, o: &Relayed) {
+        self.to_peer_packets += o.to_peer_packets;
+        self.to_peer_bytes += o.to_peer_bytes;
+        self.to_client_packets += o.to_client_packets;
+        self.to_client_bytes += o.to_client_bytes;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Relayed::default()
+    }
+}
+
+/// What a deleted allocation did, for its log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub relayed: SocketAddr,
+    pub user: String,
+    pub reason: &'static str,
+    pub secs: u64,
+    pub totals: Relayed,
+}
+
+impl Usage {
+    /// The "allocation deleted" line.
+    pub fn log(&self, client: &ClientAddr) {
+        let t = &self.totals;
+        tracing::info!(
+            %client, relay = %self.relayed, user = %self.user, reason = self.reason, secs = self.secs,
+            to_peer_pkts = t.to_peer_packets, to_peer_bytes = t.to_peer_bytes,
+            to_client_pkts = t.to_client_packets, to_client_bytes = t.to_client_bytes,
+            "allocation deleted"
+        );
+    }
 }
 
 /// A relay socket opened: where it is bound, and the socket at the next
@@ -623,7 +691,7 @@ impl Server {
     /// a driver sees events in the order they happened (a channel ends
     /// before its allocation, a channel is bound before the answer says so).
     pub(crate) fn push(&mut self, c: Command) {
-        while let Some(e) = self.channels.next_event() {
+        while let Some(e) = self.next_channel_event() {
             self.commands.push_back(Command::Event(e));
         }
         self.commands.push_back(c);
@@ -632,7 +700,61 @@ impl Server {
     pub fn poll_command(&mut self) -> Option<Command> {
         self.commands
             .pop_front()
-            .or_else(|| self.channels.next_event().map(Command::Event))
+            .or_else(|| self.next_channel_event().map(Command::Event))
+    }
+
+    /// The channel table's next route change, with what a driver needs to
+    /// relay the channel itself when the core allows it.
+    fn next_channel_event(&mut self) -> Option<Event> {
+        let mut e = self.channels.next_event()?;
+        if let Event::ChannelBound {
+            relay,
+            internal,
+            ref mut offload,
+            ..
+        } = e
+        {
+            *offload = self.offload(relay, internal);
+        }
+        Some(e)
+    }
+
+    /// Whether a channel of `relay` may be relayed without the core: only
+    /// ChannelData over UDP between addresses of one family, to an ordinary
+    /// peer, with no bandwidth limit to enforce per packet.
+    fn offload(&self, relay: RelayId, internal: bool) -> Option<Offload> {
+        let a = self.allocs.get(relay.index())?;
+        let limits = self.cfg.limits();
+        let same_family = a.client.remote.is_ipv4() == a.relay.is_ipv4();
+        (!internal
+            && a.opening.is_none()
+            && a.client.transport == Transport::Udp
+            && same_family
+            && limits.allocation == 0
+            && limits.user == 0)
+            .then_some(Offload {
+                client: a.client.remote,
+                listener: a.client.local,
+                relayed: a.relay,
+            })
+    }
+
+    /// Adds what a driver relayed itself for `relay` (see
+    /// [`Event::ChannelBound`]'s `offload`) to its counters and the totals.
+    /// Call at least once a second while such channels carry traffic, and
+    /// when each ends (the allocation may be gone by then: the totals
+    /// still count it).
+    /// Returns whether the allocation is still there to take it.
+    pub fn credit_offloaded(&mut self, relay: RelayId, r: &Relayed) -> bool {
+        self.stats.credit(Transport::Udp, r);
+        let Some(a) = self.allocs.get_mut(relay.index()) else {
+            return false;
+        };
+        a.to_peer.packets += r.to_peer_packets;
+        a.to_peer.bytes += r.to_peer_bytes;
+        a.to_client.packets += r.to_client_packets;
+        a.to_client.bytes += r.to_client_bytes;
+        true
     }
 
     /// When [`Server::handle_timeout`] wants to run next.
@@ -714,7 +836,7 @@ impl Server {
     }
 
     /// Removes an allocation and everything hanging off it.
-    pub(super) fn delete_allocation(&mut self, relay: RelayId, why: &str, now: Instant) {
+    pub(super) fn delete_allocation(&mut self, relay: RelayId, why: &'static str, now: Instant) {
         if !self.allocs.contains(relay.index()) {
             return;
         }
@@ -731,17 +853,23 @@ impl Server {
         });
         if a.opening.is_none() {
             self.push(Command::CloseRelay { relay });
+            let usage = Usage {
+                relayed: a.advertised,
+                user: a.username,
+                reason: why,
+                secs: now.saturating_duration_since(a.created).as_secs(),
+                totals: Relayed {
+                    to_peer_packets: a.to_peer.packets,
+                    to_peer_bytes: a.to_peer.bytes,
+                    to_client_packets: a.to_client.packets,
+                    to_client_bytes: a.to_client.bytes,
+                },
+            };
             self.push(Command::Event(Event::AllocationDeleted {
                 client: a.client,
                 relay,
+                usage: Box::new(usage),
             }));
-            tracing::info!(
-                client = %a.client, relay = %a.advertised, user = %a.username, reason = why,
-                secs = now.saturating_duration_since(a.created).as_secs(),
-                to_peer_pkts = a.to_peer.packets, to_peer_bytes = a.to_peer.bytes,
-                to_client_pkts = a.to_client.packets, to_client_bytes = a.to_client.bytes,
-                "allocation deleted"
-            );
         }
     }
 

@@ -120,6 +120,18 @@ impl Stats {
         self.to_client[t as usize].count(bytes);
     }
 
+    /// What a driver relayed itself for clients on `t`.
+    pub(super) fn credit(&mut self, t: Transport, r: &super::server::Relayed) {
+        self.to_peer[t as usize] += Traffic {
+            packets: r.to_peer_packets,
+            bytes: r.to_peer_bytes,
+        };
+        self.to_client[t as usize] += Traffic {
+            packets: r.to_client_packets,
+            bytes: r.to_client_bytes,
+        };
+    }
+
     pub(super) fn error(&mut self, code: ErrorCode) {
         self.errors[code.slot()] += 1;
     }
