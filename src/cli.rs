@@ -101,6 +101,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("  listen {proto} {addr} ({t})");
                     }
                     println!("  relay ports udp {}-{}", c.relay.min_port, c.relay.max_port);
+                    let udp: Vec<_> = c
+                        .listeners()
+                        .0
+                        .into_iter()
+                        .filter(|(_, t)| *t == crate::config::ListenTransport::Udp)
+                        .map(|(a, _)| a)
+                        .collect();
+                    let relay_ips: Vec<std::net::IpAddr> =
+                        [c.relay.relay_ipv4.map(Into::into), c.relay.relay_ipv6.map(Into::into)]
+                            .into_iter()
+                            .flatten()
+                            .collect();
+                    println!("  xdp {}", crate::net::xdp::preflight(&c.xdp, &udp, &relay_ips));
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {

@@ -218,38 +218,52 @@ fn drain_timeout_ends_the_wait() {
 }
 
 /// `systemd-analyze verify` accepts the unit and `systemd-analyze security`
-/// rates it OK or better (offline: no running systemd needed).
+/// rates it OK or better (offline: no running systemd needed); the same
+/// with the kernel data path's drop-in (`systemd/turnd-xdp.conf`) applied.
 #[test]
 fn unit_file_verifies_and_is_rated_ok() {
     let analyze = std::path::Path::new("/usr/bin/systemd-analyze");
     if !present(analyze, "Debian package systemd") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
     // verify wants ExecStart's binary to exist: point it at the one built.
     let unit = std::fs::read_to_string("systemd/turnd.service").expect("unit");
     let unit = unit.replace("/usr/local/bin/turnd", env!("CARGO_BIN_EXE_turnd"));
-    let path = dir.path().join("turnd.service");
-    std::fs::write(&path, unit).expect("write");
-    let out = std::process::Command::new(analyze)
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("systemd-analyze runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.trim().is_empty(), "verify: {text}");
-    let out = std::process::Command::new(analyze)
-        .args(["security", "--offline=true", "--no-pager"])
-        .arg(&path)
-        .output()
-        .expect("systemd-analyze runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let overall = text
+    let dropin = std::fs::read_to_string("systemd/turnd-xdp.conf").expect("drop-in");
+    let service_lines: String = dropin
         .lines()
-        .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or_else(|| panic!("no rating: {text}"));
-    println!("{overall}");
-    assert!(overall.contains(" OK") || overall.contains(" SAFE"), "{overall}");
+        .filter(|l| !l.starts_with('#') && *l != "[Service]")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let with_xdp = unit.replace("[Install]", &format!("{}\n[Install]", service_lines.trim()));
+    assert_ne!(with_xdp, unit, "the drop-in adds to [Service]");
+    for (name, text) in [("turnd.service", unit), ("turnd.service + turnd-xdp.conf", with_xdp)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("turnd.service");
+        std::fs::write(&path, text).expect("write");
+        let out = std::process::Command::new(analyze)
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.trim().is_empty(), "verify {name}: {text}");
+        let out = std::process::Command::new(analyze)
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let overall = text
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .unwrap_or_else(|| panic!("no rating: {text}"));
+        println!("{name}: {overall}");
+        assert!(
+            overall.contains(" OK") || overall.contains(" SAFE"),
+            "{name}: {overall}"
+        );
+    }
 }
 
 /// Logs to a file or the journal carry no terminal colour codes; under

@@ -414,17 +414,18 @@ fn start_xdp(
     udp: &[SocketAddr],
     workers: usize,
 ) -> anyhow::Result<(Option<Arc<xdp::Offload>>, xdp::InForce)> {
-    let interfaces = if spec.xdp.interfaces.is_empty() {
-        let c = &spec.core;
-        let mut ips: Vec<std::net::IpAddr> = udp.iter().map(|a| a.ip()).collect();
-        ips.extend(c.relay_ipv4.map(std::net::IpAddr::V4));
-        ips.extend(c.relay_ipv6.map(std::net::IpAddr::V6));
-        xdp::interfaces_for(&ips)
-    } else {
-        spec.xdp.interfaces.clone()
+    let c = &spec.core;
+    let relay_ips: Vec<std::net::IpAddr> = [c.relay_ipv4.map(Into::into), c.relay_ipv6.map(Into::into)]
+        .into_iter()
+        .flatten()
+        .collect();
+    let interfaces = xdp::interfaces(&spec.xdp, udp, &relay_ips);
+    let families = xdp::Families {
+        v4: udp.iter().any(|a| a.is_ipv4()),
+        v6: udp.iter().any(|a| a.is_ipv6()),
     };
     let (offload, in_force) =
-        xdp::Offload::start(&spec.xdp, interfaces, workers).map_err(|e| anyhow::anyhow!("xdp: {e}"))?;
+        xdp::Offload::start(&spec.xdp, interfaces, families, workers).map_err(|e| anyhow::anyhow!("xdp: {e}"))?;
     match &in_force {
         xdp::InForce::Off => {}
         xdp::InForce::On { .. } => tracing::info!(xdp = %in_force, "ChannelData over UDP relayed in the kernel"),

@@ -38,12 +38,24 @@ impl Proc {
     }
 
     pub fn spawn_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
-        Self::spawn_with(dir, Some(config), env, None)
+        Self::spawn_with(dir, Some(config), env, None, None)
+    }
+
+    /// Like [`Proc::spawn`], inside network namespace `ns` (`ip netns exec`
+    /// runs turnd in its own place: the child is turnd).
+    pub fn spawn_netns(ns: &str, config: &str) -> Self {
+        Self::spawn_with(tempfile::tempdir().expect("tempdir"), Some(config), &[], None, Some(ns))
     }
 
     /// Like [`Proc::spawn`], with at most `nofile` open file descriptors.
     pub fn spawn_limited(config: &str, nofile: u64) -> Self {
-        Self::spawn_with(tempfile::tempdir().expect("tempdir"), Some(config), &[], Some(nofile))
+        Self::spawn_with(
+            tempfile::tempdir().expect("tempdir"),
+            Some(config),
+            &[],
+            Some(nofile),
+            None,
+        )
     }
 
     /// `turnd` with no configuration at all, as a new user first runs it:
@@ -51,12 +63,25 @@ impl Proc {
     /// (where it keeps what it generates, `~/.local/state/turnd`).
     pub fn spawn_bare() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::spawn_with(dir, None, &[], None)
+        Self::spawn_with(dir, None, &[], None, None)
     }
 
-    fn spawn_with(dir: tempfile::TempDir, config: Option<&str>, env: &[(&str, &str)], nofile: Option<u64>) -> Self {
+    fn spawn_with(
+        dir: tempfile::TempDir,
+        config: Option<&str>,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+        netns: Option<&str>,
+    ) -> Self {
         let log = std::fs::File::create(dir.path().join("log")).expect("log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_turnd")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_turnd")),
+        };
         match config {
             Some(config) => {
                 let config = config.replace("{dir}", &dir.path().display().to_string());

@@ -154,6 +154,16 @@ pub fn udp(server: SocketAddr) -> Framed<Datagrams> {
     }
 }
 
+/// A client on `s` (already bound; connected here to `server`).
+pub fn udp_on(s: UdpSocket, server: SocketAddr) -> Framed<Datagrams> {
+    s.connect(server).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    Framed {
+        datagrams: true,
+        ..Framed::new(Datagrams(s))
+    }
+}
+
 /// A plain TCP connection with a read deadline.
 pub fn tcp(addr: SocketAddr) -> Framed<TcpStream> {
     let s = TcpStream::connect(addr).expect("connect");

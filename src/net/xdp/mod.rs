@@ -32,6 +32,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!("turnd.bpf.o");
 /// link owned by this process, so a crash detaches it too).
 pub struct Offload {
     _ebpf: Ebpf,
+    _egress: KernelHashMap<MapData, u32, u32>,
     mode: &'static str,
     interfaces: Vec<String>,
     out4: MapData,
@@ -107,6 +108,43 @@ pub fn interfaces_for(addrs: &[IpAddr]) -> Vec<String> {
     names
 }
 
+/// The interfaces `[xdp]` names, or those that carry the UDP listeners and
+/// relay addresses.
+pub fn interfaces(cfg: &XdpConfig, udp: &[SocketAddr], relay_ips: &[IpAddr]) -> Vec<String> {
+    if !cfg.interfaces.is_empty() {
+        return cfg.interfaces.clone();
+    }
+    let ips: Vec<IpAddr> = udp.iter().map(|a| a.ip()).chain(relay_ips.iter().copied()).collect();
+    interfaces_for(&ips)
+}
+
+/// What starting with `cfg` would do, for `turnd check-config`: the mode,
+/// the interfaces, and what stands in the way (without loading anything).
+pub fn preflight(cfg: &XdpConfig, udp: &[SocketAddr], relay_ips: &[IpAddr]) -> String {
+    let mode = match cfg.mode {
+        XdpSetting::Off => return "off (socket path)".into(),
+        XdpSetting::Auto => "auto",
+        XdpSetting::Native => "native",
+        XdpSetting::Generic => "generic",
+    };
+    let ifaces = interfaces(cfg, udp, relay_ips);
+    let families = Families {
+        v4: udp.iter().any(|a| a.is_ipv4()),
+        v6: udp.iter().any(|a| a.is_ipv6()),
+    };
+    let problem = if ifaces.is_empty() {
+        Some("no interface carries a UDP listener or relay address (set [xdp] interfaces)".to_string())
+    } else {
+        forwarding(&ifaces, families).err()
+    };
+    let outcome = match (problem, cfg.mode) {
+        (None, _) => "attached at start (needs CAP_BPF and CAP_NET_ADMIN)".to_string(),
+        (Some(p), XdpSetting::Auto) => format!("would fall back to the socket path: {p}"),
+        (Some(p), _) => format!("would refuse to start: {p}"),
+    };
+    format!("{mode} on [{}]: {outcome}", ifaces.join(", "))
+}
+
 impl Offload {
     /// Loads the program with maps for `[xdp] max-channels` and attaches it
     /// to `interfaces` as `cfg.mode` says. `Ok(None)` when off; an error
@@ -114,6 +152,7 @@ impl Offload {
     pub fn start(
         cfg: &XdpConfig,
         interfaces: Vec<String>,
+        families: Families,
         workers: usize,
     ) -> Result<(Option<Offload>, InForce), String> {
         let modes: &[(&'static str, XdpMode)] = match cfg.mode {
@@ -122,7 +161,7 @@ impl Offload {
             XdpSetting::Generic => &[("generic", XdpMode::Skb)],
             XdpSetting::Auto => &[("native", XdpMode::Driver), ("generic", XdpMode::Skb)],
         };
-        let attempt = Self::load(cfg, &interfaces, modes, workers);
+        let attempt = forwarding(&interfaces, families).and_then(|()| Self::load(cfg, &interfaces, modes, workers));
         match (attempt, cfg.mode) {
             (Ok(o), _) => {
                 let on = InForce::On {
@@ -181,6 +220,14 @@ impl Offload {
             break;
         }
         let mode = chosen.ok_or(last)?;
+        let mut egress: KernelHashMap<MapData, u32, u32> = match ebpf.take_map("EGRESS") {
+            Some(m) => KernelHashMap::try_from(m).map_err(|e| format!("EGRESS: {e}"))?,
+            None => return Err("the XDP object has no map EGRESS".into()),
+        };
+        for iface in interfaces {
+            let index = ifindex(iface)?;
+            egress.insert(index, 1, 0).map_err(|e| format!("EGRESS: {e}"))?;
+        }
         let take = |ebpf: &mut Ebpf, name: &str| -> Result<MapData, String> {
             match ebpf.take_map(name) {
                 Some(Map::HashMap(m)) | Some(Map::PerCpuArray(m)) => Ok(m),
@@ -196,6 +243,7 @@ impl Offload {
             .map_err(|e| format!("COUNTERS: {e}"))?;
         Ok(Offload {
             _ebpf: ebpf,
+            _egress: egress,
             mode,
             interfaces: interfaces.to_vec(),
             out4,
@@ -246,6 +294,46 @@ impl Offload {
     /// Channels left on the socket path because the maps were full.
     pub fn full(&self) -> u64 {
         self.full.load(Ordering::Relaxed)
+    }
+}
+
+/// The address families turnd listens on over UDP.
+#[derive(Debug, Clone, Copy)]
+pub struct Families {
+    pub v4: bool,
+    pub v6: bool,
+}
+
+/// The kernel finds the next hop for a rewritten datagram with
+/// `bpf_fib_lookup`, which answers only on interfaces that forward: every
+/// sysctl that must be 1 and is not, in one error.
+fn forwarding(interfaces: &[String], families: Families) -> Result<(), String> {
+    let mut off = Vec::new();
+    for iface in interfaces {
+        for (used, family) in [(families.v4, "ipv4"), (families.v6, "ipv6")] {
+            let key = format!("net/{family}/conf/{iface}/forwarding");
+            let on = std::fs::read_to_string(format!("/proc/sys/{key}")).is_ok_and(|v| v.trim() != "0");
+            if used && !on {
+                off.push(format!("{}=1", key.replace('/', ".")));
+            }
+        }
+    }
+    if off.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the kernel finds the next hop only on interfaces that forward: set {} (see the README's kernel data path section)",
+            off.join(", ")
+        ))
+    }
+}
+
+fn ifindex(name: &str) -> Result<u32, String> {
+    let c = std::ffi::CString::new(name).map_err(|_| format!("bad interface name {name:?}"))?;
+    // SAFETY: a NUL-terminated string; if_nametoindex only reads it.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(format!("no interface {name}")),
+        i => Ok(i),
     }
 }
 

@@ -168,6 +168,16 @@ struct {
 	__type(value, struct chan_stats);
 } STATS SEC(".maps");
 
+// The interfaces the program is attached to (ifindex -> 1): the only ones
+// a frame is redirected to (a device needs XDP set up to take redirected
+// frames); a route out of any other goes to the socket path.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} EGRESS SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, C_COUNTERS);
@@ -245,6 +255,10 @@ static __always_inline int fib(struct xdp_md *ctx, struct bpf_fib_lookup *p)
 		return -1;
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		count(C_PASS_NO_ROUTE);
+		return -1;
+	}
+	if (p->ifindex != ctx->ingress_ifindex && !bpf_map_lookup_elem(&EGRESS, &p->ifindex)) {
 		count(C_PASS_NO_ROUTE);
 		return -1;
 	}

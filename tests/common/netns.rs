@@ -1,0 +1,204 @@
+//! A routed namespace topology for the kernel data path tests: a client, a
+//! turnd host and a peer, each in its own network namespace, joined by
+//! veth pairs to a router namespace (so the next hop of every rewritten
+//! datagram is a router, found by the kernel's route and neighbour lookup).
+//! Dual stack: 10.N.{1,2,3}.2/24 and fd00:N:{1,2,3}::2/64, the router at .1
+//! and ::1. Everything is removed on drop.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::process::Proc;
+
+pub struct Topo {
+    pub tag: String,
+    pub n: u8,
+}
+
+/// Whether this test can build namespaces (root, `ip`, `ethtool`); a
+/// visible skip otherwise (a failure under CI=true).
+pub fn available() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        super::server::skip("needs root for network namespaces and XDP (sudo, or bin/test as root)");
+        return false;
+    }
+    if !["/usr/sbin/ethtool", "/sbin/ethtool"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+    {
+        super::server::skip("ethtool missing (Debian package ethtool; bin/test installs it)");
+        return false;
+    }
+    true
+}
+
+fn sh(script: &str) {
+    let out = Command::new("sh").arg("-ec").arg(script).output().expect("sh runs");
+    assert!(
+        out.status.success(),
+        "{script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Topo {
+    /// Namespaces `{tag}c`, `{tag}r`, `{tag}t`, `{tag}p` on subnets 10.`n`.x.
+    pub fn new(tag: &str, n: u8) -> Self {
+        let t = Topo { tag: tag.into(), n };
+        t.teardown();
+        let obj = concat!(env!("CARGO_MANIFEST_DIR"), "/src/net/xdp/turnd.bpf.o");
+        let mut s = String::new();
+        for ns in ["c", "r", "t", "p"] {
+            s += &format!("ip netns add {tag}{ns}\nip -n {tag}{ns} link set lo up\n");
+        }
+        for (i, ns) in ["c", "t", "p"].iter().enumerate() {
+            let i = i + 1;
+            s += &format!(
+                "ip link add eth0 netns {tag}{ns} type veth peer name to{ns} netns {tag}r
+ip -n {tag}{ns} addr add 10.{n}.{i}.2/24 dev eth0
+ip -n {tag}{ns} addr add fd00:{n}:{i}::2/64 dev eth0 nodad
+ip -n {tag}r addr add 10.{n}.{i}.1/24 dev to{ns}
+ip -n {tag}r addr add fd00:{n}:{i}::1/64 dev to{ns} nodad
+ip -n {tag}{ns} link set eth0 up
+ip -n {tag}r link set to{ns} up
+ip -n {tag}{ns} route add default via 10.{n}.{i}.1
+ip -n {tag}{ns} -6 route add default via fd00:{n}:{i}::1
+"
+            );
+        }
+        s += &format!(
+            "ip netns exec {tag}r sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+ip netns exec {tag}t sysctl -qw net.ipv4.conf.eth0.forwarding=1 net.ipv6.conf.eth0.forwarding=1
+ip netns exec {tag}c ethtool -K eth0 tx off >/dev/null
+ip netns exec {tag}p ethtool -K eth0 tx off >/dev/null
+ip -n {tag}r link set dev tot xdpdrv obj {obj} sec xdp program turnd_pass
+"
+        );
+        sh(&s);
+        t
+    }
+
+    fn teardown(&self) {
+        for ns in ["c", "r", "t", "p"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("{}{ns}", self.tag)])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+
+    pub fn ns(&self, which: char) -> String {
+        format!("{}{which}", self.tag)
+    }
+
+    /// The address of `which` ('c', 't', 'p') in `family` (4 or 6).
+    pub fn ip(&self, which: char, family: u8) -> IpAddr {
+        let i = match which {
+            'c' => 1,
+            't' => 2,
+            'p' => 3,
+            _ => panic!("no host {which}"),
+        };
+        let text = if family == 4 {
+            format!("10.{}.{i}.2", self.n)
+        } else {
+            format!("fd00:{}:{i}::2", self.n)
+        };
+        text.parse().expect("an address")
+    }
+
+    /// Runs `f` on a thread inside namespace `which` (sockets it opens
+    /// stay in that namespace).
+    pub fn within<T: Send + 'static>(&self, which: char, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.ns(which));
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("namespace file");
+            // SAFETY: a valid namespace descriptor; only this thread moves.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread in namespace")
+    }
+
+    /// A UDP socket bound in namespace `which` on its address of the family.
+    pub fn udp(&self, which: char, family: u8) -> UdpSocket {
+        let ip = self.ip(which, family);
+        let s = self.within(which, move || UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind"));
+        s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        s
+    }
+
+    /// turnd in the turnd namespace with `config` (`{dir}` replaced).
+    pub fn turnd(&self, config: &str) -> Proc {
+        Proc::spawn_netns(&self.ns('t'), config)
+    }
+
+    /// turnd's /metrics, from its namespace's loopback at `port`.
+    pub fn metrics(&self, port: u16) -> String {
+        self.within('t', move || {
+            use std::io::{Read, Write};
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return String::new();
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+    }
+
+    /// One series of turnd's /metrics (0 when absent).
+    pub fn metric(&self, port: u16, series: &str) -> u64 {
+        self.metrics(port)
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
+    /// Waits (bounded) until `series` reaches `min`; returns its value.
+    pub fn wait_metric(&self, port: u16, series: &str, min: u64, limit: Duration) -> u64 {
+        let end = Instant::now() + limit;
+        loop {
+            let v = self.metric(port, series);
+            if v >= min || Instant::now() > end {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `cmd` with `args` inside namespace `which`; its output.
+    pub fn run(&self, which: char, cmd: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(which), cmd])
+            .args(args)
+            .output()
+            .expect("command runs")
+    }
+
+    /// Starts `cmd` with `args` inside namespace `which`.
+    pub fn spawn(&self, which: char, cmd: &str, args: &[&str]) -> std::process::Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(which), cmd])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("command starts")
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}

@@ -1,0 +1,694 @@
+//! The kernel data path (src/net/xdp) end to end: the real turnd binary in
+//! its own network namespace with the XDP program attached natively to its
+//! veth, a client and a peer in theirs, all routed through a router
+//! namespace (so every rewritten datagram's next hop comes from the kernel's
+//! route and neighbour tables). Each check runs with offload on and again
+//! on the socket path (`mode = "off"`), which must behave the same; with
+//! offload on, turnd's own counters prove the kernel relayed the traffic.
+//! Needs root (a visible skip otherwise; a failure under CI=true).
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::netns::{self, Topo};
+use common::process::Proc;
+use common::streamc::{self, Datagrams, Framed, Item};
+use common::stunc::*;
+use stun::message::*;
+
+const METRICS: u16 = 9478;
+const ADMIN: u16 = 9479;
+const PORT: u16 = 3478;
+
+fn config(t: &Topo, mode: &str, extra: &str) -> String {
+    let (v4, v6) = (t.ip('t', 4), t.ip('t', 6));
+    format!(
+        r#"realm = "{realm}"
+data-dir = "{{dir}}"
+drain-timeout = "1s"
+[[listener]]
+address = "{v4}"
+port = {PORT}
+transport = "udp"
+[[listener]]
+address = "{v6}"
+port = {PORT}
+transport = "udp"
+[auth]
+static-auth-secrets = ["{secret}"]
+[metrics]
+listen = ["127.0.0.1:{METRICS}"]
+[admin]
+listen = ["127.0.0.1:{ADMIN}"]
+token = "admin-token-for-xdp-tests"
+[xdp]
+mode = "{mode}"
+{extra}
+"#,
+        realm = common::server::REALM,
+        secret = common::server::SECRET,
+    )
+}
+
+const PEERS: &str = "[peers]\nallow = [\"10.0.0.0/8\", \"fd00::/8\"]\n";
+
+/// turnd in `t` with `mode`, once its metrics answer.
+fn start(t: &Topo, mode: &str, extra: &str) -> Proc {
+    let p = t.turnd(&config(t, mode, &format!("{PEERS}{extra}")));
+    let end = Instant::now() + Duration::from_secs(10);
+    while !t.metrics(METRICS).contains("turnd_xdp_info") {
+        assert!(Instant::now() < end, "turnd did not start: {}", p.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let info = format!(
+        "turnd_xdp_info{{mode=\"{}\"}} 1",
+        if mode == "off" { "off" } else { "native" }
+    );
+    assert!(t.metrics(METRICS).contains(&info), "{}", p.log());
+    p
+}
+
+/// A client of turnd over `family`, allocated (an IPv6 relay for IPv6).
+fn client(t: &Topo, family: u8, user: &str) -> (Framed<Datagrams>, Cred, SocketAddr) {
+    let server = SocketAddr::new(t.ip('t', family), PORT);
+    let mut c = streamc::udp_on(t.udp('c', family), server);
+    let fam: Attrs = if family == 6 {
+        vec![transport_udp(), raw(0x0017, &[2, 0, 0, 0])]
+    } else {
+        vec![transport_udp()]
+    };
+    let r = c.request(&build(req(METHOD_ALLOCATE), fam, None, true));
+    assert_eq!(error_code(&r), Some(401), "{r}");
+    let (u, p) = common::server::rest_creds(user);
+    let cred = Cred {
+        user: u,
+        realm: common::server::REALM.into(),
+        pass: p,
+        nonce: text(&r, stun::attributes::ATTR_NONCE).expect("nonce"),
+    };
+    let fam: Attrs = if family == 6 {
+        vec![transport_udp(), raw(0x0017, &[2, 0, 0, 0])]
+    } else {
+        vec![transport_udp()]
+    };
+    let r = c.request(&build(req(METHOD_ALLOCATE), fam, Some(&cred), true));
+    assert!(is_success(&r), "allocate: {r}");
+    let relayed = relayed(&r).expect("relayed");
+    (c, cred, relayed)
+}
+
+/// A peer socket in the peer namespace.
+fn peer(t: &Topo, family: u8) -> (UdpSocket, SocketAddr) {
+    let s = t.udp('p', family);
+    let a = s.local_addr().expect("addr");
+    (s, a)
+}
+
+fn recv_from(s: &UdpSocket, limit: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    s.set_read_timeout(Some(limit)).expect("timeout");
+    let mut buf = vec![0u8; 2048];
+    let (n, from) = s.recv_from(&mut buf).ok()?;
+    buf.truncate(n);
+    Some((buf, from))
+}
+
+/// The next ChannelData the client gets (skipping STUN), within `limit`.
+fn recv_channel(c: &mut Framed<Datagrams>, limit: Duration) -> Option<(u16, Vec<u8>)> {
+    c.io.0.set_read_timeout(Some(limit)).expect("timeout");
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        let mut buf = vec![0u8; 2048];
+        let Ok(n) = c.io.0.recv(&mut buf) else {
+            return None;
+        };
+        if n >= 4 && buf[0] >> 6 == 1 {
+            let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+            return Some((
+                u16::from_be_bytes([buf[0], buf[1]]),
+                buf[4..4 + len.min(n - 4)].to_vec(),
+            ));
+        }
+    }
+    None
+}
+
+fn family_label(family: u8) -> &'static str {
+    if family == 4 {
+        "ipv4"
+    } else {
+        "ipv6"
+    }
+}
+
+fn kernel(t: &Topo, direction: &str, family: u8) -> u64 {
+    t.metric(
+        METRICS,
+        &format!(
+            "turnd_xdp_packets_total{{direction=\"{direction}\",family=\"{}\"}}",
+            family_label(family)
+        ),
+    )
+}
+
+/// Both directions on a channel, IPv4 and IPv6: every datagram arrives,
+/// from the relayed address, and with offload on the kernel relayed all of
+/// them (the route is in the kernel before the ChannelBind answer leaves);
+/// turnd's relayed totals include them within the second.
+#[test]
+fn channel_data_both_ways_over_ipv4_and_ipv6() {
+    if !netns::available() {
+        return;
+    }
+    for (n, mode) in [(101u8, "native"), (102, "off")] {
+        let t = Topo::new(&format!("xb{n}"), n);
+        let p = start(&t, mode, "");
+        for family in [4u8, 6] {
+            let (mut c, cred, relayed) = client(&t, family, "both");
+            assert_eq!(relayed.is_ipv6(), family == 6);
+            let (ps, pa) = peer(&t, family);
+            c.bind(&cred, 0x4000, pa);
+            for i in 0..20u8 {
+                let payload = vec![i; 100 + i as usize];
+                c.send(&channel_data(0x4000, &payload, false));
+                let (got, from) = recv_from(&ps, Duration::from_secs(2)).expect("the peer gets it");
+                assert_eq!((got, from), (payload, relayed), "{mode} {family} #{i}");
+                let back = vec![i ^ 0xff; 50 + i as usize];
+                ps.send_to(&back, relayed).expect("send");
+                let got = recv_channel(&mut c, Duration::from_secs(2)).expect("the client gets it");
+                assert_eq!(got, (0x4000, back), "{mode} {family} #{i} back");
+            }
+            if mode == "native" {
+                assert_eq!(kernel(&t, "to_peer", family), 20, "{}", t.metrics(METRICS));
+                assert_eq!(kernel(&t, "to_client", family), 20, "{}", t.metrics(METRICS));
+            } else {
+                assert_eq!(kernel(&t, "to_peer", family), 0);
+            }
+        }
+        // Credited to the totals (the kernel's counters, once a second).
+        let total = t.wait_metric(
+            METRICS,
+            "turnd_relayed_packets_total{direction=\"to_peer\",transport=\"udp\"}",
+            40,
+            Duration::from_secs(3),
+        );
+        assert_eq!(total, 40, "{mode}: {}", p.log());
+        drop(p);
+    }
+}
+
+/// One allocation with a channel to one peer and Send indications to
+/// another: ChannelData goes through the kernel, indications and Data
+/// indications through the socket path, and neither disturbs the other.
+#[test]
+fn send_indications_and_channel_data_on_one_allocation() {
+    if !netns::available() {
+        return;
+    }
+    for (n, mode) in [(103u8, "native"), (104, "off")] {
+        let t = Topo::new(&format!("xm{n}"), n);
+        let _p = start(&t, mode, "");
+        let (mut c, cred, relayed) = client(&t, 4, "mixed");
+        let (pa, a) = peer(&t, 4);
+        let (pb, b) = peer(&t, 4);
+        c.bind(&cred, 0x4001, a);
+        let r = c.request(&build(
+            req(METHOD_CREATE_PERMISSION),
+            vec![common::stunc::peer(b)],
+            Some(&cred),
+            true,
+        ));
+        assert!(is_success(&r), "{r}");
+        for i in 0..10u8 {
+            c.send(&channel_data(0x4001, &[i; 64], false));
+            let ind = build(
+                MessageType::new(METHOD_SEND, CLASS_INDICATION),
+                vec![common::stunc::peer(b), data(&[i; 32])],
+                None,
+                false,
+            );
+            c.send(&ind.raw);
+            assert_eq!(recv_from(&pa, Duration::from_secs(2)), Some((vec![i; 64], relayed)));
+            assert_eq!(recv_from(&pb, Duration::from_secs(2)), Some((vec![i; 32], relayed)));
+            pa.send_to(&[i; 16], relayed).expect("send");
+            pb.send_to(&[i; 8], relayed).expect("send");
+            let mut channel = None;
+            let mut indication = None;
+            while channel.is_none() || indication.is_none() {
+                match c.recv().expect("an answer") {
+                    Item::Channel(n, p) => channel = Some((n, p)),
+                    Item::Stun(m) => indication = data_indication(&decode(&m)),
+                }
+            }
+            assert_eq!(channel, Some((0x4001, vec![i; 16])));
+            assert_eq!(indication, Some((b, vec![i; 8])));
+        }
+        if mode == "native" {
+            assert_eq!(kernel(&t, "to_peer", 4), 10);
+            assert_eq!(kernel(&t, "to_client", 4), 10);
+        }
+    }
+}
+
+/// Two clients bind the same channel number on their own allocations to
+/// different peers: each channel's data goes to its own peer and back to
+/// its own client only.
+#[test]
+fn the_same_channel_number_on_two_allocations() {
+    if !netns::available() {
+        return;
+    }
+    for (n, mode) in [(105u8, "native"), (106, "off")] {
+        let t = Topo::new(&format!("xs{n}"), n);
+        let _p = start(&t, mode, "");
+        let (mut x, cx, rx) = client(&t, 4, "x");
+        let (mut y, cy, ry) = client(&t, 4, "y");
+        let (px, ax) = peer(&t, 4);
+        let (py, ay) = peer(&t, 4);
+        x.bind(&cx, 0x4000, ax);
+        y.bind(&cy, 0x4000, ay);
+        for i in 0..10u8 {
+            x.send(&channel_data(0x4000, b"from x", false));
+            y.send(&channel_data(0x4000, b"from y", false));
+            assert_eq!(
+                recv_from(&px, Duration::from_secs(2)),
+                Some((b"from x".to_vec(), rx)),
+                "#{i}"
+            );
+            assert_eq!(
+                recv_from(&py, Duration::from_secs(2)),
+                Some((b"from y".to_vec(), ry)),
+                "#{i}"
+            );
+            px.send_to(b"to x", rx).expect("send");
+            py.send_to(b"to y", ry).expect("send");
+            assert_eq!(
+                recv_channel(&mut x, Duration::from_secs(2)),
+                Some((0x4000, b"to x".to_vec()))
+            );
+            assert_eq!(
+                recv_channel(&mut y, Duration::from_secs(2)),
+                Some((0x4000, b"to y".to_vec()))
+            );
+        }
+        assert_eq!(recv_from(&px, Duration::from_millis(200)), None, "nothing crossed over");
+        if mode == "native" {
+            assert_eq!(kernel(&t, "to_peer", 4), 20);
+            assert_eq!(kernel(&t, "to_client", 4), 20);
+        }
+    }
+}
+
+/// At a 1500-byte MTU: the largest ChannelData a client can send (1468
+/// bytes of data) and the largest a peer's datagram can become (1468 + 4)
+/// are relayed in the kernel; a peer datagram whose ChannelData would not
+/// fit the client's link goes to the socket path (counted), which treats it
+/// as it always did.
+#[test]
+fn the_largest_channel_data_at_a_1500_byte_mtu() {
+    if !netns::available() {
+        return;
+    }
+    for (n, mode) in [(107u8, "native"), (108, "off")] {
+        let t = Topo::new(&format!("xl{n}"), n);
+        let _p = start(&t, mode, "");
+        let (mut c, cred, relayed) = client(&t, 4, "large");
+        let (ps, pa) = peer(&t, 4);
+        c.bind(&cred, 0x4000, pa);
+        let big = vec![0x5a; 1468];
+        c.send(&channel_data(0x4000, &big, false));
+        assert_eq!(recv_from(&ps, Duration::from_secs(2)), Some((big.clone(), relayed)));
+        ps.send_to(&big, relayed).expect("send");
+        assert_eq!(recv_channel(&mut c, Duration::from_secs(2)), Some((0x4000, big)));
+        // 1472 bytes from the peer would be a 1504-byte packet to the
+        // client: the socket path drops it (its sockets set DF, and the
+        // kernel refuses a datagram over the MTU), as it always did.
+        ps.send_to(&[0xa5; 1472], relayed).expect("send");
+        let got = recv_channel(&mut c, Duration::from_millis(500));
+        assert_eq!(got.map(|(n, p)| (n, p.len())), None, "{mode}");
+        if mode == "native" {
+            assert_eq!(kernel(&t, "to_peer", 4), 1);
+            assert_eq!(kernel(&t, "to_client", 4), 1);
+            assert_eq!(t.metric(METRICS, "turnd_xdp_passed_total{reason=\"too_big\"}"), 1);
+        }
+    }
+}
+
+/// ChannelData whose length does not fill the datagram: padded to 4 bytes
+/// (allowed over UDP) is relayed in the kernel without the padding; any
+/// other surplus goes to the socket path, which relays the stated length
+/// as before; a length past the datagram is dropped there.
+#[test]
+fn channel_data_lengths_that_do_not_match_the_datagram() {
+    if !netns::available() {
+        return;
+    }
+    for (n, mode) in [(109u8, "native"), (110, "off")] {
+        let t = Topo::new(&format!("xo{n}"), n);
+        let _p = start(&t, mode, "");
+        let (mut c, cred, relayed) = client(&t, 4, "odd");
+        let (ps, pa) = peer(&t, 4);
+        c.bind(&cred, 0x4000, pa);
+        // 5 bytes padded with 3 (nonzero, which the checksum must lose).
+        let mut padded = channel_data(0x4000, b"12345", false);
+        padded.extend_from_slice(&[7, 7, 7]);
+        c.send(&padded);
+        assert_eq!(
+            recv_from(&ps, Duration::from_secs(2)),
+            Some((b"12345".to_vec(), relayed))
+        );
+        // 8 bytes more than stated: the socket path relays the stated 5.
+        let mut longer = channel_data(0x4000, b"abcde", false);
+        longer.extend_from_slice(&[1; 8]);
+        c.send(&longer);
+        assert_eq!(
+            recv_from(&ps, Duration::from_secs(2)),
+            Some((b"abcde".to_vec(), relayed))
+        );
+        // A length past the datagram: dropped.
+        let mut short = channel_data(0x4000, &[9; 40], false);
+        short.truncate(20);
+        c.send(&short);
+        assert_eq!(recv_from(&ps, Duration::from_millis(300)), None);
+        if mode == "native" {
+            assert_eq!(kernel(&t, "to_peer", 4), 1, "only the padded one");
+            assert_eq!(t.metric(METRICS, "turnd_xdp_passed_total{reason=\"length\"}"), 2);
+        }
+    }
+}
+
+/// Sends ChannelData every 20 ms from now until `limit` after `since`;
+/// when (after `since`) the last one reached the peer.
+fn stops_within(c: &mut Framed<Datagrams>, ps: &UdpSocket, since: Instant, limit: Duration) -> Duration {
+    let mut last = Duration::ZERO;
+    while Instant::now() < since + limit {
+        c.send(&channel_data(0x4000, b"still?", false));
+        if recv_from(ps, Duration::from_millis(20)).is_some() {
+            last = since.elapsed();
+        }
+    }
+    last
+}
+
+/// Every way a channel's route ends takes it out of the kernel: traffic on
+/// it stops within a second of the allocation being deleted by its client,
+/// expiring, being killed by an operator, or its peer being denied by a
+/// reloaded policy; and when turnd stops (drain timeout) or dies, nothing
+/// is left attached to the interface.
+#[test]
+fn every_way_a_channel_ends_stops_the_kernel_route() {
+    if !netns::available() {
+        return;
+    }
+    let t = Topo::new("xe111", 111);
+    let p = start(
+        &t,
+        "native",
+        "[relay]\ndefault-lifetime = \"3s\"\nmax-lifetime = \"3s\"\n",
+    );
+    let mut checks = Vec::new();
+    // A live channel for `user`, carrying traffic in the kernel.
+    let live = |user: &str| {
+        let (mut c, cred, relayed) = client(&t, 4, user);
+        let (ps, pa) = peer(&t, 4);
+        c.bind(&cred, 0x4000, pa);
+        c.send(&channel_data(0x4000, b"hello", false));
+        assert_eq!(
+            recv_from(&ps, Duration::from_secs(2)),
+            Some((b"hello".to_vec(), relayed))
+        );
+        (c, cred, ps)
+    };
+
+    // Deleted by its client.
+    let (mut c, cred, ps) = live("deleted");
+    let r = c.request(&build(req(METHOD_REFRESH), vec![lifetime_attr(0)], Some(&cred), true));
+    assert!(is_success(&r), "{r}");
+    checks.push((
+        "deleted",
+        stops_within(&mut c, &ps, Instant::now(), Duration::from_secs(2)),
+    ));
+
+    // Expired (max-lifetime 3 s, never refreshed).
+    let (mut c, _cred, ps) = live("expired");
+    let since = Instant::now() + Duration::from_secs(3);
+    std::thread::sleep(Duration::from_millis(2500));
+    checks.push(("expired", stops_within(&mut c, &ps, since, Duration::from_secs(2))));
+
+    // Killed by an operator (the admin API `turnd kill` calls).
+    let (mut c, _cred, ps) = live("killed");
+    let answer = t.within('t', || {
+        ureq::post(&format!("http://127.0.0.1:{ADMIN}/admin/kill?user=killed"))
+            .header("Authorization", "Bearer admin-token-for-xdp-tests")
+            .send_empty()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    });
+    assert!(answer.contains("\"killed\":1"), "{answer}");
+    checks.push((
+        "killed",
+        stops_within(&mut c, &ps, Instant::now(), Duration::from_secs(2)),
+    ));
+
+    // Its peer denied by a reloaded policy (the allow list gone: private
+    // addresses are denied by default).
+    let (mut c, _cred, ps) = live("denied");
+    p.rewrite_config(&config(
+        &t,
+        "native",
+        "[relay]\ndefault-lifetime = \"3s\"\nmax-lifetime = \"3s\"\n",
+    ));
+    p.signal("HUP");
+    let log = p.wait_log("configuration reloaded", Duration::from_secs(5));
+    assert!(log.contains("configuration reloaded"), "{log}");
+    checks.push((
+        "denied",
+        stops_within(&mut c, &ps, Instant::now(), Duration::from_secs(2)),
+    ));
+
+    for (what, stopped) in &checks {
+        assert!(
+            *stopped <= Duration::from_secs(1),
+            "{what}: offloaded traffic went on for {stopped:?}\n{}",
+            p.log()
+        );
+    }
+
+    // Drain timeout: SIGTERM, then exit after a second; the program goes
+    // with the process.
+    let mut p = p;
+    p.signal("TERM");
+    assert!(
+        p.wait_exit(Duration::from_secs(10)).is_some(),
+        "turnd exits after draining"
+    );
+    let link = t.run('t', "ip", &["link", "show", "eth0"]);
+    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "{link:?}");
+    // Killed outright: the link dies with the process too.
+    let mut p = start(&t, "native", "");
+    let _ = p.child.kill();
+    let _ = p.wait_exit(Duration::from_secs(5));
+    let link = t.run('t', "ip", &["link", "show", "eth0"]);
+    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "{link:?}");
+}
+
+/// `auto` where the kernel cannot look up next hops (forwarding off on the
+/// interface): the socket path, one log line naming the sysctl, and
+/// /metrics saying "off"; relaying works as before.
+#[test]
+fn auto_falls_back_to_the_socket_path_and_says_why() {
+    if !netns::available() {
+        return;
+    }
+    let t = Topo::new("xa112", 112);
+    t.run('t', "sysctl", &["-qw", "net.ipv4.conf.eth0.forwarding=0"]);
+    let p = t.turnd(&config(&t, "auto", PEERS));
+    let log = p.wait_log("xdp mode auto", Duration::from_secs(10));
+    assert!(log.contains("net.ipv4.conf.eth0.forwarding=1"), "{log}");
+    assert!(t.metrics(METRICS).contains("turnd_xdp_info{mode=\"off\"} 1"));
+    let (mut c, cred, relayed) = client(&t, 4, "auto");
+    let (ps, pa) = peer(&t, 4);
+    c.bind(&cred, 0x4000, pa);
+    c.send(&channel_data(0x4000, b"socket path", false));
+    assert_eq!(
+        recv_from(&ps, Duration::from_secs(2)),
+        Some((b"socket path".to_vec(), relayed))
+    );
+    // `native` refuses to start instead.
+    drop(p);
+    let mut p = t.turnd(&config(&t, "native", PEERS));
+    assert!(p.wait_exit(Duration::from_secs(10)).is_some_and(|s| !s.success()));
+    assert!(p.log().contains("forwarding=1"), "{}", p.log());
+}
+
+/// coturn's uclient, 50 channel sessions of 1000 messages (`-c`: no RTCP
+/// allocations), then client to client (`-y`, relay to relay, which stays
+/// in the process), with offload on: no loss, and the kernel relayed the
+/// channel sessions.
+#[test]
+fn uclient_channel_sessions_with_offload() {
+    if !netns::available() {
+        return;
+    }
+    let (Some(uclient), Some(peer_tool)) = (
+        common::server::tool("turnutils_uclient"),
+        common::server::tool("turnutils_peer"),
+    ) else {
+        return;
+    };
+    let t = Topo::new("xu113", 113);
+    let _p = start(
+        &t,
+        "native",
+        "[relay]\nmax-allocations-per-user = 1000\nrfc5766-channels = true\n",
+    );
+    let pip = t.ip('p', 4).to_string();
+    let mut peer_proc = t.spawn('p', peer_tool.to_str().expect("path"), &["-L", &pip, "-p", "3480"]);
+    let tip = t.ip('t', 4).to_string();
+    for mode in [&["-c", "-e", &pip, "-r", "3480"][..], &["-c", "-y"][..]] {
+        let mut args = mode.to_vec();
+        args.extend([
+            "-W",
+            common::server::SECRET,
+            "-m",
+            "50",
+            "-n",
+            "1000",
+            "-l",
+            "172",
+            "-z",
+            "5",
+            "-p",
+            "3478",
+            &tip,
+        ]);
+        let out = t.run('c', uclient.to_str().expect("path"), &args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = text.lines().rev().take(6).collect();
+        assert!(out.status.success(), "uclient {mode:?}: {tail:#?}");
+        assert!(
+            text.contains("Total lost packets 0 "),
+            "uclient {mode:?} lost packets: {tail:#?}"
+        );
+    }
+    let _ = peer_proc.kill();
+    let _ = peer_proc.wait();
+    assert!(kernel(&t, "to_peer", 4) >= 50_000, "{}", t.metrics(METRICS));
+    assert!(kernel(&t, "to_client", 4) >= 50_000, "{}", t.metrics(METRICS));
+}
+
+/// The program alone (`BPF_PROG_TEST_RUN`, no interface): a route whose
+/// expiry has passed is left to the socket path, in both directions, even
+/// before turnd's sweep removes it: a channel or permission that lapses
+/// stops in the kernel at its expiry, not at the next sweep. (The core's
+/// own tests prove it reports ChannelEnded at that instant.) The route
+/// layout is written out here independently of `src/net/xdp/maps.rs`.
+#[test]
+fn an_expired_route_is_left_to_the_socket_path() {
+    if !netns::available() {
+        return;
+    }
+    use aya::maps::{HashMap as KernelMap, MapData, PerCpuArray};
+    use aya::programs::{TestRun, TestRunOptions, Xdp};
+    static OBJECT: &[u8] = aya::include_bytes_aligned!("../src/net/xdp/turnd.bpf.o");
+    let mut ebpf = aya::EbpfLoader::new().load(OBJECT).expect("the object loads");
+    let (client, listener, relay, peer) = ([10, 9, 1, 2], [10, 9, 2, 2], [10, 9, 2, 2], [10, 9, 3, 2]);
+    let (cport, lport, rport, pport, channel) = (40000u16, 3478u16, 50000u16, 3480u16, 0x4000u16);
+    let now = {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+    let mut out4: KernelMap<MapData, [u8; 16], [u8; 24]> =
+        KernelMap::try_from(ebpf.take_map("OUT4").expect("OUT4")).expect("hash");
+    let mut in4: KernelMap<MapData, [u8; 12], [u8; 32]> =
+        KernelMap::try_from(ebpf.take_map("IN4").expect("IN4")).expect("hash");
+    let counters: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(ebpf.take_map("COUNTERS").expect("COUNTERS")).expect("array");
+    let counter = |i: u32| -> u64 { counters.get(&i, 0).map_or(0, |v| v.iter().sum()) };
+    let prog: &mut Xdp = ebpf
+        .program_mut("turnd_relay")
+        .expect("program")
+        .try_into()
+        .expect("xdp");
+    prog.load().expect("the kernel takes the program");
+    let (expired, no_route) = (4, 6);
+    let be = |p: u16| p.to_be_bytes();
+    let out_key: Vec<u8> = [&client[..], &listener, &be(cport), &be(lport), &be(channel), &[0, 0]].concat();
+    let in_key: Vec<u8> = [&peer[..], &relay, &be(pport), &be(rport)].concat();
+    let routes = |out4: &mut KernelMap<MapData, [u8; 16], [u8; 24]>,
+                  in4: &mut KernelMap<MapData, [u8; 12], [u8; 32]>,
+                  until: u64| {
+        let out_val: Vec<u8> = [
+            &relay[..],
+            &peer,
+            &be(rport),
+            &be(pport),
+            &0u32.to_ne_bytes(),
+            &until.to_ne_bytes(),
+        ]
+        .concat();
+        let in_val: Vec<u8> = [
+            &client[..],
+            &listener,
+            &be(cport),
+            &be(lport),
+            &be(channel),
+            &[0, 0],
+            &0u32.to_ne_bytes(),
+            &[0; 4],
+            &until.to_ne_bytes(),
+        ]
+        .concat();
+        out4.insert(
+            <[u8; 16]>::try_from(&out_key[..]).expect("16"),
+            <[u8; 24]>::try_from(&out_val[..]).expect("24"),
+            0,
+        )
+        .expect("insert");
+        in4.insert(
+            <[u8; 12]>::try_from(&in_key[..]).expect("12"),
+            <[u8; 32]>::try_from(&in_val[..]).expect("32"),
+            0,
+        )
+        .expect("insert");
+    };
+    // An Ethernet frame carrying UDP from `src` to `dst` with `payload`.
+    let frame = |src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]| -> Vec<u8> {
+        let ulen = (8 + payload.len()) as u16;
+        let tot = 20 + ulen;
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0, (tot >> 8) as u8, tot as u8, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&[(sport >> 8) as u8, sport as u8, (dport >> 8) as u8, dport as u8]);
+        f.extend_from_slice(&[(ulen >> 8) as u8, ulen as u8, 0x12, 0x34]);
+        f.extend_from_slice(payload);
+        f
+    };
+    let from_client = frame(client, cport, listener, lport, &channel_data(channel, b"data", false));
+    let from_peer = frame(peer, pport, relay, rport, b"data");
+    let run = |f: &[u8]| -> u32 {
+        let opts = TestRunOptions {
+            data_in: Some(f),
+            ..TestRunOptions::new()
+        };
+        prog.test_run(opts).expect("test run").return_value
+    };
+    const XDP_PASS: u32 = 2;
+    // Expired a nanosecond ago: both directions left to the socket path as
+    // expired.
+    routes(&mut out4, &mut in4, now - 1);
+    assert_eq!(run(&from_client), XDP_PASS);
+    assert_eq!(run(&from_peer), XDP_PASS);
+    assert_eq!((counter(expired), counter(no_route)), (2, 0));
+    // Live for a minute: past the expiry check (then no route: a test run
+    // has no interface to send from).
+    routes(&mut out4, &mut in4, now + 60_000_000_000);
+    assert_eq!(run(&from_client), XDP_PASS);
+    assert_eq!(run(&from_peer), XDP_PASS);
+    assert_eq!((counter(expired), counter(no_route)), (2, 2));
+}
