@@ -602,9 +602,9 @@ fn an_expired_route_is_left_to_the_socket_path() {
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     };
-    let mut out4: KernelMap<MapData, [u8; 16], [u8; 24]> =
+    let mut out4: KernelMap<MapData, [u8; 16], [u8; 56]> =
         KernelMap::try_from(ebpf.take_map("OUT4").expect("OUT4")).expect("hash");
-    let mut in4: KernelMap<MapData, [u8; 12], [u8; 32]> =
+    let mut in4: KernelMap<MapData, [u8; 12], [u8; 64]> =
         KernelMap::try_from(ebpf.take_map("IN4").expect("IN4")).expect("hash");
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("COUNTERS").expect("COUNTERS")).expect("array");
@@ -619,8 +619,8 @@ fn an_expired_route_is_left_to_the_socket_path() {
     let be = |p: u16| p.to_be_bytes();
     let out_key: Vec<u8> = [&client[..], &listener, &be(cport), &be(lport), &be(channel), &[0, 0]].concat();
     let in_key: Vec<u8> = [&peer[..], &relay, &be(pport), &be(rport)].concat();
-    let routes = |out4: &mut KernelMap<MapData, [u8; 16], [u8; 24]>,
-                  in4: &mut KernelMap<MapData, [u8; 12], [u8; 32]>,
+    let routes = |out4: &mut KernelMap<MapData, [u8; 16], [u8; 56]>,
+                  in4: &mut KernelMap<MapData, [u8; 12], [u8; 64]>,
                   until: u64| {
         let out_val: Vec<u8> = [
             &relay[..],
@@ -629,6 +629,7 @@ fn an_expired_route_is_left_to_the_socket_path() {
             &be(pport),
             &0u32.to_ne_bytes(),
             &until.to_ne_bytes(),
+            &[0; 32],
         ]
         .concat();
         let in_val: Vec<u8> = [
@@ -641,17 +642,18 @@ fn an_expired_route_is_left_to_the_socket_path() {
             &0u32.to_ne_bytes(),
             &[0; 4],
             &until.to_ne_bytes(),
+            &[0; 32],
         ]
         .concat();
         out4.insert(
             <[u8; 16]>::try_from(&out_key[..]).expect("16"),
-            <[u8; 24]>::try_from(&out_val[..]).expect("24"),
+            <[u8; 56]>::try_from(&out_val[..]).expect("56"),
             0,
         )
         .expect("insert");
         in4.insert(
             <[u8; 12]>::try_from(&in_key[..]).expect("12"),
-            <[u8; 32]>::try_from(&in_val[..]).expect("32"),
+            <[u8; 64]>::try_from(&in_val[..]).expect("64"),
             0,
         )
         .expect("insert");
@@ -691,4 +693,86 @@ fn an_expired_route_is_left_to_the_socket_path() {
     assert_eq!(run(&from_client), XDP_PASS);
     assert_eq!(run(&from_peer), XDP_PASS);
     assert_eq!((counter(expired), counter(no_route)), (2, 2));
+}
+
+/// With a bandwidth limit configured the core keeps every channel on the
+/// socket path, where the limit is enforced per packet: nothing goes
+/// through the kernel and a burst over the limit is cut.
+#[test]
+fn a_bandwidth_limit_keeps_channels_on_the_socket_path() {
+    if !netns::available() {
+        return;
+    }
+    let t = Topo::new("xw114", 114);
+    let _p = start(&t, "native", "[relay]\nmax-bps = 20000\n");
+    let (mut c, cred, relayed) = client(&t, 4, "limited");
+    let (ps, pa) = peer(&t, 4);
+    c.bind(&cred, 0x4000, pa);
+    for _ in 0..100 {
+        c.send(&channel_data(0x4000, &[1; 1000], false));
+    }
+    let mut got = 0;
+    while let Some((p, from)) = recv_from(&ps, Duration::from_millis(300)) {
+        assert_eq!((p.len(), from), (1000, relayed));
+        got += 1;
+    }
+    assert!(got > 0 && got < 60, "{got} of 100 KB within a 20 KB/s limit");
+    assert_eq!(kernel(&t, "to_peer", 4), 0, "{}", t.metrics(METRICS));
+    assert!(
+        t.wait_metric(METRICS, "turnd_over_bandwidth_packets_total", 1, Duration::from_secs(3)) > 0,
+        "{}",
+        t.metrics(METRICS)
+    );
+}
+
+/// With room in the kernel for only as many channels as there are
+/// workers, a channel beyond its worker's share stays on the socket path
+/// (counted) and relays as before; the kernel relays the others. What the
+/// kernel relayed is in the allocation's totals when it is deleted.
+#[test]
+fn channels_beyond_the_maps_stay_on_the_socket_path() {
+    if !netns::available() {
+        return;
+    }
+    let t = Topo::new("xf115", 115);
+    // One worker, one channel's room in the kernel.
+    let cfg = config(&t, "native", PEERS)
+        .replace("mode = \"native\"", "mode = \"native\"\nmax-channels = 1")
+        .replace("drain-timeout", "workers = 1\ndrain-timeout");
+    let p = t.turnd(&cfg);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !t.metrics(METRICS).contains("turnd_xdp_info{mode=\"native\"}") {
+        assert!(Instant::now() < end, "turnd did not start: {}", p.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut c, cred, relayed) = client(&t, 4, "full");
+    let (pa, a) = peer(&t, 4);
+    let (pb, b) = peer(&t, 4);
+    c.bind(&cred, 0x4000, a);
+    c.bind(&cred, 0x4001, b);
+    for _ in 0..5 {
+        c.send(&channel_data(0x4000, b"kernel", false));
+        c.send(&channel_data(0x4001, b"socket", false));
+        assert_eq!(
+            recv_from(&pa, Duration::from_secs(2)),
+            Some((b"kernel".to_vec(), relayed))
+        );
+        assert_eq!(
+            recv_from(&pb, Duration::from_secs(2)),
+            Some((b"socket".to_vec(), relayed))
+        );
+    }
+    assert_eq!(kernel(&t, "to_peer", 4), 5);
+    assert_eq!(t.metric(METRICS, "turnd_xdp_map_full_total"), 1);
+    let r = c.request(&build(req(METHOD_REFRESH), vec![lifetime_attr(0)], Some(&cred), true));
+    assert!(is_success(&r), "{r}");
+    let log = p.wait_log("allocation deleted", Duration::from_secs(5));
+    let line = log
+        .lines()
+        .find(|l| l.contains("allocation deleted"))
+        .expect("the line");
+    assert!(
+        line.contains("to_peer_pkts=10") && line.contains("to_peer_bytes=60"),
+        "{line}"
+    );
 }

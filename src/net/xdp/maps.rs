@@ -56,7 +56,7 @@ impl Out4Key {
 }
 
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Out4Val {
     relay_ip: u32,
     peer_ip: u32,
@@ -64,6 +64,8 @@ pub struct Out4Val {
     peer_port: u16,
     slot: u32,
     until_ns: u64,
+    /// The program's next-hop cache (`struct hop`), zero when written.
+    hop: [u8; 32],
 }
 
 impl Out4Val {
@@ -77,6 +79,7 @@ impl Out4Val {
             peer_port,
             slot,
             until_ns,
+            hop: [0; 32],
         }
     }
 }
@@ -104,7 +107,7 @@ impl In4Key {
 }
 
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct In4Val {
     client_ip: u32,
     listener_ip: u32,
@@ -115,6 +118,8 @@ pub struct In4Val {
     slot: u32,
     pad2: u32,
     until_ns: u64,
+    /// The program's next-hop cache (`struct hop`), zero when written.
+    hop: [u8; 32],
 }
 
 impl In4Val {
@@ -131,6 +136,7 @@ impl In4Val {
             slot,
             pad2: 0,
             until_ns,
+            hop: [0; 32],
         }
     }
 }
@@ -162,7 +168,7 @@ impl Out6Key {
 }
 
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Out6Val {
     relay_ip: [u8; 16],
     peer_ip: [u8; 16],
@@ -170,6 +176,8 @@ pub struct Out6Val {
     peer_port: u16,
     slot: u32,
     until_ns: u64,
+    /// The program's next-hop cache (`struct hop`), zero when written.
+    hop: [u8; 32],
 }
 
 impl Out6Val {
@@ -183,6 +191,7 @@ impl Out6Val {
             peer_port,
             slot,
             until_ns,
+            hop: [0; 32],
         }
     }
 }
@@ -210,7 +219,7 @@ impl In6Key {
 }
 
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct In6Val {
     client_ip: [u8; 16],
     listener_ip: [u8; 16],
@@ -221,6 +230,8 @@ pub struct In6Val {
     slot: u32,
     pad2: u32,
     until_ns: u64,
+    /// The program's next-hop cache (`struct hop`), zero when written.
+    hop: [u8; 32],
 }
 
 impl In6Val {
@@ -237,6 +248,7 @@ impl In6Val {
             slot,
             pad2: 0,
             until_ns,
+            hop: [0; 32],
         }
     }
 }
@@ -271,13 +283,13 @@ mod tests {
     #[test]
     fn layouts_match_the_program() {
         assert_eq!(std::mem::size_of::<Out4Key>(), 16);
-        assert_eq!(std::mem::size_of::<Out4Val>(), 24);
+        assert_eq!(std::mem::size_of::<Out4Val>(), 56);
         assert_eq!(std::mem::size_of::<In4Key>(), 12);
-        assert_eq!(std::mem::size_of::<In4Val>(), 32);
+        assert_eq!(std::mem::size_of::<In4Val>(), 64);
         assert_eq!(std::mem::size_of::<Out6Key>(), 40);
-        assert_eq!(std::mem::size_of::<Out6Val>(), 48);
+        assert_eq!(std::mem::size_of::<Out6Val>(), 80);
         assert_eq!(std::mem::size_of::<In6Key>(), 36);
-        assert_eq!(std::mem::size_of::<In6Val>(), 56);
+        assert_eq!(std::mem::size_of::<In6Val>(), 88);
         assert_eq!(std::mem::size_of::<ChanStats>(), 32);
     }
 }

@@ -6,7 +6,7 @@
 //! comes back through per-CPU counters per channel, credited to the core
 //! once a second and when a channel ends.
 
-mod maps;
+pub mod maps;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +26,7 @@ use maps::{ChanStats, In4Key, In4Val, In6Key, In6Val, Out4Key, Out4Val, Out6Key,
 pub use maps::{Counter, COUNTERS};
 
 /// The program, compiled from `turnd.bpf.c` (see `src/net/xdp/build`).
-static OBJECT: &[u8] = aya::include_bytes_aligned!("turnd.bpf.o");
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!("turnd.bpf.o");
 
 /// The attached program: dropping it detaches it (each attachment is a
 /// link owned by this process, so a crash detaches it too).

@@ -32,6 +32,22 @@
 
 // ---------------------------------------------------------------- maps
 
+// The next hop toward a route's destination, as bpf_fib_lookup last found
+// it: reused for a second (HOP_CACHE_NS) for datagrams no longer than one
+// that passed the lookup's MTU check. Written by the program only (turnd
+// writes zeros with each route, so a refreshed route looks up again).
+struct hop {
+	__u64 until_ns;
+	__u32 ifindex;
+	__u16 len_ok;
+	__u16 pad;
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u32 pad2;
+};
+
+#define HOP_CACHE_NS 1000000000ULL
+
 // client -> peer, keyed by the client's 5-tuple and the channel number.
 struct out4_key {
 	__u32 client_ip;
@@ -49,6 +65,7 @@ struct out4_val {
 	__u16 peer_port;
 	__u32 slot;
 	__u64 until_ns;
+	struct hop hop;
 };
 
 // peer -> client, keyed by the peer and the relayed address.
@@ -69,6 +86,7 @@ struct in4_val {
 	__u32 slot;
 	__u32 pad2;
 	__u64 until_ns;
+	struct hop hop;
 };
 
 struct out6_key {
@@ -87,6 +105,7 @@ struct out6_val {
 	__u16 peer_port;
 	__u32 slot;
 	__u64 until_ns;
+	struct hop hop;
 };
 
 struct in6_key {
@@ -106,6 +125,7 @@ struct in6_val {
 	__u32 slot;
 	__u32 pad2;
 	__u64 until_ns;
+	struct hop hop;
 };
 
 // Per channel, per CPU: what the program relayed (payload bytes, as the
@@ -243,6 +263,55 @@ static __always_inline __u16 ipv4_checksum(struct iphdr *ip)
 	return ~csum_fold(sum);
 }
 
+// A datagram rewritten: its addresses, ports and length replaced and its
+// ChannelData header added or removed. The UDP checksum follows from the
+// old one without reading the payload (RFC 1624); the header keeps the
+// payload's 16-bit alignment, so the payload's words are unchanged.
+struct rewrite {
+	const void *old_src, *old_dst, *new_src, *new_dst;
+	int words; // 16-bit words per address: 2 (IPv4) or 8 (IPv6)
+	__u16 old_sport, old_dport, new_sport, new_dport;
+	__u16 old_len, new_len; // network order
+	__u16 cd[2];		// the ChannelData header's two words
+	int adding;
+};
+
+// The updated sum, still unfolded (more can be taken out before
+// csum_finish).
+static __always_inline __u32 csum_rewrite(__u16 old, const struct rewrite *w)
+{
+	__u32 sum = (__u16)~old;
+	sum = csum_sub_addr(sum, w->old_src, w->words);
+	sum = csum_sub_addr(sum, w->old_dst, w->words);
+	sum = csum_add_addr(sum, w->new_src, w->words);
+	sum = csum_add_addr(sum, w->new_dst, w->words);
+	sum = csum_sub16(sum, w->old_sport);
+	sum = csum_sub16(sum, w->old_dport);
+	sum = csum_add16(sum, w->new_sport);
+	sum = csum_add16(sum, w->new_dport);
+	// The length is in the pseudo-header and in the UDP header.
+	sum = csum_sub16(sum, w->old_len);
+	sum = csum_sub16(sum, w->old_len);
+	sum = csum_add16(sum, w->new_len);
+	sum = csum_add16(sum, w->new_len);
+	if (w->adding) {
+		sum = csum_add16(sum, w->cd[0]);
+		sum = csum_add16(sum, w->cd[1]);
+	} else {
+		sum = csum_sub16(sum, w->cd[0]);
+		sum = csum_sub16(sum, w->cd[1]);
+	}
+	return sum;
+}
+
+// The checksum field for `sum` (0 means "none" in IPv4 and is invalid in
+// IPv6: its one's-complement twin 0xffff is sent instead).
+static __always_inline __u16 csum_finish(__u32 sum)
+{
+	__u16 c = ~csum_fold(sum);
+	return c ? c : 0xffff;
+}
+
 // ---------------------------------------------------------------- forwarding
 
 // Where the rewritten frame goes: the kernel's own route and neighbour
@@ -265,24 +334,61 @@ static __always_inline int fib(struct xdp_md *ctx, struct bpf_fib_lookup *p)
 	return 0;
 }
 
-static __always_inline int send(struct xdp_md *ctx, struct bpf_fib_lookup *p)
+// Where a rewritten frame goes: the next hop's MAC, ours, the interface.
+struct nh {
+	__u8 dmac[ETH_ALEN];
+	__u8 smac[ETH_ALEN];
+	__u32 ifindex;
+};
+
+// The route's cached next hop, while fresh and for a datagram no longer
+// than one the lookup passed.
+static __always_inline int cached(const struct hop *h, __u64 now, __u16 len, struct nh *out)
+{
+	if (now >= h->until_ns || len > h->len_ok)
+		return 0;
+	__builtin_memcpy(out->dmac, h->dmac, ETH_ALEN);
+	__builtin_memcpy(out->smac, h->smac, ETH_ALEN);
+	out->ifindex = h->ifindex;
+	return 1;
+}
+
+// The next hop from the kernel's tables (see fib), cached in the route.
+static __always_inline int lookup(struct xdp_md *ctx, struct bpf_fib_lookup *p, struct hop *h, __u64 now,
+				  struct nh *out)
+{
+	__u16 len = p->tot_len;
+	if (fib(ctx, p) < 0)
+		return -1;
+	__builtin_memcpy(out->dmac, p->dmac, ETH_ALEN);
+	__builtin_memcpy(out->smac, p->smac, ETH_ALEN);
+	out->ifindex = p->ifindex;
+	__builtin_memcpy(h->dmac, p->dmac, ETH_ALEN);
+	__builtin_memcpy(h->smac, p->smac, ETH_ALEN);
+	h->ifindex = p->ifindex;
+	h->len_ok = now < h->until_ns && h->len_ok > len ? h->len_ok : len;
+	h->until_ns = now + HOP_CACHE_NS;
+	return 0;
+}
+
+static __always_inline int send(struct xdp_md *ctx, const struct nh *nh)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
 		return XDP_ABORTED;
-	__builtin_memcpy(eth->h_dest, p->dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, p->smac, ETH_ALEN);
-	if (p->ifindex == ctx->ingress_ifindex)
+	__builtin_memcpy(eth->h_dest, nh->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, nh->smac, ETH_ALEN);
+	if (nh->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	count(C_REDIRECTED);
-	return bpf_redirect(p->ifindex, 0);
+	return bpf_redirect(nh->ifindex, 0);
 }
 
-static __always_inline int live(__u64 until_ns)
+static __always_inline int live(__u64 now, __u64 until_ns)
 {
-	if (bpf_ktime_get_ns() < until_ns)
+	if (now < until_ns)
 		return 1;
 	count(C_PASS_EXPIRED);
 	return 0;
@@ -337,21 +443,25 @@ static __always_inline int v4_to_peer(struct xdp_md *ctx, struct iphdr *ip, stru
 		count(C_PASS_LENGTH);
 		return XDP_PASS;
 	}
-	if (!live(r->until_ns))
+	__u64 now = bpf_ktime_get_ns();
+	if (!live(now, r->until_ns))
 		return XDP_PASS;
 	__u16 new_len = sizeof(struct udphdr) + len;
-	struct bpf_fib_lookup p = {
-		.family = AF_INET,
-		.l4_protocol = IPPROTO_UDP,
-		.sport = r->relay_port,
-		.dport = r->peer_port,
-		.tot_len = sizeof(struct iphdr) + new_len,
-		.ifindex = ctx->ingress_ifindex,
-		.ipv4_src = r->relay_ip,
-		.ipv4_dst = r->peer_ip,
-	};
-	if (fib(ctx, &p) < 0)
-		return XDP_PASS;
+	struct nh nh;
+	if (!cached(&r->hop, now, sizeof(struct iphdr) + new_len, &nh)) {
+		struct bpf_fib_lookup p = {
+			.family = AF_INET,
+			.l4_protocol = IPPROTO_UDP,
+			.sport = r->relay_port,
+			.dport = r->peer_port,
+			.tot_len = sizeof(struct iphdr) + new_len,
+			.ifindex = ctx->ingress_ifindex,
+			.ipv4_src = r->relay_ip,
+			.ipv4_dst = r->peer_ip,
+		};
+		if (lookup(ctx, &p, &r->hop, now, &nh) < 0)
+			return XDP_PASS;
+	}
 
 	// Everything the new headers need, read before they move.
 	struct iphdr old_ip = *ip;
@@ -362,37 +472,15 @@ static __always_inline int v4_to_peer(struct xdp_md *ctx, struct iphdr *ip, stru
 
 	__u16 check = 0;
 	if (old_check) {
-		__u32 sum = (__u16)~old_check;
-		sum = csum_sub_addr(sum, &old_ip.saddr, 2);
-		sum = csum_sub_addr(sum, &old_ip.daddr, 2);
-		sum = csum_add_addr(sum, &r->relay_ip, 2);
-		sum = csum_add_addr(sum, &r->peer_ip, 2);
-		sum = csum_sub16(sum, old_sport);
-		sum = csum_sub16(sum, old_dport);
-		sum = csum_add16(sum, r->relay_port);
-		sum = csum_add16(sum, r->peer_port);
-		// The length is in the pseudo-header and in the UDP header.
-		sum = csum_sub16(sum, old_ulen);
-		sum = csum_sub16(sum, old_ulen);
-		sum = csum_add16(sum, ulen);
-		sum = csum_add16(sum, ulen);
-		sum = csum_sub16(sum, cd_words[0]);
-		sum = csum_sub16(sum, cd_words[1]);
-		// Trimmed padding is zero by RFC; nonzero padding bytes are
-		// subtracted below with the tail.
-		check = ~csum_fold(sum);
-		if (check == 0)
-			check = 0xffff;
-	}
-	__u32 relay_ip = r->relay_ip, peer_ip = r->peer_ip;
-	__u16 relay_port = r->relay_port, peer_port = r->peer_port;
-	charge(r->slot, 1, len);
-
-	if (pad > 0) {
-		// Padding is not data: if it is not zero the checksum must lose it.
-		if (old_check) {
-			// The last three bytes of the datagram: the padding is at
-			// their end.
+		struct rewrite w = {
+			&old_ip.saddr, &old_ip.daddr, &r->relay_ip, &r->peer_ip, 2,
+			old_sport, old_dport, r->relay_port, r->peer_port,
+			old_ulen, ulen, {cd_words[0], cd_words[1]}, 0,
+		};
+		__u32 sum = csum_rewrite(old_check, &w);
+		if (pad > 0) {
+			// Padding is not data: trimmed, it leaves the checksum
+			// too. It ends the datagram: read its last three bytes.
 			__u8 tail[3];
 			if (bpf_xdp_load_bytes(ctx, H4 + CHANNEL_HEADER + len + pad - 3, tail, 3))
 				return XDP_PASS;
@@ -412,19 +500,20 @@ static __always_inline int v4_to_peer(struct xdp_md *ctx, struct iphdr *ip, stru
 			}
 			// Each padding byte is the high or the low half of a
 			// 16-bit word, by its offset in the UDP payload.
-			__u32 sum = (__u16)~check;
 #pragma unroll
 			for (int i = 0; i < 3; i++) {
-				__u16 w = ((len + i) & 1) == 0 ? (__u16)pb[i] << 8 : pb[i];
-				sum = csum_sub16(sum, bpf_htons(w));
+				__u16 word = ((len + i) & 1) == 0 ? (__u16)pb[i] << 8 : pb[i];
+				sum = csum_sub16(sum, bpf_htons(word));
 			}
-			check = ~csum_fold(sum);
-			if (check == 0)
-				check = 0xffff;
 		}
-		if (bpf_xdp_adjust_tail(ctx, -pad))
-			return XDP_ABORTED;
+		check = csum_finish(sum);
 	}
+	__u32 relay_ip = r->relay_ip, peer_ip = r->peer_ip;
+	__u16 relay_port = r->relay_port, peer_port = r->peer_port;
+	charge(r->slot, 1, len);
+
+	if (pad > 0 && bpf_xdp_adjust_tail(ctx, -pad))
+		return XDP_ABORTED;
 	if (bpf_xdp_adjust_head(ctx, CHANNEL_HEADER))
 		return XDP_ABORTED;
 	void *data = (void *)(long)ctx->data;
@@ -445,7 +534,7 @@ static __always_inline int v4_to_peer(struct xdp_md *ctx, struct iphdr *ip, stru
 	nudp->len = ulen;
 	nudp->check = check;
 	count(C_TO_PEER_V4);
-	return send(ctx, &p);
+	return send(ctx, &nh);
 }
 
 static __always_inline int v4_to_client(struct xdp_md *ctx, __u16 payload)
@@ -466,21 +555,25 @@ static __always_inline int v4_to_client(struct xdp_md *ctx, __u16 payload)
 	struct in4_val *r = bpf_map_lookup_elem(&IN4, &k);
 	if (!r)
 		return XDP_PASS;
-	if (!live(r->until_ns))
+	__u64 now = bpf_ktime_get_ns();
+	if (!live(now, r->until_ns))
 		return XDP_PASS;
 	__u16 new_len = sizeof(struct udphdr) + CHANNEL_HEADER + payload;
-	struct bpf_fib_lookup p = {
-		.family = AF_INET,
-		.l4_protocol = IPPROTO_UDP,
-		.sport = r->listener_port,
-		.dport = r->client_port,
-		.tot_len = sizeof(struct iphdr) + new_len,
-		.ifindex = ctx->ingress_ifindex,
-		.ipv4_src = r->listener_ip,
-		.ipv4_dst = r->client_ip,
-	};
-	if (fib(ctx, &p) < 0)
-		return XDP_PASS;
+	struct nh nh;
+	if (!cached(&r->hop, now, sizeof(struct iphdr) + new_len, &nh)) {
+		struct bpf_fib_lookup p = {
+			.family = AF_INET,
+			.l4_protocol = IPPROTO_UDP,
+			.sport = r->listener_port,
+			.dport = r->client_port,
+			.tot_len = sizeof(struct iphdr) + new_len,
+			.ifindex = ctx->ingress_ifindex,
+			.ipv4_src = r->listener_ip,
+			.ipv4_dst = r->client_ip,
+		};
+		if (lookup(ctx, &p, &r->hop, now, &nh) < 0)
+			return XDP_PASS;
+	}
 
 	struct iphdr old_ip = *ip;
 	__u16 old_sport = udp->source, old_dport = udp->dest, old_ulen = udp->len;
@@ -489,24 +582,12 @@ static __always_inline int v4_to_client(struct xdp_md *ctx, __u16 payload)
 	__u16 ulen = bpf_htons(new_len);
 	__u16 check = 0;
 	if (old_check) {
-		__u32 sum = (__u16)~old_check;
-		sum = csum_sub_addr(sum, &old_ip.saddr, 2);
-		sum = csum_sub_addr(sum, &old_ip.daddr, 2);
-		sum = csum_add_addr(sum, &r->listener_ip, 2);
-		sum = csum_add_addr(sum, &r->client_ip, 2);
-		sum = csum_sub16(sum, old_sport);
-		sum = csum_sub16(sum, old_dport);
-		sum = csum_add16(sum, r->listener_port);
-		sum = csum_add16(sum, r->client_port);
-		sum = csum_sub16(sum, old_ulen);
-		sum = csum_sub16(sum, old_ulen);
-		sum = csum_add16(sum, ulen);
-		sum = csum_add16(sum, ulen);
-		sum = csum_add16(sum, cd_words[0]);
-		sum = csum_add16(sum, cd_words[1]);
-		check = ~csum_fold(sum);
-		if (check == 0)
-			check = 0xffff;
+		struct rewrite w = {
+			&old_ip.saddr, &old_ip.daddr, &r->listener_ip, &r->client_ip, 2,
+			old_sport, old_dport, r->listener_port, r->client_port,
+			old_ulen, ulen, {cd_words[0], cd_words[1]}, 1,
+		};
+		check = csum_finish(csum_rewrite(old_check, &w));
 	}
 	__u32 client_ip = r->client_ip, listener_ip = r->listener_ip;
 	__u16 client_port = r->client_port, listener_port = r->listener_port;
@@ -535,7 +616,7 @@ static __always_inline int v4_to_client(struct xdp_md *ctx, __u16 payload)
 	cd[0] = cd_words[0];
 	cd[1] = cd_words[1];
 	count(C_TO_CLIENT_V4);
-	return send(ctx, &p);
+	return send(ctx, &nh);
 }
 
 static __always_inline int v4(struct xdp_md *ctx, void *data, void *end)
@@ -592,43 +673,35 @@ static __always_inline int v6_to_peer(struct xdp_md *ctx, struct ipv6hdr *ip, st
 		count(C_PASS_LENGTH);
 		return XDP_PASS;
 	}
-	if (!live(r->until_ns))
+	__u64 now = bpf_ktime_get_ns();
+	if (!live(now, r->until_ns))
 		return XDP_PASS;
 	__u16 new_len = sizeof(struct udphdr) + len;
-	struct bpf_fib_lookup p = {
-		.family = AF_INET6,
-		.l4_protocol = IPPROTO_UDP,
-		.sport = r->relay_port,
-		.dport = r->peer_port,
-		.tot_len = sizeof(struct ipv6hdr) + new_len,
-		.ifindex = ctx->ingress_ifindex,
-	};
-	__builtin_memcpy(p.ipv6_src, r->relay_ip, 16);
-	__builtin_memcpy(p.ipv6_dst, r->peer_ip, 16);
-	if (fib(ctx, &p) < 0)
-		return XDP_PASS;
+	struct nh nh;
+	if (!cached(&r->hop, now, sizeof(struct ipv6hdr) + new_len, &nh)) {
+		struct bpf_fib_lookup p = {
+			.family = AF_INET6,
+			.l4_protocol = IPPROTO_UDP,
+			.sport = r->relay_port,
+			.dport = r->peer_port,
+			.tot_len = sizeof(struct ipv6hdr) + new_len,
+			.ifindex = ctx->ingress_ifindex,
+		};
+		__builtin_memcpy(p.ipv6_src, r->relay_ip, 16);
+		__builtin_memcpy(p.ipv6_dst, r->peer_ip, 16);
+		if (lookup(ctx, &p, &r->hop, now, &nh) < 0)
+			return XDP_PASS;
+	}
 
 	struct ipv6hdr old_ip = *ip;
 	__u16 old_sport = udp->source, old_dport = udp->dest, old_ulen = udp->len;
 	__u16 ulen = bpf_htons(new_len);
-	__u32 sum = (__u16)~udp->check;
-	sum = csum_sub_addr(sum, &old_ip.saddr, 8);
-	sum = csum_sub_addr(sum, &old_ip.daddr, 8);
-	sum = csum_add_addr(sum, r->relay_ip, 8);
-	sum = csum_add_addr(sum, r->peer_ip, 8);
-	sum = csum_sub16(sum, old_sport);
-	sum = csum_sub16(sum, old_dport);
-	sum = csum_add16(sum, r->relay_port);
-	sum = csum_add16(sum, r->peer_port);
-	sum = csum_sub16(sum, old_ulen);
-	sum = csum_sub16(sum, old_ulen);
-	sum = csum_add16(sum, ulen);
-	sum = csum_add16(sum, ulen);
-	sum = csum_sub16(sum, channel);
-	sum = csum_sub16(sum, bpf_htons(len));
-	__u16 check = ~csum_fold(sum);
-	if (check == 0)
-		check = 0xffff;
+	struct rewrite w = {
+		&old_ip.saddr, &old_ip.daddr, r->relay_ip, r->peer_ip, 8,
+		old_sport, old_dport, r->relay_port, r->peer_port,
+		old_ulen, ulen, {channel, bpf_htons(len)}, 0,
+	};
+	__u16 check = csum_finish(csum_rewrite(udp->check, &w));
 	struct out6_val route = *r;
 	charge(r->slot, 1, len);
 
@@ -651,7 +724,7 @@ static __always_inline int v6_to_peer(struct xdp_md *ctx, struct ipv6hdr *ip, st
 	nudp->len = ulen;
 	nudp->check = check;
 	count(C_TO_PEER_V6);
-	return send(ctx, &p);
+	return send(ctx, &nh);
 }
 
 static __always_inline int v6_to_client(struct xdp_md *ctx, __u16 payload)
@@ -676,44 +749,36 @@ static __always_inline int v6_to_client(struct xdp_md *ctx, __u16 payload)
 		count(C_PASS_LENGTH);
 		return XDP_PASS;
 	}
-	if (!live(r->until_ns))
+	__u64 now = bpf_ktime_get_ns();
+	if (!live(now, r->until_ns))
 		return XDP_PASS;
 	__u16 new_len = sizeof(struct udphdr) + CHANNEL_HEADER + payload;
-	struct bpf_fib_lookup p = {
-		.family = AF_INET6,
-		.l4_protocol = IPPROTO_UDP,
-		.sport = r->listener_port,
-		.dport = r->client_port,
-		.tot_len = sizeof(struct ipv6hdr) + new_len,
-		.ifindex = ctx->ingress_ifindex,
-	};
-	__builtin_memcpy(p.ipv6_src, r->listener_ip, 16);
-	__builtin_memcpy(p.ipv6_dst, r->client_ip, 16);
-	if (fib(ctx, &p) < 0)
-		return XDP_PASS;
+	struct nh nh;
+	if (!cached(&r->hop, now, sizeof(struct ipv6hdr) + new_len, &nh)) {
+		struct bpf_fib_lookup p = {
+			.family = AF_INET6,
+			.l4_protocol = IPPROTO_UDP,
+			.sport = r->listener_port,
+			.dport = r->client_port,
+			.tot_len = sizeof(struct ipv6hdr) + new_len,
+			.ifindex = ctx->ingress_ifindex,
+		};
+		__builtin_memcpy(p.ipv6_src, r->listener_ip, 16);
+		__builtin_memcpy(p.ipv6_dst, r->client_ip, 16);
+		if (lookup(ctx, &p, &r->hop, now, &nh) < 0)
+			return XDP_PASS;
+	}
 
 	struct ipv6hdr old_ip = *ip;
 	__u16 old_sport = udp->source, old_dport = udp->dest, old_ulen = udp->len;
 	__u16 ulen = bpf_htons(new_len);
 	__u16 cd_words[2] = {r->channel, bpf_htons(payload)};
-	__u32 sum = (__u16)~udp->check;
-	sum = csum_sub_addr(sum, &old_ip.saddr, 8);
-	sum = csum_sub_addr(sum, &old_ip.daddr, 8);
-	sum = csum_add_addr(sum, r->listener_ip, 8);
-	sum = csum_add_addr(sum, r->client_ip, 8);
-	sum = csum_sub16(sum, old_sport);
-	sum = csum_sub16(sum, old_dport);
-	sum = csum_add16(sum, r->listener_port);
-	sum = csum_add16(sum, r->client_port);
-	sum = csum_sub16(sum, old_ulen);
-	sum = csum_sub16(sum, old_ulen);
-	sum = csum_add16(sum, ulen);
-	sum = csum_add16(sum, ulen);
-	sum = csum_add16(sum, cd_words[0]);
-	sum = csum_add16(sum, cd_words[1]);
-	__u16 check = ~csum_fold(sum);
-	if (check == 0)
-		check = 0xffff;
+	struct rewrite w = {
+		&old_ip.saddr, &old_ip.daddr, r->listener_ip, r->client_ip, 8,
+		old_sport, old_dport, r->listener_port, r->client_port,
+		old_ulen, ulen, {cd_words[0], cd_words[1]}, 1,
+	};
+	__u16 check = csum_finish(csum_rewrite(udp->check, &w));
 	struct in6_val route = *r;
 	charge(r->slot, 0, payload);
 
@@ -739,7 +804,7 @@ static __always_inline int v6_to_client(struct xdp_md *ctx, __u16 payload)
 	cd[0] = cd_words[0];
 	cd[1] = cd_words[1];
 	count(C_TO_CLIENT_V6);
-	return send(ctx, &p);
+	return send(ctx, &nh);
 }
 
 static __always_inline int v6(struct xdp_md *ctx, void *data, void *end)
