@@ -186,6 +186,20 @@ fn channel_data_both_ways_over_ipv4_and_ipv6() {
                 assert_eq!(kernel(&t, "to_peer", family), 0);
             }
         }
+        // `turnd sessions` (the admin API) counts what the kernel relayed.
+        let sessions = t.within('t', || {
+            ureq::get(&format!("http://127.0.0.1:{ADMIN}/admin/sessions"))
+                .header("Authorization", "Bearer admin-token-for-xdp-tests")
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .unwrap_or_default()
+        });
+        assert_eq!(
+            sessions.matches("\"to_peer_packets\":20").count(),
+            2,
+            "{mode}: {sessions}"
+        );
         // Credited to the totals (the kernel's counters, once a second).
         let total = t.wait_metric(
             METRICS,
