@@ -20,10 +20,14 @@ fn udp_socket(addr: SocketAddr) -> io::Result<Socket> {
 pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = udp_socket(addr)?;
     s.set_reuse_port(true)?;
-    // Bursts from many clients at once need a deep queue. SO_RCVBUFFORCE
-    // passes net.core.rmem_max when privileged; otherwise ask within it.
-    if !force_buffer(&s, libc::SO_RCVBUFFORCE, 8 << 20) {
-        let _ = s.set_recv_buffer_size(8 << 20);
+    // Deep enough for a burst of Allocates from many clients, shallow
+    // enough that an overloaded worker drops rather than queues live media:
+    // 1 MiB is about 1,300 small datagrams, ~25 ms at 50,000 a second (it
+    // was 8 MiB: under saturation that queued half a second, where coturn
+    // queued 150 ms; `bin/bench-xdp`). SO_RCVBUFFORCE passes
+    // net.core.rmem_max when privileged; otherwise ask within it.
+    if !force_buffer(&s, libc::SO_RCVBUFFORCE, LISTENER_RCVBUF) {
+        let _ = s.set_recv_buffer_size(LISTENER_RCVBUF as usize);
     }
     if !force_buffer(&s, libc::SO_SNDBUFFORCE, 4 << 20) {
         let _ = s.set_send_buffer_size(4 << 20);
@@ -32,10 +36,15 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
+/// A listener copy's receive buffer (see `bind_listener`).
+const LISTENER_RCVBUF: libc::c_int = 1 << 20;
+
 /// A relay socket at exactly `addr`.
 pub fn bind_relay(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = udp_socket(addr)?;
-    let _ = s.set_recv_buffer_size(1 << 20);
+    // One allocation's peers: a call's media is a few hundred datagrams a
+    // second; 256 KiB holds ~340 of them, and a deeper queue is only delay.
+    let _ = s.set_recv_buffer_size(256 << 10);
     s.bind(&addr.into())?;
     Ok(s.into())
 }
