@@ -49,6 +49,33 @@ pub fn bind_relay(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
+/// Lets the kernel fragment a datagram too big for the path instead of
+/// refusing it. quinn-udp sets DF on every datagram (IP_PMTUDISC_PROBE, for
+/// QUIC's path MTU discovery); a relay must not: a peer's full-size 1472-byte
+/// datagram becomes 1476 bytes of ChannelData, over a 1500-byte link, and was
+/// dropped. Fragmenting is what a router would do and what coturn does.
+pub fn allow_fragments(s: &std::net::UdpSocket, v6: bool) {
+    use std::os::fd::AsRawFd;
+    let (level, opt, val) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_WANT)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_WANT)
+    };
+    // SAFETY: a valid socket descriptor and a c_int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            opt,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "cannot allow fragments");
+    }
+}
+
 /// Sets a buffer size past the sysctl limit (needs CAP_NET_ADMIN); whether
 /// it took.
 fn force_buffer(s: &Socket, opt: libc::c_int, bytes: libc::c_int) -> bool {

@@ -57,6 +57,7 @@ impl Listener {
     pub fn new(std: std::net::UdpSocket) -> io::Result<Self> {
         let state = UdpSocketState::new(UdpSockRef::from(&std))?;
         let local = std.local_addr()?;
+        socket::allow_fragments(&std, local.is_ipv6());
         Ok(Self {
             sock: UdpSocket::from_std(std),
             state,
