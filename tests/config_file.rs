@@ -60,6 +60,22 @@ fn check_config_exit_codes_and_messages() {
     let dir = tempfile::tempdir().expect("tmp");
     let (code, out) = turnd(&["check-config", "conf/turnd.toml"]);
     assert_eq!(code, 0, "{out}");
+    assert!(out.contains("xdp off (socket path)"), "{out}");
+    // What [xdp] would do, without loading anything: a named interface
+    // that does not exist cannot forward.
+    let xdp = dir.path().join("xdp.toml");
+    std::fs::write(
+        &xdp,
+        "[[listener]]\naddress = \"127.0.0.1\"\nport = 3478\n[xdp]\nmode = \"auto\"\ninterfaces = [\"nosuch0\"]\n",
+    )
+    .expect("write");
+    let (code, out) = turnd(&["check-config", xdp.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("xdp auto on [nosuch0]: would fall back to the socket path")
+            && out.contains("net.ipv4.conf.nosuch0.forwarding=1"),
+        "{out}"
+    );
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[relay]\nmax-lifetime = \"sometimes\"\n").expect("write");
     let (code, out) = turnd(&["check-config", bad.to_str().expect("utf8")]);

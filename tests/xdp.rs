@@ -790,3 +790,65 @@ fn channels_beyond_the_maps_stay_on_the_socket_path() {
         "{line}"
     );
 }
+
+/// turnd's host between the client's link and the peer's: every rewritten
+/// datagram leaves by the other interface (bpf_redirect, both attached),
+/// and arrives; a next hop whose neighbour entry is not resolved yet is
+/// left to the socket path.
+#[test]
+fn redirects_between_two_interfaces() {
+    if !netns::available() {
+        return;
+    }
+    let t = Topo::direct("xr116", 116);
+    let v4 = t.ip('t', 4);
+    let cfg = format!(
+        r#"realm = "{realm}"
+data-dir = "{{dir}}"
+[[listener]]
+address = "{v4}"
+port = {PORT}
+transport = "udp"
+[auth]
+static-auth-secrets = ["{secret}"]
+[metrics]
+listen = ["127.0.0.1:{METRICS}"]
+[xdp]
+mode = "native"
+interfaces = ["eth0", "eth1"]
+{PEERS}"#,
+        realm = common::server::REALM,
+        secret = common::server::SECRET,
+    );
+    let p = t.turnd(&cfg);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !t.metrics(METRICS).contains("turnd_xdp_info{mode=\"native\"}") {
+        assert!(Instant::now() < end, "turnd did not start: {}", p.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut c, cred, relayed) = client(&t, 4, "redirect");
+    let (ps, pa) = peer(&t, 4);
+    c.bind(&cred, 0x4000, pa);
+    for i in 0..10u8 {
+        c.send(&channel_data(0x4000, &[i; 80], false));
+        assert_eq!(
+            recv_from(&ps, Duration::from_secs(2)),
+            Some((vec![i; 80], relayed)),
+            "#{i}"
+        );
+        ps.send_to(&[i; 40], relayed).expect("send");
+        assert_eq!(
+            recv_channel(&mut c, Duration::from_secs(2)),
+            Some((0x4000, vec![i; 40])),
+            "#{i} back"
+        );
+    }
+    // The first datagram to the peer finds no neighbour entry for it yet
+    // (turnd never spoke to it): the socket path sends it, and the kernel
+    // resolves the neighbour on the way. Every other one is redirected.
+    let (to_peer, to_client) = (kernel(&t, "to_peer", 4), kernel(&t, "to_client", 4));
+    let no_route = t.metric(METRICS, "turnd_xdp_passed_total{reason=\"no_route\"}");
+    assert_eq!((to_peer + no_route, to_client), (10, 10), "{}", t.metrics(METRICS));
+    assert!(to_peer >= 9);
+    assert_eq!(t.metric(METRICS, "turnd_xdp_redirected_total"), to_peer + to_client);
+}

@@ -17,6 +17,9 @@ use super::process::Proc;
 pub struct Topo {
     pub tag: String,
     pub n: u8,
+    /// turnd's host joined to the client and the peer by a link each
+    /// (no router): [`Topo::direct`].
+    pub direct: bool,
 }
 
 /// Whether this test can build namespaces (root, `ip`, `ethtool`); a
@@ -50,7 +53,11 @@ fn sh(script: &str) {
 impl Topo {
     /// Namespaces `{tag}c`, `{tag}r`, `{tag}t`, `{tag}p` on subnets 10.`n`.x.
     pub fn new(tag: &str, n: u8) -> Self {
-        let t = Topo { tag: tag.into(), n };
+        let t = Topo {
+            tag: tag.into(),
+            n,
+            direct: false,
+        };
         t.teardown();
         let obj = concat!(env!("CARGO_MANIFEST_DIR"), "/src/net/xdp/turnd.bpf.o");
         let mut s = String::new();
@@ -84,6 +91,43 @@ ip -n {tag}r link set dev tot xdpdrv obj {obj} sec xdp program turnd_pass
         t
     }
 
+    /// IPv4 only: turnd's host `{tag}t` with eth0 10.`n`.1.1 toward the
+    /// client (10.`n`.1.2) and eth1 10.`n`.3.1 toward the peer
+    /// (10.`n`.3.2), forwarding on both, so a rewritten datagram leaves by
+    /// the other interface (a redirect). The client's and the peer's ends
+    /// carry an XDP program (veth takes redirected frames only then).
+    pub fn direct(tag: &str, n: u8) -> Self {
+        let t = Topo {
+            tag: tag.into(),
+            n,
+            direct: true,
+        };
+        t.teardown();
+        let obj = concat!(env!("CARGO_MANIFEST_DIR"), "/src/net/xdp/turnd.bpf.o");
+        let mut s = String::new();
+        for ns in ["c", "t", "p"] {
+            s += &format!("ip netns add {tag}{ns}\nip -n {tag}{ns} link set lo up\n");
+        }
+        for (i, ns, dev) in [(1, "c", "eth0"), (3, "p", "eth1")] {
+            s += &format!(
+                "ip link add {dev} netns {tag}t type veth peer name eth0 netns {tag}{ns}
+ip -n {tag}t addr add 10.{n}.{i}.1/24 dev {dev}
+ip -n {tag}{ns} addr add 10.{n}.{i}.2/24 dev eth0
+ip -n {tag}t link set {dev} up
+ip -n {tag}{ns} link set eth0 up
+ip -n {tag}{ns} route add default via 10.{n}.{i}.1
+ip netns exec {tag}{ns} ethtool -K eth0 tx off >/dev/null
+ip -n {tag}{ns} link set dev eth0 xdpdrv obj {obj} sec xdp program turnd_pass
+"
+            );
+        }
+        s += &format!(
+            "ip netns exec {tag}t sysctl -qw net.ipv4.conf.eth0.forwarding=1 net.ipv4.conf.eth1.forwarding=1\n"
+        );
+        sh(&s);
+        t
+    }
+
     fn teardown(&self) {
         for ns in ["c", "r", "t", "p"] {
             let _ = Command::new("ip")
@@ -105,7 +149,9 @@ ip -n {tag}r link set dev tot xdpdrv obj {obj} sec xdp program turnd_pass
             'p' => 3,
             _ => panic!("no host {which}"),
         };
-        let text = if family == 4 {
+        let text = if self.direct && which == 't' {
+            format!("10.{}.1.1", self.n)
+        } else if family == 4 {
             format!("10.{}.{i}.2", self.n)
         } else {
             format!("fd00:{}:{i}::2", self.n)
