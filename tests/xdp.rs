@@ -561,7 +561,17 @@ fn uclient_channel_sessions_with_offload() {
     let pip = t.ip('p', 4).to_string();
     let mut peer_proc = t.spawn('p', peer_tool.to_str().expect("path"), &["-L", &pip, "-p", "3480"]);
     let tip = t.ip('t', 4).to_string();
-    for mode in [&["-c", "-e", &pip, "-r", "3480"][..], &["-c", "-y"][..]] {
+    // Each run from its own address: uclient leaves allocations behind,
+    // and a new run reusing a port of the last one would meet an
+    // allocation made with an older REST username (441).
+    let second = format!("10.{}.1.3", t.n);
+    let added = t.run('c', "ip", &["addr", "add", &format!("{second}/24"), "dev", "eth0"]);
+    assert!(added.status.success(), "{added:?}");
+    let first = t.ip('c', 4).to_string();
+    for mode in [
+        &["-c", "-e", &pip, "-r", "3480", "-L", &first][..],
+        &["-c", "-y", "-L", &second][..],
+    ] {
         let mut args = mode.to_vec();
         args.extend([
             "-W",
