@@ -140,8 +140,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn run(reps: u32) -> Vec<Row> {
+    // XDP_OBJECT: another build of the program to time (an experiment).
+    let other = std::env::var_os("XDP_OBJECT").map(|p| std::fs::read(p).expect("XDP_OBJECT reads"));
     let mut ebpf = aya::EbpfLoader::new()
-        .load(turnd::net::xdp::OBJECT)
+        .load(other.as_deref().unwrap_or(turnd::net::xdp::OBJECT))
         .expect("the object loads");
     let mut out4: KernelMap<MapData, Out4Key, Out4Val> =
         KernelMap::try_from(ebpf.take_map("OUT4").expect("OUT4")).expect("map");
