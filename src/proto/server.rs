@@ -253,6 +253,17 @@ impl Relayed {
     pub fn is_empty(&self) -> bool {
         *self == Relayed::default()
     }
+
+    /// What was added since `earlier` (counters only grow; a reset reads
+    /// as nothing).
+    pub fn since(&self, earlier: &Relayed) -> Relayed {
+        Relayed {
+            to_peer_packets: self.to_peer_packets.saturating_sub(earlier.to_peer_packets),
+            to_peer_bytes: self.to_peer_bytes.saturating_sub(earlier.to_peer_bytes),
+            to_client_packets: self.to_client_packets.saturating_sub(earlier.to_client_packets),
+            to_client_bytes: self.to_client_bytes.saturating_sub(earlier.to_client_bytes),
+        }
+    }
 }
 
 /// What a deleted allocation did, for its log line.

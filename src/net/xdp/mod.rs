@@ -430,15 +430,13 @@ impl Routes {
         };
         let until_ns = self.clock.ns(until);
         if self.write(channel, peer, &route, slot, until_ns).is_err() {
-            self.remove(channel, peer, &route);
             self.full.fetch_add(1, Ordering::Relaxed);
-            if !self.live.contains_key(&key) {
-                self.free.push(slot);
-            } else if let Some(l) = self.live.remove(&key) {
-                let r = self.read(l.slot).minus(&l.seen);
-                self.free.push(l.slot);
-                return Some(r);
+            if self.live.contains_key(&key) {
+                // A refresh that did not fit: the route leaves the kernel.
+                return self.ended(relay, channel);
             }
+            self.remove(channel, peer, &route);
+            self.free.push(slot);
             return settled;
         }
         self.live.entry(key).or_insert(Live {
@@ -455,7 +453,7 @@ impl Routes {
     pub fn ended(&mut self, relay: RelayId, channel: u16) -> Option<Relayed> {
         let l = self.live.remove(&(relay, channel))?;
         self.remove(channel, l.peer, &l.route);
-        let r = self.read(l.slot).minus(&l.seen);
+        let r = read(&self.stats, l.slot).since(&l.seen);
         self.free.push(l.slot);
         Some(r)
     }
@@ -463,15 +461,12 @@ impl Routes {
     /// What each live channel relayed since last credited, by allocation.
     pub fn sync(&mut self, out: &mut Vec<(RelayId, Relayed)>) {
         out.clear();
-        let keys: Vec<((RelayId, u16), u32)> = self.live.iter().map(|(k, l)| (*k, l.slot)).collect();
-        for (key, slot) in keys {
-            let now = self.read(slot);
-            if let Some(l) = self.live.get_mut(&key) {
-                let delta = now.minus(&l.seen);
-                l.seen = now;
-                if !delta.is_empty() {
-                    out.push((key.0, delta));
-                }
+        for ((relay, _), l) in self.live.iter_mut() {
+            let now = read(&self.stats, l.slot);
+            let delta = now.since(&l.seen);
+            l.seen = now;
+            if !delta.is_empty() {
+                out.push((*relay, delta));
             }
         }
     }
@@ -528,32 +523,18 @@ impl Routes {
             let _ = self.stats.set(slot, v, 0);
         }
     }
-
-    fn read(&self, slot: u32) -> Relayed {
-        let mut r = Relayed::default();
-        if let Ok(v) = self.stats.get(&slot, 0) {
-            for s in v.iter() {
-                r.to_peer_packets += s.to_peer_packets;
-                r.to_peer_bytes += s.to_peer_bytes;
-                r.to_client_packets += s.to_client_packets;
-                r.to_client_bytes += s.to_client_bytes;
-            }
-        }
-        r
-    }
 }
 
-trait Minus {
-    fn minus(&self, o: &Relayed) -> Relayed;
-}
-
-impl Minus for Relayed {
-    fn minus(&self, o: &Relayed) -> Relayed {
-        Relayed {
-            to_peer_packets: self.to_peer_packets.saturating_sub(o.to_peer_packets),
-            to_peer_bytes: self.to_peer_bytes.saturating_sub(o.to_peer_bytes),
-            to_client_packets: self.to_client_packets.saturating_sub(o.to_client_packets),
-            to_client_bytes: self.to_client_bytes.saturating_sub(o.to_client_bytes),
+/// What the program counted for `slot`, summed over CPUs.
+fn read(stats: &PerCpuArray<MapData, ChanStats>, slot: u32) -> Relayed {
+    let mut r = Relayed::default();
+    if let Ok(v) = stats.get(&slot, 0) {
+        for s in v.iter() {
+            r.to_peer_packets += s.to_peer_packets;
+            r.to_peer_bytes += s.to_peer_bytes;
+            r.to_client_packets += s.to_client_packets;
+            r.to_client_bytes += s.to_client_bytes;
         }
     }
+    r
 }
