@@ -346,7 +346,8 @@ fn explain(e: &str) -> String {
     }
 }
 
-/// `Instant`s as the program's clock (`bpf_ktime_get_ns`, CLOCK_MONOTONIC).
+/// `Instant`s as the program's clock (`bpf_ktime_get_coarse_ns`, CLOCK_MONOTONIC
+/// read at the last tick: a route lives at most one tick past its expiry).
 struct Clock {
     at: Instant,
     ns: u64,

@@ -386,6 +386,9 @@ static __always_inline int send(struct xdp_md *ctx, const struct nh *nh)
 	return bpf_redirect(nh->ifindex, 0);
 }
 
+// `now` is the coarse clock (CLOCK_MONOTONIC as of the last tick, Linux
+// 5.11): cheaper per packet than bpf_ktime_get_ns; a route outlives its
+// expiry by at most one tick, and turnd removes it on expiry anyway.
 static __always_inline int live(__u64 now, __u64 until_ns)
 {
 	if (now < until_ns)
@@ -443,7 +446,7 @@ static __always_inline int v4_to_peer(struct xdp_md *ctx, struct iphdr *ip, stru
 		count(C_PASS_LENGTH);
 		return XDP_PASS;
 	}
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 	if (!live(now, r->until_ns))
 		return XDP_PASS;
 	__u16 new_len = sizeof(struct udphdr) + len;
@@ -555,7 +558,7 @@ static __always_inline int v4_to_client(struct xdp_md *ctx, __u16 payload)
 	struct in4_val *r = bpf_map_lookup_elem(&IN4, &k);
 	if (!r)
 		return XDP_PASS;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 	if (!live(now, r->until_ns))
 		return XDP_PASS;
 	__u16 new_len = sizeof(struct udphdr) + CHANNEL_HEADER + payload;
@@ -673,7 +676,7 @@ static __always_inline int v6_to_peer(struct xdp_md *ctx, struct ipv6hdr *ip, st
 		count(C_PASS_LENGTH);
 		return XDP_PASS;
 	}
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 	if (!live(now, r->until_ns))
 		return XDP_PASS;
 	__u16 new_len = sizeof(struct udphdr) + len;
@@ -702,7 +705,6 @@ static __always_inline int v6_to_peer(struct xdp_md *ctx, struct ipv6hdr *ip, st
 		old_ulen, ulen, {channel, bpf_htons(len)}, 0,
 	};
 	__u16 check = csum_finish(csum_rewrite(udp->check, &w));
-	struct out6_val route = *r;
 	charge(r->slot, 1, len);
 
 	if (bpf_xdp_adjust_head(ctx, CHANNEL_HEADER))
@@ -717,10 +719,10 @@ static __always_inline int v6_to_peer(struct xdp_md *ctx, struct ipv6hdr *ip, st
 	*nip = old_ip;
 	nip->payload_len = ulen;
 	nip->hop_limit = RELAY_TTL;
-	__builtin_memcpy(&nip->saddr, route.relay_ip, 16);
-	__builtin_memcpy(&nip->daddr, route.peer_ip, 16);
-	nudp->source = route.relay_port;
-	nudp->dest = route.peer_port;
+	__builtin_memcpy(&nip->saddr, r->relay_ip, 16);
+	__builtin_memcpy(&nip->daddr, r->peer_ip, 16);
+	nudp->source = r->relay_port;
+	nudp->dest = r->peer_port;
 	nudp->len = ulen;
 	nudp->check = check;
 	count(C_TO_PEER_V6);
@@ -749,7 +751,7 @@ static __always_inline int v6_to_client(struct xdp_md *ctx, __u16 payload)
 		count(C_PASS_LENGTH);
 		return XDP_PASS;
 	}
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 	if (!live(now, r->until_ns))
 		return XDP_PASS;
 	__u16 new_len = sizeof(struct udphdr) + CHANNEL_HEADER + payload;
@@ -779,7 +781,6 @@ static __always_inline int v6_to_client(struct xdp_md *ctx, __u16 payload)
 		old_ulen, ulen, {cd_words[0], cd_words[1]}, 1,
 	};
 	__u16 check = csum_finish(csum_rewrite(udp->check, &w));
-	struct in6_val route = *r;
 	charge(r->slot, 0, payload);
 
 	if (bpf_xdp_adjust_head(ctx, -CHANNEL_HEADER))
@@ -795,10 +796,10 @@ static __always_inline int v6_to_client(struct xdp_md *ctx, __u16 payload)
 	*nip = old_ip;
 	nip->payload_len = ulen;
 	nip->hop_limit = RELAY_TTL;
-	__builtin_memcpy(&nip->saddr, route.listener_ip, 16);
-	__builtin_memcpy(&nip->daddr, route.client_ip, 16);
-	nudp->source = route.listener_port;
-	nudp->dest = route.client_port;
+	__builtin_memcpy(&nip->saddr, r->listener_ip, 16);
+	__builtin_memcpy(&nip->daddr, r->client_ip, 16);
+	nudp->source = r->listener_port;
+	nudp->dest = r->client_port;
 	nudp->len = ulen;
 	nudp->check = check;
 	cd[0] = cd_words[0];
