@@ -311,12 +311,17 @@ impl Daemon {
             ("metrics", old.metrics != cfg.metrics),
             ("admin", old.admin != cfg.admin),
             ("xdp", old.xdp != cfg.xdp),
+            ("stun", old.stun != cfg.stun),
         ] {
             if changed {
                 out.needs_restart.push(what);
             }
         }
-        self.relay.set_config(Arc::new(core_config(&cfg, secrets)));
+        let mut core = core_config(&cfg, secrets);
+        // RFC 5780 answers name the sockets that are open: those of the
+        // running configuration until a restart.
+        core.discovery = old.stun_pairs();
+        self.relay.set_config(Arc::new(core));
         if let Some(c) = &self.certs {
             match c.reload() {
                 Ok(fp) => out.fingerprint = Some(fp),
@@ -342,8 +347,16 @@ impl Daemon {
 
     /// Where clients reach the relay, as bound.
     pub fn endpoints(&self) -> Endpoints {
+        // RFC 5780's extra sockets answer Binding requests; clients are
+        // not sent to them.
+        let extra = self.config.stun_sockets();
+        let (listeners, _) = self.config.listeners();
+        let configured = |a: &SocketAddr| listeners.iter().any(|(l, t)| l == a && *t == ListenTransport::Udp);
         Endpoints {
-            udp: self.relay.udp.clone(),
+            udp: (self.relay.udp.iter())
+                .filter(|a| !extra.contains(a) || configured(a))
+                .copied()
+                .collect(),
             streams: self.relay.streams.clone(),
         }
     }
@@ -541,6 +554,12 @@ pub fn start_relay(
             },
         };
         streams.push(StreamListener { addr, kind });
+    }
+    // RFC 5780: the other combinations of the paired addresses and ports.
+    for addr in cfg.stun_sockets() {
+        if !udp.contains(&addr) {
+            udp.push(addr);
+        }
     }
     let workers = match cfg.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

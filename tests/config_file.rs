@@ -27,9 +27,12 @@ fn sample_config_loads_and_matches_defaults() {
         })
         .map(|l| format!("{l}\n"))
         .collect();
+    // stun.other-address pairs with a UDP listener on a specific address.
+    let uncommented = uncommented + "[[listener]]\naddress = \"203.0.113.10\"\nport = 3478\n";
     let all = Config::parse(&uncommented, "uncommented").expect("every documented key parses");
     assert_eq!(all.auth.users.len(), 2);
-    assert_eq!(all.listener.as_ref().map(|l| l.len()), Some(6));
+    assert_eq!(all.listener.as_ref().map(|l| l.len()), Some(7));
+    assert_eq!(all.stun_pairs().len(), 1);
     // The sample as shipped: UDP 3478 and `auto` on 443, both families.
     let kinds: Vec<_> = c.listeners().0.into_iter().map(|(a, t)| (a.to_string(), t)).collect();
     use turnd::config::ListenTransport::{Auto, Udp};

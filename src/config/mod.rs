@@ -71,6 +71,40 @@ pub struct Config {
     pub admin: Admin,
     #[serde(default)]
     pub xdp: XdpConfig,
+    #[serde(default)]
+    pub stun: Stun,
+}
+
+/// STUN beyond Binding: NAT behaviour discovery (RFC 5780).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Stun {
+    /// A second address and port per family (one string or a list), for
+    /// RFC 5780: Binding answers then carry OTHER-ADDRESS and
+    /// RESPONSE-ORIGIN, and CHANGE-REQUEST is honoured. Paired with the UDP
+    /// listener on a specific address of the same family; turnd also
+    /// listens on the other two combinations of the two addresses and
+    /// ports. Same address, other port: change-port only.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub other_address: Vec<SocketAddr>,
+}
+
+/// One value or a list of them.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(v) => vec![v],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// The kernel's data path for ChannelData over UDP (`src/net/xdp`).
@@ -688,6 +722,7 @@ impl Config {
         c.relay_ipv4 = r.relay_ipv4;
         c.relay_ipv6 = r.relay_ipv6;
         c.alternate_server = self.alternate_server;
+        c.discovery = self.stun_pairs();
         for ip in &r.external_ip {
             match ip {
                 IpAddr::V4(v4) => c.external_ipv4 = Some(*v4),
@@ -713,12 +748,54 @@ impl Config {
         }
     }
 
+    /// RFC 5780 pairs: each UDP listener that `stun.other-address` pairs
+    /// with (the first UDP listener on a specific address of its family,
+    /// with a fixed port), and its other address. Validation makes sure
+    /// every other address has one.
+    pub fn stun_pairs(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        let (listeners, _) = self.listeners();
+        self.stun
+            .other_address
+            .iter()
+            .filter_map(|other| {
+                listeners
+                    .iter()
+                    .find(|(a, t)| {
+                        *t == ListenTransport::Udp
+                            && a.is_ipv4() == other.is_ipv4()
+                            && !a.ip().is_unspecified()
+                            && a.port() != 0
+                    })
+                    .map(|(a, _)| (*a, *other))
+            })
+            .collect()
+    }
+
+    /// The sockets RFC 5780 needs beyond the UDP listeners it pairs with:
+    /// the other combinations of each pair's addresses and ports.
+    pub fn stun_sockets(&self) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for (a, b) in self.stun_pairs() {
+            for ip in [a.ip(), b.ip()] {
+                for port in [a.port(), b.port()] {
+                    let s = SocketAddr::new(ip, port);
+                    if s != a && !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The IP of every socket turnd listens on: TURN, HTTP, HTTPS, metrics
-    /// and admin (a wildcard stands for all of the host's addresses).
+    /// and admin (a wildcard stands for all of the host's addresses), and
+    /// RFC 5780's other addresses.
     pub fn own_addresses(&self) -> Vec<IpAddr> {
         let (turn, _) = self.listeners();
         turn.iter()
             .map(|(a, _)| a)
+            .chain(&self.stun.other_address)
             .chain(&self.http.listen)
             .chain(&self.http.https_listen)
             .chain(&self.metrics.listen)

@@ -55,6 +55,35 @@ impl Config {
         rules.check(self.listener.as_ref().is_none_or(|l| !l.is_empty()), "listener", || {
             "at least one listener is needed".into()
         });
+        let pairs = self.stun_pairs();
+        for other in &self.stun.other_address {
+            let family = if other.is_ipv4() { "IPv4" } else { "IPv6" };
+            let pair = pairs.iter().find(|(_, o)| o == other).map(|(p, _)| *p);
+            rules.check(pair.is_some(), "stun.other-address", || {
+                format!(
+                    "{other} needs a UDP listener on a specific {family} address with a fixed port to pair with (not a wildcard, not port 0)"
+                )
+            });
+            rules.check(pair != Some(*other), "stun.other-address", || {
+                format!("{other} is the UDP listener itself: give another address or port")
+            });
+            rules.check(
+                other.port() != 0 && !other.ip().is_unspecified(),
+                "stun.other-address",
+                || format!("{other}: a specific address and port"),
+            );
+            rules.check(
+                pair.is_none_or(|p| p.ip() == other.ip() || p.port() != other.port()),
+                "stun.other-address",
+                || format!("{other}: with another address, use another port as well (RFC 5780 needs both to differ)"),
+            );
+        }
+        rules.check(
+            self.stun.other_address.iter().filter(|a| a.is_ipv4()).count() <= 1
+                && self.stun.other_address.iter().filter(|a| a.is_ipv6()).count() <= 1,
+            "stun.other-address",
+            || "at most one IPv4 and one IPv6 address".into(),
+        );
         rules.check(
             self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
             "tls.cert-file",

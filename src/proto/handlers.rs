@@ -44,6 +44,13 @@ pub(super) enum Reply {
     Lifetime(Duration),
     /// XOR-MAPPED-ADDRESS (Binding).
     Mapped(SocketAddr),
+    /// XOR-MAPPED-ADDRESS, OTHER-ADDRESS and RESPONSE-ORIGIN (a Binding
+    /// to an RFC 5780 pair).
+    Discovery {
+        mapped: SocketAddr,
+        other: SocketAddr,
+        origin: SocketAddr,
+    },
     /// The answer comes once the relay socket is open (Allocate).
     Later,
     /// The answer already sent, again (a retransmitted Allocate).
@@ -150,6 +157,11 @@ impl Server {
                     Reply::Mapped(a) => {
                         e.xor_address(attr::XOR_MAPPED_ADDRESS, a);
                     }
+                    Reply::Discovery { mapped, other, origin } => {
+                        e.xor_address(attr::XOR_MAPPED_ADDRESS, mapped)
+                            .address(attr::RESPONSE_ORIGIN, origin)
+                            .address(attr::OTHER_ADDRESS, other);
+                    }
                     _ => {}
                 }
                 e.finish(key.map(|k| &k[..]), fingerprint);
@@ -204,14 +216,67 @@ impl Server {
         self.push(Command::SendToClient { client, data });
     }
 
-    /// A Binding request: its XOR-MAPPED-ADDRESS, or 420.
+    /// A Binding request: its XOR-MAPPED-ADDRESS, or 420. Over UDP to an
+    /// address RFC 5780 pairs (`stun.other-address`): CHANGE-REQUEST
+    /// honoured (the answer leaves from the other IP and/or port), and
+    /// OTHER-ADDRESS and RESPONSE-ORIGIN added while the answer stays
+    /// within twice the request's size (a bare 20-byte request gets the
+    /// plain answer: reflection stays ≤ 2×).
     pub(super) fn on_binding(&mut self, client: ClientAddr, req: &Message, now: Now) {
-        let outcome = if req.has_unknown_required() {
-            Err(Refused::Unknown(req.unknown_required()))
+        let other = if client.transport.is_stream() {
+            None
         } else {
-            Ok(Reply::Mapped(client.remote))
+            self.cfg.other_address(client.local)
         };
-        self.answer(client, req, outcome, None, now);
+        if req.has_unknown_required() {
+            let mut unknown = req.unknown_required();
+            if other.is_some() {
+                unknown.retain(|t| *t != attr::CHANGE_REQUEST && *t != attr::PADDING);
+            }
+            if !unknown.is_empty() {
+                return self.answer(client, req, Err(Refused::Unknown(unknown)), None, now);
+            }
+        }
+        let Some(other) = other else {
+            return self.answer(client, req, Ok(Reply::Mapped(client.remote)), None, now);
+        };
+        let (change_ip, change_port) = match req.attr(attr::CHANGE_REQUEST) {
+            None => (false, false),
+            Some(_) => match req.change_request() {
+                Some(flags) => flags,
+                None => return self.answer(client, req, Err(ErrorCode::BadRequest.into()), None, now),
+            },
+        };
+        if change_ip && other.ip() == client.local.ip() {
+            // One address only: a change of IP cannot be honoured.
+            let refused = Refused::Unknown(vec![attr::CHANGE_REQUEST]);
+            return self.answer(client, req, Err(refused), None, now);
+        }
+        let origin = SocketAddr::new(
+            if change_ip { other.ip() } else { client.local.ip() },
+            if change_port { other.port() } else { client.local.port() },
+        );
+        // Each address attribute: 4 bytes of header, 8 or 20 of value.
+        let address = if client.remote.is_ipv4() { 12 } else { 24 };
+        let fingerprint = if req.fingerprint { 8 } else { 0 };
+        let full = 20 + 3 * address + fingerprint;
+        let reply = if full <= 2 * req.raw().len() {
+            // OTHER-ADDRESS names the server's address differing from
+            // the answer's source in both IP and port.
+            let other = self.cfg.other_address(origin).unwrap_or(other);
+            Reply::Discovery {
+                mapped: client.remote,
+                other,
+                origin,
+            }
+        } else {
+            Reply::Mapped(client.remote)
+        };
+        let from = ClientAddr {
+            local: origin,
+            ..client
+        };
+        self.answer(from, req, Ok(reply), None, now);
     }
 
     /// The long-term credential check ([RFC 8489 §9.2.4](https://www.rfc-editor.org/rfc/rfc8489#section-9.2.4)).

@@ -87,6 +87,10 @@ pub struct CoreConfig {
     pub max_bps_per_user: u64,
     /// Accept ChannelBind for 0x5000–0x7FFF too (RFC 5766 clients).
     pub rfc5766_channels: bool,
+    /// RFC 5780 (`stun.other-address`): a UDP listener's address and the
+    /// other address paired with it, at most one pair per family. The
+    /// driver listens on all four combinations of their IPs and ports.
+    pub discovery: Vec<(SocketAddr, SocketAddr)>,
 }
 
 impl CoreConfig {
@@ -111,7 +115,25 @@ impl CoreConfig {
             max_bps: 0,
             max_bps_per_user: 0,
             rfc5766_channels: false,
+            discovery: Vec::new(),
         }
+    }
+
+    /// For a Binding that reached `local`: the address differing from it
+    /// in IP and port (OTHER-ADDRESS; in port only when both addresses of
+    /// the pair share their IP), when `local` is one of an RFC 5780 pair's
+    /// four combinations.
+    pub fn other_address(&self, local: SocketAddr) -> Option<SocketAddr> {
+        self.discovery.iter().find_map(|&(a, b)| {
+            let ip = local.ip();
+            let port = local.port();
+            if (ip != a.ip() && ip != b.ip()) || (port != a.port() && port != b.port()) {
+                return None;
+            }
+            let other_ip = if ip == a.ip() { b.ip() } else { a.ip() };
+            let other_port = if port == a.port() { b.port() } else { a.port() };
+            Some(SocketAddr::new(other_ip, other_port))
+        })
     }
 
     /// Whether a peer at `ip` is reached the ordinary way, through a relay

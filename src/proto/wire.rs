@@ -52,6 +52,8 @@ pub mod method {
 /// Attribute types.
 pub mod attr {
     pub const MAPPED_ADDRESS: u16 = 0x0001;
+    /// RFC 5780: change IP (0x04) and/or port (0x02) for the answer.
+    pub const CHANGE_REQUEST: u16 = 0x0003;
     pub const USERNAME: u16 = 0x0006;
     pub const MESSAGE_INTEGRITY: u16 = 0x0008;
     pub const ERROR_CODE: u16 = 0x0009;
@@ -70,10 +72,16 @@ pub mod attr {
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
     pub const RESERVATION_TOKEN: u16 = 0x0022;
     pub const PRIORITY: u16 = 0x0024;
+    /// RFC 5780: fills a request up (to test fragmentation); ignored.
+    pub const PADDING: u16 = 0x0026;
     pub const USE_CANDIDATE: u16 = 0x0025;
     pub const SOFTWARE: u16 = 0x8022;
     pub const ALTERNATE_SERVER: u16 = 0x8023;
     pub const FINGERPRINT: u16 = 0x8028;
+    /// RFC 5780: where the answer was sent from.
+    pub const RESPONSE_ORIGIN: u16 = 0x802B;
+    /// RFC 5780: the server's address differing in both IP and port.
+    pub const OTHER_ADDRESS: u16 = 0x802C;
 }
 
 /// Comprehension-required attributes turnd understands; any other below
@@ -452,6 +460,14 @@ impl<'a> Message<'a> {
     /// The first XOR-encoded address attribute of type `t`.
     pub fn xor_address(&self, t: u16) -> Option<SocketAddr> {
         xor_address(self.attr(t)?, &self.txid)
+    }
+
+    /// CHANGE-REQUEST's flags (RFC 5780 §7.2): (change IP, change port);
+    /// None without the attribute or with a malformed one.
+    pub fn change_request(&self) -> Option<(bool, bool)> {
+        let v = self.attr(attr::CHANGE_REQUEST)?;
+        let flags = u32::from_be_bytes(v.try_into().ok()?);
+        Some((flags & 0x4 != 0, flags & 0x2 != 0))
     }
 
     pub fn has_integrity(&self) -> bool {

@@ -1,0 +1,251 @@
+//! NAT behaviour discovery (RFC 5780): with `stun.other-address`, Binding
+//! answers carry OTHER-ADDRESS and RESPONSE-ORIGIN (while they stay within
+//! twice the request) and CHANGE-REQUEST sends the answer from the other IP
+//! and/or port; without it, CHANGE-REQUEST gets 420. Raw requests over
+//! loopback (127.0.0.1 paired with 127.0.0.2), and coturn's
+//! `turnutils_natdiscovery` against the same server.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+use common::server::tool;
+
+const BINDING: u16 = 0x0001;
+const CHANGE_REQUEST: u16 = 0x0003;
+const PADDING: u16 = 0x0026;
+const XOR_MAPPED: u16 = 0x0020;
+const ERROR_CODE: u16 = 0x0009;
+const RESPONSE_ORIGIN: u16 = 0x802B;
+const OTHER_ADDRESS: u16 = 0x802C;
+
+/// A Binding request with `attrs` (type, value), no integrity.
+fn binding(attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (t, v) in attrs {
+        body.extend_from_slice(&t.to_be_bytes());
+        body.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        body.extend_from_slice(v);
+        body.resize(body.len().div_ceil(4) * 4, 0);
+    }
+    let mut m = Vec::new();
+    m.extend_from_slice(&BINDING.to_be_bytes());
+    m.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    m.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+    m.extend_from_slice(&rand_txid());
+    m.extend_from_slice(&body);
+    m
+}
+
+fn rand_txid() -> [u8; 12] {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let mut t = [0u8; 12];
+    t.copy_from_slice(&n.to_be_bytes()[4..]);
+    t
+}
+
+fn change(ip: bool, port: bool) -> (u16, Vec<u8>) {
+    let flags = u32::from(ip) << 2 | u32::from(port) << 1;
+    (CHANGE_REQUEST, flags.to_be_bytes().to_vec())
+}
+
+fn padding(n: usize) -> (u16, Vec<u8>) {
+    (PADDING, vec![0; n])
+}
+
+/// The attributes of a STUN message: (type, value).
+fn attrs(m: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 20;
+    while at + 4 <= m.len() {
+        let t = u16::from_be_bytes([m[at], m[at + 1]]);
+        let len = u16::from_be_bytes([m[at + 2], m[at + 3]]) as usize;
+        out.push((t, m[at + 4..at + 4 + len].to_vec()));
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    out
+}
+
+/// A plain (not XOR-ed) IPv4 address attribute's value.
+fn plain(v: &[u8]) -> SocketAddr {
+    assert_eq!(v[1], 1, "IPv4");
+    SocketAddr::from(([v[4], v[5], v[6], v[7]], u16::from_be_bytes([v[2], v[3]])))
+}
+
+struct Answer {
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+impl Answer {
+    fn attr(&self, t: u16) -> Option<Vec<u8>> {
+        attrs(&self.bytes).into_iter().find(|(a, _)| *a == t).map(|(_, v)| v)
+    }
+
+    fn error(&self) -> Option<u16> {
+        self.attr(ERROR_CODE).map(|v| u16::from(v[2]) * 100 + u16::from(v[3]))
+    }
+}
+
+fn ask(server: SocketAddr, request: &[u8]) -> Answer {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+    let mut buf = [0u8; 2048];
+    for _ in 0..10 {
+        s.send_to(request, server).expect("send");
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            assert!(
+                n <= 2 * request.len(),
+                "{n} bytes answer {} bytes: more than twice",
+                request.len()
+            );
+            return Answer {
+                from,
+                bytes: buf[..n].to_vec(),
+            };
+        }
+    }
+    panic!("no answer from {server}");
+}
+
+/// turnd on 127.0.0.1:`p1` (UDP) with `other` as its RFC 5780 other
+/// address, or none.
+fn start(p1: u16, other: Option<SocketAddr>) -> turnd::serve::Daemon {
+    let stun = other.map_or(String::new(), |o| format!("[stun]\nother-address = \"{o}\"\n"));
+    let toml = format!(
+        "log-level = \"warn\"\n[[listener]]\naddress = \"127.0.0.1\"\nport = {p1}\n[auth]\nstatic-auth-secrets = [\"north\"]\n[http]\nlisten = []\n{stun}"
+    );
+    let cfg = turnd::config::Config::parse(&toml, "t.toml").expect("config");
+    let secrets = cfg.secrets("t.toml").expect("secrets");
+    turnd::serve::start(&cfg, secrets).expect("turnd starts")
+}
+
+/// Two ports free on both 127.0.0.1 and 127.0.0.2.
+fn ports() -> (u16, u16) {
+    loop {
+        let a = common::process::free_udp_port();
+        let b = common::process::free_udp_port();
+        let free = |ip: &str, p: u16| UdpSocket::bind((ip, p)).is_ok();
+        if a != b && [a, b].iter().all(|p| free("127.0.0.1", *p) && free("127.0.0.2", *p)) {
+            return (a, b);
+        }
+    }
+}
+
+#[test]
+fn change_request_is_answered_from_the_other_address_and_port() {
+    let (p1, p2) = ports();
+    let primary = SocketAddr::from(([127, 0, 0, 1], p1));
+    let other = SocketAddr::from(([127, 0, 0, 2], p2));
+    let daemon = start(p1, Some(other));
+    // The other three combinations listen too; none is handed out in URLs.
+    assert_eq!(daemon.endpoints().udp, vec![primary]);
+
+    // A bare request: the plain answer (OTHER-ADDRESS would make it 44
+    // bytes, over twice the 20).
+    let a = ask(primary, &binding(&[]));
+    assert_eq!(a.bytes.len(), 32);
+    assert!(a.attr(XOR_MAPPED).is_some() && a.attr(OTHER_ADDRESS).is_none());
+
+    // Room for them: both attributes, from where it was sent.
+    let pad = padding(20);
+    let a = ask(primary, &binding(std::slice::from_ref(&pad)));
+    assert_eq!(a.from, primary);
+    assert_eq!(plain(&a.attr(RESPONSE_ORIGIN).expect("RESPONSE-ORIGIN")), primary);
+    assert_eq!(plain(&a.attr(OTHER_ADDRESS).expect("OTHER-ADDRESS")), other);
+
+    // CHANGE-REQUEST, 28 bytes: exactly twice fits all three addresses.
+    for (ip, port, from) in [
+        (false, false, primary),
+        (false, true, SocketAddr::from(([127, 0, 0, 1], p2))),
+        (true, false, SocketAddr::from(([127, 0, 0, 2], p1))),
+        (true, true, other),
+    ] {
+        let a = ask(primary, &binding(&[change(ip, port)]));
+        assert_eq!(a.error(), None, "change ip {ip} port {port}");
+        assert_eq!(a.from, from, "change ip {ip} port {port}");
+        assert_eq!(plain(&a.attr(RESPONSE_ORIGIN).expect("RESPONSE-ORIGIN")), from);
+        // OTHER-ADDRESS differs from the answer's source in both.
+        let o = plain(&a.attr(OTHER_ADDRESS).expect("OTHER-ADDRESS"));
+        assert!(o.ip() != from.ip() && o.port() != from.port(), "{o} against {from}");
+    }
+    // Asked at the other address: OTHER-ADDRESS is the primary.
+    let a = ask(other, &binding(&[change(false, false)]));
+    assert_eq!(plain(&a.attr(OTHER_ADDRESS).expect("OTHER-ADDRESS")), primary);
+    // A malformed CHANGE-REQUEST: 400.
+    let a = ask(primary, &binding(&[(CHANGE_REQUEST, vec![0, 0, 4])]));
+    assert_eq!(a.error(), Some(400));
+    daemon.stop();
+}
+
+#[test]
+fn without_other_address_change_request_gets_420() {
+    let (p1, _) = ports();
+    let primary = SocketAddr::from(([127, 0, 0, 1], p1));
+    let daemon = start(p1, None);
+    let a = ask(primary, &binding(&[change(true, true)]));
+    assert_eq!(a.error(), Some(420));
+    assert!(a.attr(OTHER_ADDRESS).is_none());
+    let a = ask(primary, &binding(&[padding(40)]));
+    assert_eq!(a.error(), Some(420));
+    let a = ask(primary, &binding(&[]));
+    assert!(a.attr(OTHER_ADDRESS).is_none() && a.attr(RESPONSE_ORIGIN).is_none());
+    daemon.stop();
+}
+
+#[test]
+fn one_address_changes_the_port_only() {
+    let (p1, p2) = ports();
+    let primary = SocketAddr::from(([127, 0, 0, 1], p1));
+    let second = SocketAddr::from(([127, 0, 0, 1], p2));
+    let daemon = start(p1, Some(second));
+    let a = ask(primary, &binding(&[change(false, true)]));
+    assert_eq!(a.from, second);
+    assert_eq!(plain(&a.attr(OTHER_ADDRESS).expect("OTHER-ADDRESS")), primary);
+    let a = ask(primary, &binding(&[change(true, false)]));
+    assert_eq!(a.error(), Some(420));
+    daemon.stop();
+}
+
+#[test]
+fn other_address_must_pair_with_a_specific_listener() {
+    let e = turnd::config::Config::parse(
+        "[[listener]]\naddress = \"0.0.0.0\"\n[stun]\nother-address = \"127.0.0.2:3479\"\n",
+        "t.toml",
+    )
+    .expect_err("a wildcard listener cannot pair");
+    assert!(e.to_string().contains("stun.other-address"), "{e}");
+    let e = turnd::config::Config::parse(
+        "[[listener]]\naddress = \"127.0.0.1\"\n[stun]\nother-address = \"127.0.0.2:3478\"\n",
+        "t.toml",
+    )
+    .expect_err("another address needs another port");
+    assert!(e.to_string().contains("another port"), "{e}");
+}
+
+/// coturn's NAT behaviour discovery against turnd, over loopback (no NAT
+/// in between: endpoint-independent mapping and filtering). Its requests
+/// are bare 20-byte Bindings unless padded (`-P`): turnd's RFC 5780
+/// attributes fit within twice a padded request only.
+#[test]
+fn natdiscovery_reports_no_nat_over_loopback() {
+    let Some(bin) = tool("turnutils_natdiscovery") else {
+        return;
+    };
+    let (p1, p2) = ports();
+    let daemon = start(p1, Some(SocketAddr::from(([127, 0, 0, 2], p2))));
+    let out = Command::new("timeout")
+        .args(["30".as_ref(), bin.as_os_str()])
+        .args(["-m", "-f", "-P", "-p", &p1.to_string(), "127.0.0.1"])
+        .output()
+        .expect("natdiscovery runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("NAT with Endpoint Independent Mapping"), "{text}");
+    assert!(text.contains("NAT with Endpoint Independent Filtering"), "{text}");
+    daemon.stop();
+}
