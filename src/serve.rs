@@ -190,6 +190,10 @@ pub struct Endpoints {
     pub udp: Vec<SocketAddr>,
     /// TCP, TLS and `auto` listeners, named by [`crate::net::StreamKind::name`].
     pub streams: Vec<(SocketAddr, ListenTransport)>,
+    /// A second UDP port answering STUN on the first listener's address
+    /// (`stun.other-address`): the check page asks both to see whether
+    /// the NAT's mapping depends on the destination.
+    pub second_stun_port: Option<u16>,
 }
 
 impl Endpoints {
@@ -237,6 +241,27 @@ impl Endpoints {
 
     /// A ready-to-paste `RTCPeerConnection` configuration with REST
     /// credentials.
+    /// What the check page tries, each on its own: the STUN URLs (the
+    /// first UDP port, and the second STUN port when there is one) and one
+    /// TURN URL per transport (`udp`, `tcp`, `tls`; absent when no
+    /// listener offers it), with one credential.
+    pub fn check_json(&self, host: &str, username: &str, password: &str) -> serde_json::Value {
+        let (stun, turn) = self.urls(host);
+        let first = |prefix: &str| turn.iter().find(|u| u.starts_with(prefix)).cloned();
+        let second = self.second_stun_port.map(|p| format!("stun:{host}:{p}"));
+        serde_json::json!({
+            "stun": stun.first(),
+            "stun2": second,
+            "turn": {
+                "udp": first("turn:").filter(|u| u.ends_with("transport=udp")),
+                "tcp": turn.iter().find(|u| u.starts_with("turn:") && u.ends_with("transport=tcp")),
+                "tls": first("turns:"),
+            },
+            "username": username,
+            "credential": password,
+        })
+    }
+
     pub fn ice_servers_json(&self, host: &str, username: &str, password: &str) -> serde_json::Value {
         let (stun, turn) = self.urls(host);
         let mut servers = Vec::new();
@@ -357,6 +382,7 @@ impl Daemon {
                 .filter(|a| !extra.contains(a) || configured(a))
                 .copied()
                 .collect(),
+            second_stun_port: self.config.stun_pairs().first().map(|(_, other)| other.port()),
             streams: self.relay.streams.clone(),
         }
     }

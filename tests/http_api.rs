@@ -98,6 +98,50 @@ async fn ice_credentials_are_short_lived_and_work_on_the_relay() {
     c.close().await.expect("close");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_check_page_and_plan() {
+    let s = keyed("");
+    let a = s.http_addr();
+    let port = s.addr.port();
+    let (check, report, plan, locked, unkeyed) = tokio::task::spawn_blocking(move || {
+        (
+            get(a, &format!("/check?key={KEY}"), ""),
+            get(a, "/check/report", ""),
+            get(a, &format!("/api/check?key={KEY}"), ""),
+            get(a, "/check", ""),
+            get(a, "/api/check", ""),
+        )
+    })
+    .await
+    .expect("join");
+    // The page needs the key, like the call page; a shared report does
+    // not, and carries no key.
+    assert_eq!(locked.0, 401);
+    assert_eq!(check.0, 200);
+    assert!(check.2.contains("/assets/check.js") && check.2.contains(&format!("content=\"{KEY}\"")));
+    assert_eq!(report.0, 200);
+    assert!(report.2.contains("content=\"\"") && !report.2.contains(KEY));
+    assert_eq!(unkeyed.0, 401);
+    assert!(!unkeyed.2.contains("credential"));
+    // The plan: one STUN URL (no second STUN port configured), TURN over
+    // UDP only (the only listener), one credential that works.
+    assert_eq!(plan.0, 200);
+    let v = json_body(&plan.2);
+    assert_eq!(v["stun"], json!(format!("stun:127.0.0.1:{port}")));
+    assert_eq!(v["stun2"], Value::Null);
+    assert_eq!(v["turn"]["udp"], json!(format!("turn:127.0.0.1:{port}?transport=udp")));
+    assert_eq!((&v["turn"]["tcp"], &v["turn"]["tls"]), (&Value::Null, &Value::Null));
+    let c = turn_client(
+        s.addr,
+        v["username"].as_str().expect("username"),
+        v["credential"].as_str().expect("credential"),
+    )
+    .await;
+    let relay = c.allocate().await.expect("the check's credential allocates");
+    drop(relay);
+    c.close().await.expect("close");
+}
+
 #[test]
 fn ice_is_rate_limited_per_address() {
     let s = keyed("ice-requests-per-minute = 5\n");

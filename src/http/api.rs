@@ -21,6 +21,8 @@ const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE: &str = include_str!("assets/style.css");
 const LOCKED: &str = include_str!("assets/locked.html");
+const CHECK: &str = include_str!("assets/check.html");
+const CHECK_JS: &str = include_str!("assets/check.js");
 
 /// The user part of every REST username `/api/ice` hands out.
 const PAGE_USER_PREFIX: &str = "web-";
@@ -54,6 +56,23 @@ impl IceSource {
     /// not be reachable from there, loopback is. Any other Host is ignored,
     /// so what a client claims never changes where others are sent.
     fn mint(&self, host: Option<&str>) -> serde_json::Value {
+        let (host, username, credential) = self.credential(host);
+        let mut v = self.endpoints.ice_servers_json(&host, &username, &credential);
+        v["ttl"] = json!(self.ttl.as_secs());
+        v
+    }
+
+    /// What the check page tries, with a fresh credential (see
+    /// [`crate::serve::Endpoints::check_json`]).
+    fn check(&self, host: Option<&str>) -> serde_json::Value {
+        let (host, username, credential) = self.credential(host);
+        let mut v = self.endpoints.check_json(&host, &username, &credential);
+        v["ttl"] = json!(self.ttl.as_secs());
+        v
+    }
+
+    /// The host for URLs, a fresh REST username of its own and its password.
+    fn credential(&self, host: Option<&str>) -> (String, String, String) {
         let user = format!("{PAGE_USER_PREFIX}{:08x}", rand::rng().random::<u32>());
         let (username, credential) = crate::auth::rest_credentials(
             self.secret.as_bytes(),
@@ -63,9 +82,7 @@ impl IceSource {
             self.separator,
         );
         let host = host.and_then(loopback_host).unwrap_or_else(|| self.host.clone());
-        let mut v = self.endpoints.ice_servers_json(&host, &username, &credential);
-        v["ttl"] = json!(self.ttl.as_secs());
-        v
+        (host, username, credential)
     }
 }
 
@@ -118,6 +135,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| asset("text/javascript; charset=utf-8", APP_JS)),
         )
         .route("/assets/style.css", get(|| asset("text/css; charset=utf-8", STYLE)))
+        .route(
+            "/assets/check.js",
+            get(|| asset("text/javascript; charset=utf-8", CHECK_JS)),
+        )
+        .route("/check", get(check_page))
+        // A shared report: rendered from the link's fragment alone, no key,
+        // no API (the key never goes into a report link).
+        .route(
+            "/check/report",
+            get(|| async { Html(CHECK.replace("{{ACCESS_KEY}}", "")) }),
+        )
+        .route("/api/check", get(check))
         .route("/api/ice", get(ice))
         .route("/api/turn-status", get(turn_status))
         .route("/ws", get(websocket))
@@ -198,6 +227,36 @@ async fn page(
     let key = state.access_key.as_ref().map_or("", Secret::expose);
     // The key is restricted to [A-Za-z0-9_-] (config check), safe in HTML.
     Html(INDEX.replace("{{ACCESS_KEY}}", key)).into_response()
+}
+
+async fn check_page(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &q, &headers) {
+        return unauthorized(false);
+    }
+    let key = state.access_key.as_ref().map_or("", Secret::expose);
+    Html(CHECK.replace("{{ACCESS_KEY}}", key)).into_response()
+}
+
+/// The network check's plan: STUN and TURN URLs per transport, one
+/// credential (rate-limited with `/api/ice`).
+async fn check(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(Remote(peer)): ConnectInfo<Remote>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &q, &headers) {
+        return unauthorized(true);
+    }
+    if let Some(r) = over_rate(&state, peer.ip()) {
+        return r;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    Json(state.ice.check(host)).into_response()
 }
 
 async fn ice(

@@ -50,6 +50,8 @@ function withKey(path) {
   return accessKey ? `${path}${path.includes('?') ? '&' : '?'}key=${encodeURIComponent(accessKey)}` : path;
 }
 
+$('check-link').href = withKey('/check');
+
 async function fetchIce() {
   const r = await fetch(withKey('/api/ice'), { cache: 'no-store' });
   if (r.status === 401) throw new Error('The access key is wrong or has changed: ask for a new join link.');
