@@ -208,6 +208,21 @@ fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     for (a, kind) in &running.relay.streams {
         tracing::info!(listen = %a, transport = %kind, "listening");
     }
+    let host = serve::public_host(&cfg);
+    let tls = running.relay.streams.iter().any(|(_, k)| k.uses_tls());
+    if tls
+        && host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok()
+    {
+        tracing::warn!(
+            public_host = %host,
+            "Firefox uses turns: (TURN over TLS) URLs only with a host name, never an IP address: \
+             set public-host to a DNS name (with a certificate for it) for TLS on 443 in Firefox"
+        );
+    }
     if let Some(c) = &running.certs {
         let kind = if c.is_self_signed() { "self-signed " } else { "" };
         println!("turnd: TLS {kind}certificate SHA-256 {}", c.fingerprint());

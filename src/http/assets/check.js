@@ -117,7 +117,7 @@ async function stepStun(plan, r) {
     r.stun = { ok: true, ms: g.ms, public: [], noNat: true };
     show('stun', 'ok', `turnd sees this device's own address: no NAT in between (${g.ms} ms)`);
   } else {
-    show('stun', 'bad', `no answer over UDP in ${g.ms} ms: UDP to turnd is blocked (or this device has a public address of its own)`);
+    show('stun', 'bad', `no answer over UDP in ${g.ms} ms: UDP to turnd is blocked${said(g)}`);
   }
 }
 
@@ -145,7 +145,11 @@ async function stepMapping(plan, r) {
   const v4 = new Set(
     g.candidates.filter((c) => c.type === 'srflx' && !c.address.includes(':')).map((c) => `${c.address}:${c.port}`)
   );
-  const silent = g.errors.some((e) => e.code === 701 && (e.url || '').endsWith(plan.stun2.split(':').pop()));
+  // The second port gave no answer (a timeout, not a failed name lookup,
+  // which is what a socket of the other family gets for an IPv4-only name).
+  const silent = g.errors.some(
+    (e) => e.code === 701 && (e.url || '').endsWith(plan.stun2.split(':').pop()) && !/lookup/i.test(e.text || '')
+  );
   if (v4.size > 1) {
     r.mapping = { result: 'symmetric', seen: [...v4], ms: g.ms };
     show('mapping', 'warn', `depends on destination (symmetric): ${[...v4].join(' and ')}; calls from this network need the relay`);
@@ -177,6 +181,11 @@ async function stepTurn(plan, r, transport) {
     show(transport, 'ok', `relay address ${relay.address}:${relay.port} in ${g.ms} ms`);
   } else if (refused(g)) {
     show(transport, 'bad', 'turnd refused the credentials (401)');
+  } else if (transport === 'tls' && g.complete && !g.errors.length && /^turns:(\[|[0-9.]+:)/.test(url)) {
+    // Firefox skips turns: URLs naming an IP address, without a word.
+    r.tls.ipOnly = true;
+    show(transport, 'bad', 'this browser uses TURN over TLS only with a host name, and turnd is known here by its ' +
+      'IP address: whoever runs turnd should set public-host to a DNS name (with a certificate for it)');
   } else if (g.complete) {
     show(transport, 'bad', `no relay address: turnd could not be reached this way${said(g)}`);
   } else {
