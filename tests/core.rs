@@ -1628,3 +1628,169 @@ fn max_bps_per_user_is_shared_across_workers() {
     b.advance_ms(1000);
     assert_eq!(sent(&mut b, cb), 2);
 }
+
+// ---------------------------------------------------------------- dual stack
+
+const V6_RELAY: &str = "2001:db8::10";
+const V6_PEER: &str = "[2606:4700::1]:8000";
+
+fn dual_config() -> CoreConfig {
+    let mut cfg = base_config();
+    cfg.relay_ipv6 = Some(V6_RELAY.parse().expect("ip"));
+    cfg
+}
+
+/// ADDITIONAL-ADDRESS-FAMILY asking for IPv6 (RFC 8656 §18.12).
+fn additional_v6() -> Box<dyn Setter> {
+    raw(0x8000, &[0x02, 0, 0, 0])
+}
+
+/// Every XOR-RELAYED-ADDRESS of an answer, in order.
+fn all_relayed(m: &Message) -> Vec<SocketAddr> {
+    let mut txid = [0u8; 12];
+    txid.copy_from_slice(&m.transaction_id.0);
+    m.attributes
+        .0
+        .iter()
+        .filter(|a| a.typ == ATTR_XOR_RELAYED_ADDRESS)
+        .filter_map(|a| turnd::proto::wire::xor_address(&a.value, &txid))
+        .collect()
+}
+
+/// ADDRESS-ERROR-CODE: (family, code).
+fn address_error(m: &Message) -> Option<(u8, u16)> {
+    let a = m.attributes.0.iter().find(|a| a.typ.value() == 0x8001)?;
+    Some((a.value[0], u16::from(a.value[2] & 7) * 100 + u16::from(a.value[3])))
+}
+
+#[test]
+fn dual_stack_allocation_relays_both_families() {
+    let mut h = H::new(dual_config());
+    let c = client(1);
+    let r = h.authed(c, METHOD_ALLOCATE, vec![transport_udp(), additional_v6()]);
+    assert!(is_success(&r), "dual allocate: {:?}", error_code(&r));
+    let relayed = all_relayed(&r);
+    assert_eq!(relayed.len(), 2, "an IPv4 and an IPv6 relayed address: {relayed:?}");
+    assert!(relayed[0].is_ipv4() && relayed[1].ip() == V6_RELAY.parse::<IpAddr>().expect("ip"));
+    assert_eq!(address_error(&r), None);
+    assert_eq!(h.ports_in_use(), 2, "two relay ports");
+    assert_eq!(h.open.len(), 2, "two sockets");
+    let second = *h.open.iter().find(|(_, a)| a.is_ipv6()).expect("the IPv6 socket").0;
+    let first = *h.open.iter().find(|(_, a)| a.is_ipv4()).expect("the IPv4 socket").0;
+    assert!(second.is_second() && second.first() == first);
+
+    // Permissions for both families; data each way through the socket of
+    // the peer's family.
+    let (p4, p6) = (sa(PEER), sa(V6_PEER));
+    assert!(is_success(&h.authed(
+        c,
+        METHOD_CREATE_PERMISSION,
+        vec![peer(p4), peer(p6)]
+    )));
+    let out = h.send(c, &send_ind(p6, b"to six"));
+    assert_eq!(out.to_peer, vec![(second, p6, b"to six".to_vec())]);
+    let out = h.send(c, &send_ind(p4, b"to four"));
+    assert_eq!(out.to_peer, vec![(first, p4, b"to four".to_vec())]);
+    let back = h.peer_sends(second, p6, b"from six");
+    assert_eq!(back.to_client.len(), 1, "a Data indication from the IPv6 peer");
+    assert_eq!(
+        data_indication(&decode(&back.to_client[0])),
+        Some((p6, b"from six".to_vec()))
+    );
+    // A channel to the IPv6 peer: ChannelData out of the IPv6 socket.
+    assert!(is_success(&h.authed(
+        c,
+        METHOD_CHANNEL_BIND,
+        vec![channel(0x4001), peer(p6)]
+    )));
+    let out = h.send(c, &channel_data(0x4001, b"cd", false));
+    assert_eq!(out.to_peer, vec![(second, p6, b"cd".to_vec())]);
+    let back = h.peer_sends(second, p6, b"cd back");
+    assert_eq!(back.to_client, vec![channel_data(0x4001, b"cd back", false)]);
+
+    // A Refresh naming either family refreshes the allocation; lifetime 0
+    // deletes both relays.
+    let six = raw(0x0017, &[0x02, 0, 0, 0]);
+    assert!(is_success(&h.authed(c, METHOD_REFRESH, vec![six, lifetime_attr(600)])));
+    assert!(is_success(&h.authed(c, METHOD_REFRESH, vec![lifetime_attr(0)])));
+    assert!(h.open.is_empty(), "both sockets closed: {:?}", h.open);
+    assert_eq!(h.ports_in_use(), 0, "both ports back");
+}
+
+#[test]
+fn dual_stack_counts_as_one_allocation() {
+    let mut h = H::new(dual_config());
+    for i in 1..=3 {
+        let r = h.authed(client(i), METHOD_ALLOCATE, vec![transport_udp(), additional_v6()]);
+        assert_eq!(all_relayed(&r).len(), 2, "allocation {i}");
+    }
+    // max-allocations-per-user is 3: the fourth is over quota whatever its
+    // families.
+    let r = h.authed(client(4), METHOD_ALLOCATE, vec![transport_udp(), additional_v6()]);
+    assert_eq!(error_code(&r), Some(486));
+    assert_eq!(h.ports_in_use(), 6);
+}
+
+#[test]
+fn dual_stack_errors() {
+    let mut h = H::new(dual_config());
+    // With REQUESTED-ADDRESS-FAMILY, or asking for IPv4 as the additional
+    // family: 400.
+    let four = raw(0x0017, &[0x01, 0, 0, 0]);
+    for (i, extra) in [four, raw(0x8000, &[0x01, 0, 0, 0])].into_iter().enumerate() {
+        let mut attrs = vec![transport_udp(), extra];
+        if i != 1 {
+            attrs.push(additional_v6());
+        }
+        let r = h.authed(client(10 + i as u16), METHOD_ALLOCATE, attrs);
+        assert_eq!(error_code(&r), Some(400), "case {i}");
+    }
+    assert_eq!(h.ports_in_use(), 0);
+    // With EVEN-PORT (as coturn's client sends it) and with the draft's
+    // codepoint (0x8032, coturn 4.6): the IPv4 relay's port is even.
+    let r = h.authed(
+        client(20),
+        METHOD_ALLOCATE,
+        vec![transport_udp(), raw(0x0018, &[0x00]), additional_v6()],
+    );
+    let relayed = all_relayed(&r);
+    assert_eq!(relayed.len(), 2);
+    assert_eq!(relayed[0].port() % 2, 0);
+    let r = h.authed(
+        client(21),
+        METHOD_ALLOCATE,
+        vec![transport_udp(), raw(0x8032, &[0x02, 0, 0, 0])],
+    );
+    assert_eq!(all_relayed(&r).len(), 2);
+    // No IPv6 relay address on this host: the IPv4 relay alone, and
+    // ADDRESS-ERROR-CODE 440 for IPv6.
+    let mut h = H::new(base_config());
+    let r = h.authed(client(1), METHOD_ALLOCATE, vec![transport_udp(), additional_v6()]);
+    assert!(is_success(&r));
+    assert_eq!(all_relayed(&r).len(), 1);
+    assert_eq!(address_error(&r), Some((0x02, 440)));
+    // A peer of the family it has no relay for: 443.
+    let r = h.authed(client(1), METHOD_CREATE_PERMISSION, vec![peer(sa(V6_PEER))]);
+    assert_eq!(error_code(&r), Some(443));
+}
+
+#[test]
+fn dual_stack_ipv6_socket_failing_leaves_ipv4_with_508() {
+    let mut h = H::new(dual_config());
+    // The IPv4 socket opens, the IPv6 one does not.
+    h.open_results.push_back(Ok(()));
+    h.open_results.push_back(Err(OpenError::Failed));
+    let r = h.authed(client(1), METHOD_ALLOCATE, vec![transport_udp(), additional_v6()]);
+    assert!(is_success(&r));
+    assert_eq!(all_relayed(&r).len(), 1);
+    assert_eq!(address_error(&r), Some((0x02, 508)));
+    assert_eq!(h.ports_in_use(), 1, "the IPv6 port is back");
+    // The IPv4 socket failing for good: 508, and the IPv6 socket that did
+    // open is closed again.
+    h.open_results.push_back(Err(OpenError::Failed));
+    h.open_results.push_back(Ok(()));
+    let r = h.authed(client(2), METHOD_ALLOCATE, vec![transport_udp(), additional_v6()]);
+    assert_eq!(error_code(&r), Some(508));
+    assert_eq!(h.open.len(), 1, "only the first allocation's socket: {:?}", h.open);
+    assert_eq!(h.ports_in_use(), 1);
+}

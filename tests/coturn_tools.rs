@@ -173,3 +173,31 @@ fn stunclient_gets_its_reflexive_address() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
 }
+
+/// coturn's dual allocations (`-Z`: ADDITIONAL-ADDRESS-FAMILY, an IPv6 relay
+/// beside the IPv4 one, RFC 8656 §7.1) with 50 sessions over the IPv4 relay
+/// to turnutils_peer: accepted, relayed without loss, one allocation each
+/// (quota) and both ports back at the end.
+#[test]
+fn uclient_dual_allocations_50_sessions_x_1000() {
+    let srv = TestServer::start(
+        "[relay]\nmax-allocations-per-user = 1000\ndefault-lifetime = \"20s\"\nmax-lifetime = \"20s\"\nrfc5766-channels = true\nrelay-ipv6 = \"::1\"\n",
+    );
+    let Some((peer, peer_port)) = start_peer() else {
+        return;
+    };
+    let Some((code, out)) = uclient(srv.addr.port(), "127.0.0.23", &["-Z"], Some(peer_port)) else {
+        return;
+    };
+    let tail: Vec<&str> = out.lines().rev().take(8).collect();
+    let head: Vec<&str> = out.lines().take(40).collect();
+    assert_eq!(code, 0, "uclient -Z failed: {head:#?} … {tail:#?}");
+    assert_eq!(lost_packets(&out), Some(0), "uclient -Z lost packets: {tail:#?}");
+    assert!(
+        srv.wait_idle(Duration::from_secs(30)),
+        "allocations ({}) or ports ({}) left after uclient -Z",
+        srv.allocations(),
+        srv.ports_in_use()
+    );
+    drop(peer);
+}

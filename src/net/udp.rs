@@ -299,7 +299,7 @@ impl Worker {
     fn on_client_datagram(&mut self, client: ClientAddr, seg: &[u8], now: Now) {
         match self.core.handle_client_input(client, seg, now) {
             Some(Transmit::ToPeer { relay, peer, payload }) => {
-                if let Some(Some(r)) = self.relays.get(relay.index()) {
+                if let Some(Some(r)) = self.relays.get(relay.slot()) {
                     if r.send_to(payload, peer).is_err() {
                         // Unreachable peer, full buffer: one lost datagram,
                         // never a lost allocation.
@@ -405,7 +405,7 @@ impl Worker {
 
     fn read_relay(&mut self, token: Token) {
         let idx = token.0 - RELAY_BASE;
-        let relay = RelayId(idx as u32);
+        let relay = RelayId::from_slot(idx);
         let mut bufs = std::mem::take(&mut self.relay_bufs);
         let mut metas = [RecvMeta::default(); BATCH];
         let mut read = 0;
@@ -550,7 +550,7 @@ impl Worker {
                     self.core.handle_relay_opened(relay, result, super::now());
                 }
                 Command::CloseRelay { relay } => {
-                    if let Some(slot) = self.relays.get_mut(relay.index()) {
+                    if let Some(slot) = self.relays.get_mut(relay.slot()) {
                         if let Some(mut r) = slot.take() {
                             let _ = self.poll.registry().deregister(&mut r);
                         }
@@ -643,12 +643,12 @@ impl Worker {
         let mut sock = UdpSocket::from_std(std);
         self.poll
             .registry()
-            .register(&mut sock, Token(RELAY_BASE + relay.index()), Interest::READABLE)
+            .register(&mut sock, Token(RELAY_BASE + relay.slot()), Interest::READABLE)
             .map_err(|_| OpenError::Failed)?;
-        if self.relays.len() <= relay.index() {
-            self.relays.resize_with(relay.index() + 1, || None);
+        if self.relays.len() <= relay.slot() {
+            self.relays.resize_with(relay.slot() + 1, || None);
         }
-        self.relays[relay.index()] = Some(sock);
+        self.relays[relay.slot()] = Some(sock);
         Ok(Opened { bound, held })
     }
 }

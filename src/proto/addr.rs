@@ -69,14 +69,49 @@ impl fmt::Display for ClientAddr {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// Handle of one relay socket. The core picks it; the driver keeps the socket
-/// for it in a table indexed by [`RelayId::index`].
+/// Handle of one relay socket. The core picks it: an allocation's index,
+/// and for the IPv6 relay of a dual-stack allocation (RFC 8656
+/// ADDITIONAL-ADDRESS-FAMILY) the same index marked [`RelayId::second`].
+/// The driver keeps each socket in a table indexed by [`RelayId::slot`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RelayId(pub u32);
 
 impl RelayId {
+    const SECOND: u32 = 1 << 31;
+
+    /// The allocation's index (the same for both sockets of a dual-stack
+    /// allocation).
     pub fn index(self) -> usize {
-        self.0 as usize
+        (self.0 & !Self::SECOND) as usize
+    }
+
+    /// The allocation's additional (IPv6) relay socket.
+    pub fn second(self) -> Self {
+        Self(self.0 | Self::SECOND)
+    }
+
+    /// The allocation's first relay socket.
+    pub fn first(self) -> Self {
+        Self(self.0 & !Self::SECOND)
+    }
+
+    pub fn is_second(self) -> bool {
+        self.0 & Self::SECOND != 0
+    }
+
+    /// A dense index for the driver's socket table: both sockets of one
+    /// allocation side by side.
+    pub fn slot(self) -> usize {
+        self.index() * 2 + usize::from(self.is_second())
+    }
+
+    pub fn from_slot(slot: usize) -> Self {
+        let id = Self((slot / 2) as u32);
+        if slot % 2 == 1 {
+            id.second()
+        } else {
+            id
+        }
     }
 }
 

@@ -26,6 +26,21 @@ pub struct Opening {
     pub attempts: u32,
     /// The RESERVATION-TOKEN handed out with this allocation (R bit).
     pub token: Option<u64>,
+    /// The first relay socket is open; the answer waits for the second
+    /// (dual stack).
+    pub first_open: bool,
+}
+
+/// The IPv6 relay of a dual-stack allocation (RFC 8656
+/// ADDITIONAL-ADDRESS-FAMILY), socket [`super::addr::RelayId::second`].
+#[derive(Debug, Clone, Copy)]
+pub struct Second {
+    /// The socket's address (the port the core chose, until bound).
+    pub relay: SocketAddr,
+    /// What the client is told.
+    pub advertised: SocketAddr,
+    /// Bound (else its OpenRelay is still to be answered).
+    pub open: bool,
 }
 
 #[derive(Debug)]
@@ -36,6 +51,10 @@ pub struct Allocation {
     pub relay: SocketAddr,
     /// What the client is told: `external-ip` if set, else `relay`.
     pub advertised: SocketAddr,
+    /// A dual-stack allocation's IPv6 relay.
+    pub second: Option<Second>,
+    /// Why a dual-stack allocation has no IPv6 relay (ADDRESS-ERROR-CODE).
+    pub second_refused: Option<super::wire::ErrorCode>,
     pub username: String,
     pub quota_user: String,
     pub key: Key,
@@ -100,6 +119,23 @@ impl Counter {
 }
 
 impl Allocation {
+    /// The relay for a peer of `peer`'s family: the socket (this
+    /// allocation's `id`, or its second) and its bound and advertised
+    /// addresses; None when the allocation relays no such family.
+    pub fn relay_for(
+        &self,
+        id: super::addr::RelayId,
+        peer: SocketAddr,
+    ) -> Option<(super::addr::RelayId, SocketAddr, SocketAddr)> {
+        if peer.is_ipv6() == self.relay.is_ipv6() {
+            return Some((id.first(), self.relay, self.advertised));
+        }
+        match self.second {
+            Some(s) if s.open && peer.is_ipv6() == s.relay.is_ipv6() => Some((id.second(), s.relay, s.advertised)),
+            _ => None,
+        }
+    }
+
     /// Counts `bytes` toward a peer when both the user's and this
     /// allocation's budgets allow them; false when they must be dropped.
     #[inline]

@@ -16,7 +16,7 @@ use rand::Rng;
 use crate::auth::{AuthError, Key};
 
 use super::addr::{ClientAddr, RelayHandle, RelayId};
-use super::allocation::{Allocation, Opening, RESERVATION_LIFETIME};
+use super::allocation::{Allocation, Opening, Second, RESERVATION_LIFETIME};
 use super::channels::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 use super::nonce::NonceCheck;
 use super::server::{Command, Event, Now, OpenError, Opened, Server, Timer, Transmit};
@@ -431,6 +431,14 @@ impl Server {
             from_token: request.token.is_some(),
             attempts: 1,
             token: None,
+            first_open: false,
+        };
+        // Dual stack: an IPv6 relay as well, when this host has an IPv6
+        // relay address (else the answer says 440 for that family).
+        let v6_ip = if request.additional_v6 {
+            self.relay_ip(true, client.local.ip())
+        } else {
+            None
         };
         // Quota, then a relay port (or the reserved one), then the next
         // port held when asked: all or nothing.
@@ -464,9 +472,10 @@ impl Server {
                 return Err((ErrorCode::InsufficientCapacity, Refusal::NoRelayPort));
             };
             let hold = reserve_next.then(|| reserve_after(rng, timers, g, addr, &mut opening, now));
-            Ok((budget, addr, hold, reserved))
+            let second = v6_ip.map(|ip| g.ports.take(rng, false, false).map(|p| SocketAddr::new(ip, p)));
+            Ok((budget, addr, hold, reserved, second))
         });
-        let (budget, addr, hold, reserved) = match taken {
+        let (budget, addr, hold, reserved, second) = match taken {
             Ok(t) => t,
             Err((code, why)) => {
                 self.stats.refused[why as usize] += 1;
@@ -478,11 +487,24 @@ impl Server {
         self.next_serial += 1;
         let entry = self.allocs.vacant_entry();
         let relay = RelayId(entry.key() as u32);
+        let second_refused = match (request.additional_v6, v6_ip, second) {
+            (false, _, _) => None,
+            (true, None, _) => Some(ErrorCode::AddressFamilyNotSupported),
+            (true, Some(_), Some(None)) => Some(ErrorCode::InsufficientCapacity),
+            (true, Some(_), _) => None,
+        };
+        let second = second.flatten().map(|relay| Second {
+            relay,
+            advertised: relay,
+            open: false,
+        });
         entry.insert(Allocation {
             serial,
             client,
             relay: addr,
             advertised: addr,
+            second,
+            second_refused,
             username: auth.username,
             quota_user,
             key: auth.key,
@@ -505,6 +527,14 @@ impl Server {
             hold,
             reserved,
         });
+        if let Some(s) = second {
+            self.push(Command::OpenRelay {
+                relay: relay.second(),
+                addr: s.relay,
+                hold: None,
+                reserved: None,
+            });
+        }
         Ok(Reply::Later)
     }
 
@@ -512,6 +542,9 @@ impl Server {
     /// the local address bound (and the socket held for the reservation,
     /// when asked to hold one), or why binding failed.
     pub fn handle_relay_opened(&mut self, relay: RelayId, result: Result<Opened, OpenError>, now: Now) {
+        if relay.is_second() {
+            return self.second_opened(relay, result);
+        }
         let Some(a) = self.allocs.get_mut(relay.index()) else {
             return;
         };
@@ -585,14 +618,83 @@ impl Server {
         };
         a.relay = bound;
         a.advertised = advertised;
+        if a.second.is_some_and(|s| !s.open) {
+            // The answer waits for the IPv6 relay.
+            opening.first_open = true;
+            a.opening = Some(opening);
+            return;
+        }
+        self.finish_allocate(relay, opening);
+    }
+
+    /// The outcome of opening a dual-stack allocation's IPv6 relay. Without
+    /// it the allocation goes on with IPv4 alone, and says why
+    /// (ADDRESS-ERROR-CODE).
+    fn second_opened(&mut self, id: RelayId, result: Result<Opened, OpenError>) {
+        let relay = id.first();
+        let pending = self
+            .allocs
+            .get(relay.index())
+            .is_some_and(|a| a.opening.is_some() && a.second.is_some_and(|s| !s.open));
+        if !pending {
+            // The allocation went (its IPv4 relay could not open) meanwhile.
+            if result.is_ok() {
+                self.push(Command::CloseRelay { relay: id });
+            }
+            return;
+        }
+        let advertised = result.as_ref().ok().map(|o| self.advertised(o.bound));
+        let Some(a) = self.allocs.get_mut(relay.index()) else {
+            return;
+        };
+        match (result, advertised) {
+            (Ok(o), Some(advertised)) => {
+                a.second = Some(Second {
+                    relay: o.bound,
+                    advertised,
+                    open: true,
+                });
+            }
+            (result, _) => {
+                let client = a.client;
+                if let Some(s) = a.second.take() {
+                    tracing::warn!(%client, relay = %s.relay, error = ?result.err(), "could not open the IPv6 relay socket");
+                    self.shared.with(|g| g.ports.release(s.relay.port()));
+                }
+                a.second_refused = Some(ErrorCode::InsufficientCapacity);
+            }
+        }
+        let Some(a) = self.allocs.get_mut(relay.index()) else {
+            return;
+        };
+        if a.opening.as_ref().is_some_and(|o| o.first_open) {
+            if let Some(opening) = a.opening.take() {
+                self.finish_allocate(relay, opening);
+            }
+        }
+    }
+
+    /// Answers an Allocate whose relay sockets are open, and registers them.
+    fn finish_allocate(&mut self, relay: RelayId, opening: Opening) {
+        let handle = self.handle(relay, 0);
+        let Some(a) = self.allocs.get_mut(relay.index()) else {
+            return;
+        };
+        let (client, bound, advertised) = (a.client, a.relay, a.advertised);
         let mut data = Vec::new();
         let mut e = Encoder::new(&mut data, method::ALLOCATE, Class::Success, a.allocate_txid);
-        e.xor_address(attr::XOR_RELAYED_ADDRESS, advertised)
-            .u32(
-                attr::LIFETIME,
-                u32::try_from(opening.lifetime.as_secs()).unwrap_or(u32::MAX),
-            )
-            .xor_address(attr::XOR_MAPPED_ADDRESS, client.remote);
+        e.xor_address(attr::XOR_RELAYED_ADDRESS, advertised);
+        if let Some(s) = a.second {
+            e.xor_address(attr::XOR_RELAYED_ADDRESS, s.advertised);
+        }
+        if let Some(code) = a.second_refused {
+            e.address_error_v6(code);
+        }
+        e.u32(
+            attr::LIFETIME,
+            u32::try_from(opening.lifetime.as_secs()).unwrap_or(u32::MAX),
+        )
+        .xor_address(attr::XOR_MAPPED_ADDRESS, client.remote);
         if let Some(t) = opening.token {
             e.attr(attr::RESERVATION_TOKEN, &t.to_be_bytes());
         }
@@ -600,12 +702,24 @@ impl Server {
         a.response = data.clone();
         let expires = a.expires;
         let handle = RelayHandle {
-            worker: self.worker,
-            relay,
             serial: a.serial,
+            ..handle
         };
-        self.shared.with(|g| g.register_relay(bound, advertised, handle));
-        tracing::info!(%client, relay = %advertised, user = %a.username, lifetime = opening.lifetime.as_secs(), "allocation created");
+        let second = a.second;
+        self.shared.with(|g| {
+            g.register_relay(bound, advertised, handle);
+            if let Some(s) = second {
+                g.register_relay(s.relay, s.advertised, handle);
+            }
+        });
+        match second {
+            Some(s) => {
+                tracing::info!(%client, relay = %advertised, relay6 = %s.advertised, user = %a.username, lifetime = opening.lifetime.as_secs(), "allocation created")
+            }
+            None => {
+                tracing::info!(%client, relay = %advertised, user = %a.username, lifetime = opening.lifetime.as_secs(), "allocation created")
+            }
+        }
         self.stats.allocations_created += 1;
         self.push(Command::SendToClient { client, data });
         self.push(Command::Event(Event::AllocationCreated {
@@ -620,10 +734,14 @@ impl Server {
         let Some(a) = self.allocs.get(relay.index()) else {
             return Err(Refused::Silent);
         };
+        // A dual-stack allocation keeps one lifetime for both relays: a
+        // Refresh naming either family refreshes (or deletes) it whole.
+        let relays_v6 = |v6: bool| v6 == a.relay.is_ipv6() || a.second.is_some_and(|s| v6 == s.relay.is_ipv6());
         match req.family {
             Some(Family::Unknown) => return Err(ErrorCode::AddressFamilyNotSupported.into()),
-            Some(f) if (f == Family::V6) != a.relay.is_ipv6() => {
-                return Err(ErrorCode::PeerAddressFamilyMismatch.into())
+            Some(f) if !relays_v6(f == Family::V6) => {
+                tracing::debug!(client = %a.client, family = ?f, "443: a Refresh for a family the allocation has no relay of");
+                return Err(ErrorCode::PeerAddressFamilyMismatch.into());
             }
             _ => {}
         }
@@ -661,11 +779,12 @@ impl Server {
         if peers.too_many {
             return Err(ErrorCode::BadRequest);
         }
-        let v6 = a.relay.is_ipv6();
         let mut out = Vec::with_capacity(peers.len());
         for peer in peers.iter() {
             let peer = peer.ok_or(ErrorCode::BadRequest)?;
-            if peer.is_ipv6() != v6 {
+            // A family the allocation has a relay for (both, dual stack).
+            if a.relay_for(relay, peer).is_none() {
+                tracing::debug!(client = %a.client, %peer, relay = %a.relay, second = ?a.second, "443: no relay of the peer's family");
                 return Err(ErrorCode::PeerAddressFamilyMismatch);
             }
             if !self.cfg.ordinary_peer(peer.ip()) && self.shared.relay_at(peer).is_none() {

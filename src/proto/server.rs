@@ -584,6 +584,11 @@ impl Server {
         };
         let limits = self.cfg.limits();
         let a = self.allocs.get_mut(relay.index())?;
+        // The relay of the peer's family (a dual-stack allocation has two).
+        let Some((socket, _, advertised)) = a.relay_for(relay, peer) else {
+            self.stats.dropped += 1;
+            return None;
+        };
         if !a.pass_to_peer(payload.len(), limits, now.mono) {
             self.stats.over_bandwidth += 1;
             return None;
@@ -594,11 +599,15 @@ impl Server {
                 self.stats.internal.count(payload.len());
                 Transmit::ToRelay {
                     to,
-                    from: a.advertised,
+                    from: advertised,
                     payload,
                 }
             }
-            None => Transmit::ToPeer { relay, peer, payload },
+            None => Transmit::ToPeer {
+                relay: socket,
+                peer,
+                payload,
+            },
         })
     }
 
@@ -671,6 +680,8 @@ impl Server {
         now: Now,
         internal: bool,
     ) -> Option<Transmit<'a>> {
+        // Either socket of a dual-stack allocation: one allocation, one table.
+        let relay = relay.first();
         let len = buf.len().checked_sub(CHANNEL_HEADER)?;
         let limits = self.cfg.limits();
         let Some(a) = self.allocs.get_mut(relay.index()) else {
@@ -742,12 +753,13 @@ impl Server {
         let mut e = self.channels.next_event()?;
         if let Event::ChannelBound {
             relay,
+            peer,
             internal,
             ref mut offload,
             ..
         } = e
         {
-            *offload = self.offload(relay, internal);
+            *offload = self.offload(relay, peer, internal);
         }
         Some(e)
     }
@@ -755,10 +767,13 @@ impl Server {
     /// Whether a channel of `relay` may be relayed without the core: only
     /// ChannelData over UDP between addresses of one family, to an ordinary
     /// peer, with no bandwidth limit to enforce per packet.
-    fn offload(&self, relay: RelayId, internal: bool) -> Option<Offload> {
+    fn offload(&self, relay: RelayId, peer: SocketAddr, internal: bool) -> Option<Offload> {
         let a = self.allocs.get(relay.index())?;
         let limits = self.cfg.limits();
-        let same_family = a.client.remote.is_ipv4() == a.relay.is_ipv4();
+        // The relay of the peer's family: the kernel relays only within
+        // one family.
+        let (_, relayed, _) = a.relay_for(relay, peer)?;
+        let same_family = a.client.remote.is_ipv4() == relayed.is_ipv4();
         (!internal
             && a.opening.is_none()
             && a.client.transport == Transport::Udp
@@ -768,7 +783,7 @@ impl Server {
             .then_some(Offload {
                 client: a.client.remote,
                 listener: a.client.local,
-                relayed: a.relay,
+                relayed,
             })
     }
 
@@ -883,7 +898,17 @@ impl Server {
             if a.opening.is_none() {
                 g.unregister_relay(a.relay, a.advertised, handle);
             }
+            if let Some(s) = a.second {
+                g.ports.release(s.relay.port());
+                if a.opening.is_none() {
+                    g.unregister_relay(s.relay, s.advertised, handle);
+                }
+            }
         });
+        // A second socket not open yet is closed when it reports.
+        if a.second.is_some_and(|s| s.open) {
+            self.push(Command::CloseRelay { relay: relay.second() });
+        }
         if a.opening.is_none() {
             self.push(Command::CloseRelay { relay });
             let usage = Usage {

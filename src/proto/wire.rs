@@ -78,6 +78,13 @@ pub mod attr {
     pub const SOFTWARE: u16 = 0x8022;
     pub const ALTERNATE_SERVER: u16 = 0x8023;
     pub const FINGERPRINT: u16 = 0x8028;
+    /// RFC 8656 §18.12: also a relay of this family (IPv6 only).
+    pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
+    /// The same, as coturn 4.6's clients send it (the draft's codepoint,
+    /// before RFC 8656 assigned 0x8000).
+    pub const ADDITIONAL_ADDRESS_FAMILY_DRAFT: u16 = 0x8032;
+    /// RFC 8656 §18.13: why the additional family got no relay.
+    pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
     /// RFC 5780: where the answer was sent from.
     pub const RESPONSE_ORIGIN: u16 = 0x802B;
     /// RFC 5780: the server's address differing in both IP and port.
@@ -571,8 +578,19 @@ impl<'a> Message<'a> {
         let token = self.attr(attr::RESERVATION_TOKEN);
         let even = self.attr(attr::EVEN_PORT);
         let family = self.attr(attr::REQUESTED_ADDRESS_FAMILY);
+        let additional = self
+            .attr(attr::ADDITIONAL_ADDRESS_FAMILY)
+            .or_else(|| self.attr(attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT));
         if token.is_some() && (even.is_some() || family.is_some()) {
             return Err(ErrorCode::BadRequest);
+        }
+        // Dual stack (RFC 8656 §7.2): not with REQUESTED-ADDRESS-FAMILY or
+        // a reservation, and only IPv6 in addition to IPv4. EVEN-PORT
+        // applies to the IPv4 relay (coturn's client sends it along).
+        if let Some(a) = additional {
+            if family.is_some() || token.is_some() || Family::from_byte(a.first()) != Family::V6 {
+                return Err(ErrorCode::BadRequest);
+            }
         }
         let family = match family.map(|f| Family::from_byte(f.first())) {
             None => Family::V4,
@@ -586,6 +604,7 @@ impl<'a> Message<'a> {
         };
         Ok(Allocate {
             family,
+            additional_v6: additional.is_some(),
             lifetime: self.lifetime(),
             even_port: even.map(|v| EvenPort {
                 reserve_next: v.first().is_some_and(|b| b & 0x80 != 0),
@@ -649,6 +668,8 @@ pub enum Request {
 #[derive(Debug, Clone)]
 pub struct Allocate {
     pub family: Family,
+    /// ADDITIONAL-ADDRESS-FAMILY: an IPv6 relay beside the IPv4 one.
+    pub additional_v6: bool,
     pub lifetime: Option<Duration>,
     pub even_port: Option<EvenPort>,
     /// RESERVATION-TOKEN: a port reserved by an earlier Allocate.
@@ -817,6 +838,16 @@ impl<'b> Encoder<'b> {
             v.extend_from_slice(e.reason().as_bytes());
         }
         self.attr(attr::ERROR_CODE, &v)
+    }
+
+    /// ADDRESS-ERROR-CODE (RFC 8656 §18.13): why the relay of the IPv6
+    /// family asked for in ADDITIONAL-ADDRESS-FAMILY was not allocated.
+    pub fn address_error_v6(&mut self, e: ErrorCode) -> &mut Self {
+        let code = e.code();
+        self.attr(
+            attr::ADDRESS_ERROR_CODE,
+            &[0x02, 0, (code / 100) as u8, (code % 100) as u8],
+        )
     }
 
     pub fn unknown_attributes(&mut self, types: &[u16]) -> &mut Self {
