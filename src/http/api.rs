@@ -221,12 +221,7 @@ async fn page(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&state, &q, &headers) {
-        return unauthorized(false);
-    }
-    let key = state.access_key.as_ref().map_or("", Secret::expose);
-    // The key is restricted to [A-Za-z0-9_-] (config check), safe in HTML.
-    Html(INDEX.replace("{{ACCESS_KEY}}", key)).into_response()
+    keyed_page(&state, &q, &headers, INDEX)
 }
 
 async fn check_page(
@@ -234,11 +229,17 @@ async fn check_page(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&state, &q, &headers) {
+    keyed_page(&state, &q, &headers, CHECK)
+}
+
+/// An HTML page that needs the access key, with the key filled in.
+fn keyed_page(state: &AppState, q: &HashMap<String, String>, headers: &HeaderMap, html: &str) -> Response {
+    if !authorized(state, q, headers) {
         return unauthorized(false);
     }
     let key = state.access_key.as_ref().map_or("", Secret::expose);
-    Html(CHECK.replace("{{ACCESS_KEY}}", key)).into_response()
+    // The key is restricted to [A-Za-z0-9_-] (config check), safe in HTML.
+    Html(html.replace("{{ACCESS_KEY}}", key)).into_response()
 }
 
 /// The network check's plan: STUN and TURN URLs per transport, one
@@ -249,14 +250,7 @@ async fn check(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&state, &q, &headers) {
-        return unauthorized(true);
-    }
-    if let Some(r) = over_rate(&state, peer.ip()) {
-        return r;
-    }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    Json(state.ice.check(host)).into_response()
+    minted(&state, peer, &q, &headers, IceSource::check)
 }
 
 async fn ice(
@@ -265,14 +259,26 @@ async fn ice(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&state, &q, &headers) {
+    minted(&state, peer, &q, &headers, IceSource::mint)
+}
+
+/// Fresh credentials as `make` words them, for a caller with the key and
+/// within the per-address rate.
+fn minted(
+    state: &AppState,
+    peer: std::net::SocketAddr,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    make: fn(&IceSource, Option<&str>) -> serde_json::Value,
+) -> Response {
+    if !authorized(state, q, headers) {
         return unauthorized(true);
     }
-    if let Some(r) = over_rate(&state, peer.ip()) {
+    if let Some(r) = over_rate(state, peer.ip()) {
         return r;
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    Json(state.ice.mint(host)).into_response()
+    Json(make(&state.ice, host)).into_response()
 }
 
 /// 429 with Retry-After when `ip` is over the per-address rate of
