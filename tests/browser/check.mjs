@@ -106,6 +106,7 @@ await runChecks(timer, [ba, bb], async () => {
     const { page, report } = await runCheck(bb, DESKTOP);
     check(!report.tls.ok && !report.tls.refused, `443 closed: ${await step(page, 'tls')}`);
     check(report.udp.ok && report.call.ok, `443 closed: UDP still relays: ${await step(page, 'udp')}`);
+    check(/symmetric/.test(report.verdict) && /over UDP/.test(report.verdict), `443 closed: verdict: ${report.verdict}`);
     await page.context().close();
   } finally {
     execSync(undropB443);
