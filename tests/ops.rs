@@ -292,3 +292,24 @@ fn logs_fit_files_and_the_journal_and_links_print_once() {
     assert!(!line.contains("Z "), "a timestamp in a journal line: {line}");
     assert!(!log.contains('\u{1b}'), "colour codes in the journal:\n{log}");
 }
+
+/// Firefox skips `turns:` URLs that name an IP address (found by the
+/// Firefox tests in bin/e2e-nat): with a TLS listener and an IP address as
+/// public-host, turnd says so at start; with a host name it does not.
+#[test]
+fn an_ip_address_public_host_with_tls_gets_the_firefox_warning() {
+    let config = |host: &str| {
+        format!(
+            "data-dir = \"{{dir}}\"\npublic-host = \"{host}\"\n[[listener]]\naddress = \"127.0.0.1\"\nport = {}\ntransport = \"tls\"\n[auth]\nstatic-auth-secrets = [\"north\"]\n[http]\nlisten = []\n",
+            free_tcp_port()
+        )
+    };
+    let warning = "Firefox uses turns: (TURN over TLS) URLs only with a host name";
+    let ip = Proc::spawn(&config("127.0.0.1"), &[]);
+    let log = ip.wait_log(warning, Duration::from_secs(10));
+    assert!(log.contains(warning), "{log}");
+    let name = Proc::spawn(&config("turn.example.org"), &[]);
+    let log = name.wait_log("certificate SHA-256", Duration::from_secs(10));
+    assert!(log.contains("certificate SHA-256"), "{log}");
+    assert!(!log.contains(warning), "{log}");
+}
