@@ -57,13 +57,28 @@ async function ffJoin(origin, room, relayOnly) {
 // decoded and the data channel open (lib.mjs's waitConnected, for
 // puppeteer's API).
 async function ffConnected(page, timeout) {
-  await page.waitForFunction(
-    () => {
-      const p = [...window.turnd.peers.values()][0];
-      return p && p.pc.connectionState === 'connected' && p.path.framesDecoded > 0 && p.dc.readyState === 'open';
-    },
-    { timeout, polling: 250 }
-  );
+  try {
+    await page.waitForFunction(
+      () => {
+        const p = [...window.turnd.peers.values()][0];
+        return p && p.pc.connectionState === 'connected' && p.path.framesDecoded > 0 && p.dc.readyState === 'open';
+      },
+      { timeout, polling: 250 }
+    );
+  } catch (e) {
+    // What the page saw, to tell a slow path from a broken one.
+    const seen = await page.evaluate(() => ({
+      notice: document.getElementById('notice').textContent,
+      peers: [...window.turnd.peers.values()].map((p) => ({
+        state: p.pc.connectionState,
+        ice: p.pc.iceConnectionState,
+        gathered: p.gathered,
+        errors: p.candidateErrors,
+        path: p.path,
+      })),
+    }));
+    throw new Error(`${e.message}\nfirefox page state: ${JSON.stringify(seen)}`);
+  }
   return page.evaluate(() => ({ ...[...window.turnd.peers.values()][0].path }));
 }
 
@@ -87,8 +102,8 @@ await runChecks(timer, [chromium, { close: () => firefox.close() }], async () =>
     const f = await ffJoin(base, 'firefox-relay', true);
     const c = await newPage(chromium, PHONE);
     await joinRoom(c, `${base}/?key=${key}`, 'firefox-relay', { relayOnly: true });
-    const pf = await ffConnected(f, 40000);
-    const pc = await waitConnected(c, 40000);
+    const pf = await ffConnected(f, 60000);
+    const pc = await waitConnected(c, 60000);
     check(pf.local === 'relay' && pf.remote === 'relay', `firefox ↔ chromium, relay only, Firefox: ${describe(pf)}`);
     check(pc.local === 'relay' && pc.remote === 'relay', `firefox ↔ chromium, relay only, Chromium: ${describe(pc)}`);
     check(pf.framesDecoded > 0 && pc.framesDecoded > 0, `video decoded both ways (${pf.framesDecoded}, ${pc.framesDecoded})`);
