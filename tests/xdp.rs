@@ -22,8 +22,19 @@ const METRICS: u16 = 9478;
 const ADMIN: u16 = 9479;
 const PORT: u16 = 3478;
 
+/// turnd's configuration in `t`: UDP listeners on its IPv4 address and,
+/// except in a [`Topo::direct`] topology (IPv4 only), its IPv6 address.
+/// `extra` follows `[xdp] mode`: keys of that table, then other tables.
 fn config(t: &Topo, mode: &str, extra: &str) -> String {
-    let (v4, v6) = (t.ip('t', 4), t.ip('t', 6));
+    let v4 = t.ip('t', 4);
+    let v6 = if t.direct {
+        String::new()
+    } else {
+        format!(
+            "[[listener]]\naddress = \"{}\"\nport = {PORT}\ntransport = \"udp\"\n",
+            t.ip('t', 6)
+        )
+    };
     format!(
         r#"realm = "{realm}"
 data-dir = "{{dir}}"
@@ -32,11 +43,7 @@ drain-timeout = "1s"
 address = "{v4}"
 port = {PORT}
 transport = "udp"
-[[listener]]
-address = "{v6}"
-port = {PORT}
-transport = "udp"
-[auth]
+{v6}[auth]
 static-auth-secrets = ["{secret}"]
 [metrics]
 listen = ["127.0.0.1:{METRICS}"]
@@ -56,7 +63,7 @@ const PEERS: &str = "[peers]\nallow = [\"10.0.0.0/8\", \"fd00::/8\"]\n";
 
 /// turnd in `t` with `mode`, once its metrics answer.
 fn start(t: &Topo, mode: &str, extra: &str) -> Proc {
-    let p = t.turnd(&config(t, mode, &format!("{PEERS}{extra}")));
+    let p = t.turnd(&config(t, mode, &format!("{extra}{PEERS}")));
     let end = Instant::now() + Duration::from_secs(10);
     while !t.metrics(METRICS).contains("turnd_xdp_info") {
         assert!(Instant::now() < end, "turnd did not start: {}", p.log());
@@ -811,31 +818,7 @@ fn redirects_between_two_interfaces() {
         return;
     }
     let t = Topo::direct("xr116", 116);
-    let v4 = t.ip('t', 4);
-    let cfg = format!(
-        r#"realm = "{realm}"
-data-dir = "{{dir}}"
-[[listener]]
-address = "{v4}"
-port = {PORT}
-transport = "udp"
-[auth]
-static-auth-secrets = ["{secret}"]
-[metrics]
-listen = ["127.0.0.1:{METRICS}"]
-[xdp]
-mode = "native"
-interfaces = ["eth0", "eth1"]
-{PEERS}"#,
-        realm = common::server::REALM,
-        secret = common::server::SECRET,
-    );
-    let p = t.turnd(&cfg);
-    let end = Instant::now() + Duration::from_secs(10);
-    while !t.metrics(METRICS).contains("turnd_xdp_info{mode=\"native\"}") {
-        assert!(Instant::now() < end, "turnd did not start: {}", p.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _p = start(&t, "native", "interfaces = [\"eth0\", \"eth1\"]\n");
     let (mut c, cred, relayed) = client(&t, 4, "redirect");
     let (ps, pa) = peer(&t, 4);
     c.bind(&cred, 0x4000, pa);

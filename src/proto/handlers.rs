@@ -676,7 +676,6 @@ impl Server {
 
     /// Answers an Allocate whose relay sockets are open, and registers them.
     fn finish_allocate(&mut self, relay: RelayId, opening: Opening) {
-        let handle = self.handle(relay, 0);
         let Some(a) = self.allocs.get_mut(relay.index()) else {
             return;
         };
@@ -702,8 +701,9 @@ impl Server {
         a.response = data.clone();
         let expires = a.expires;
         let handle = RelayHandle {
+            worker: self.worker,
+            relay,
             serial: a.serial,
-            ..handle
         };
         let second = a.second;
         self.shared.with(|g| {
