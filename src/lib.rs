@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod lifecycle;

@@ -23,6 +23,8 @@ pub struct Source {
     pub workers: Arc<Workers>,
     pub shared: Arc<Shared>,
     pub gate: Option<Arc<Gate>>,
+    /// The fleet this node belongs to, when it does.
+    pub cluster: Option<Arc<crate::cluster::node::Cluster>>,
 }
 
 impl std::fmt::Debug for Source {
@@ -144,6 +146,28 @@ impl Collector for Source {
         )?;
         info.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
         gauge(&mut e, "turnd_allocations", "Allocations alive now", i64::from(active))?;
+        gauge(
+            &mut e,
+            "turnd_draining",
+            "1 while turnd drains (SIGTERM): new allocations are sent elsewhere",
+            i64::from(self.shared.is_draining()),
+        )?;
+        if let Some(c) = &self.cluster {
+            let h = c.health();
+            let mut family = e.encode_descriptor(
+                "turnd_cluster_siblings",
+                "Siblings of this node in its fleet, by state (healthy: clients are sent there)",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (state, n) in [
+                ("healthy", h.healthy),
+                ("draining", h.draining),
+                ("unreachable", h.unreachable),
+            ] {
+                ConstGauge::new(i64::from(n)).encode(family.encode_family(&[("state", state)])?)?;
+            }
+        }
         gauge(
             &mut e,
             "turnd_permissions",

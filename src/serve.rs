@@ -264,13 +264,18 @@ impl Endpoints {
 
     pub fn ice_servers_json(&self, host: &str, username: &str, password: &str) -> serde_json::Value {
         let (stun, turn) = self.urls(host);
-        let mut servers = Vec::new();
-        if !stun.is_empty() {
-            servers.push(serde_json::json!({ "urls": stun }));
-        }
-        servers.push(serde_json::json!({ "urls": turn, "username": username, "credential": password }));
-        serde_json::json!({ "iceServers": servers })
+        ice_servers_json(&stun, &turn, username, password)
     }
+}
+
+/// `{"iceServers": [...]}` for these STUN and TURN URLs and one credential.
+pub fn ice_servers_json(stun: &[String], turn: &[String], username: &str, password: &str) -> serde_json::Value {
+    let mut servers = Vec::new();
+    if !stun.is_empty() {
+        servers.push(serde_json::json!({ "urls": stun }));
+    }
+    servers.push(serde_json::json!({ "urls": turn, "username": username, "credential": password }));
+    serde_json::json!({ "iceServers": servers })
 }
 
 pub fn unix_now() -> u64 {
@@ -291,6 +296,8 @@ pub struct Daemon {
     pub config: Config,
     /// `/metrics` and the admin API on their own listeners, when configured.
     pub ops: Option<http::ops::Ops>,
+    /// This node's view of its fleet (`[cluster]`).
+    pub cluster: Option<Arc<crate::cluster::node::Cluster>>,
 }
 
 /// What a reload changed, and what it could not.
@@ -454,11 +461,6 @@ pub fn start(cfg: &Config, secrets: Vec<Secret>) -> anyhow::Result<Daemon> {
     let lifecycle = Lifecycle::start(ASYNC_THREADS)?;
     let tasks = lifecycle.tasks().clone();
     let relay = start_relay(cfg, secrets, certs.as_ref(), handoff, &tasks)?;
-    let metrics = Arc::new(crate::metrics::Source {
-        workers: relay.workers.clone(),
-        shared: relay.shared.clone(),
-        gate: relay.gate.clone(),
-    });
     let mut daemon = Daemon {
         lifecycle,
         relay,
@@ -466,7 +468,26 @@ pub fn start(cfg: &Config, secrets: Vec<Secret>) -> anyhow::Result<Daemon> {
         certs,
         config: cfg.clone(),
         ops: None,
+        cluster: None,
     };
+    if !cfg.cluster.nodes.is_empty() {
+        match join_cluster(cfg, &daemon) {
+            Ok(c) => {
+                c.start(&tasks);
+                daemon.cluster = Some(c);
+            }
+            Err(e) => {
+                daemon.stop();
+                return Err(e);
+            }
+        }
+    }
+    let metrics = Arc::new(crate::metrics::Source {
+        workers: daemon.relay.workers.clone(),
+        shared: daemon.relay.shared.clone(),
+        gate: daemon.relay.gate.clone(),
+        cluster: daemon.cluster.clone(),
+    });
     if !cfg.metrics.listen.is_empty() || !cfg.admin.listen.is_empty() {
         let spec = http::ops::OpsSpec {
             metrics: cfg.metrics.listen.clone(),
@@ -500,6 +521,7 @@ pub fn start(cfg: &Config, secrets: Vec<Secret>) -> anyhow::Result<Daemon> {
             secret,
             separator: cfg.auth.rest_separator,
             workers: daemon.relay.workers.clone(),
+            cluster: daemon.cluster.clone(),
         };
         match http::start(spec, &tasks) {
             Ok(h) => daemon.http = Some(h),
@@ -510,6 +532,53 @@ pub fn start(cfg: &Config, secrets: Vec<Secret>) -> anyhow::Result<Daemon> {
         }
     }
     Ok(daemon)
+}
+
+/// This node's place in the fleet `cfg.cluster` names (polling starts
+/// with [`crate::cluster::node::Cluster::start`]).
+fn join_cluster(cfg: &Config, daemon: &Daemon) -> anyhow::Result<Arc<crate::cluster::node::Cluster>> {
+    let token = cfg
+        .cluster
+        .token()?
+        .context("a fleet needs cluster.token or cluster.token-file")?;
+    let host = public_host(cfg);
+    let endpoints = daemon.endpoints();
+    Ok(crate::cluster::node::Cluster::new(crate::cluster::node::ClusterSpec {
+        cfg: cfg.cluster.clone(),
+        token,
+        name: cfg.cluster.name.clone().unwrap_or_else(|| host.clone()),
+        max_allocations: cfg.relay.max_allocations,
+        public_ips: public_ips(cfg, &endpoints, &host),
+        endpoints,
+        public_host: host,
+        shared: daemon.relay.shared.clone(),
+        workers: daemon.relay.workers.clone(),
+    }))
+}
+
+/// The addresses clients reach this node at, one per family at most:
+/// `relay.external-ip`, else `public-host` when it is an address, else
+/// the listeners' specific addresses, else the host's own.
+fn public_ips(cfg: &Config, endpoints: &Endpoints, host: &str) -> Vec<IpAddr> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let listeners = endpoints.udp.iter().chain(endpoints.streams.iter().map(|(a, _)| a));
+    let (v4, v6) = host_addresses();
+    let candidates = cfg
+        .relay
+        .external_ip
+        .iter()
+        .copied()
+        .chain(bare.parse::<IpAddr>().ok())
+        .chain(listeners.map(|a| a.ip()).filter(|ip| !ip.is_unspecified()))
+        .chain(v4.map(IpAddr::V4))
+        .chain(v6.map(IpAddr::V6));
+    let mut out: Vec<IpAddr> = Vec::new();
+    for ip in candidates {
+        if !out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
+            out.push(ip);
+        }
+    }
+    out
 }
 
 /// The core's configuration for `cfg` with `secrets`, with this host's

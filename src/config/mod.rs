@@ -73,6 +73,65 @@ pub struct Config {
     pub xdp: XdpConfig,
     #[serde(default)]
     pub stun: Stun,
+    #[serde(default)]
+    pub cluster: Cluster,
+}
+
+/// A fleet of turnd nodes that share only their secrets: each polls its
+/// siblings' status so `/api/ice` sends clients to a healthy, least-loaded
+/// node and draining sends them to a live one ([`crate::cluster`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Cluster {
+    /// The siblings' page URLs (`http://10.0.0.2:8080`), or one name that
+    /// resolves to all of them (every address is a node; this node finds
+    /// and skips itself). Empty: no fleet.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// This node's name in statuses, logs and `/api/ice` (default: the
+    /// public host).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The bearer token siblings present to `/api/cluster` (or
+    /// `token-file`); the same on every node.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// How often each sibling is asked.
+    #[serde(default = "defaults::cluster_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How long an answer may take; a sibling that does not answer is left
+    /// out until it does again.
+    #[serde(default = "defaults::cluster_timeout", with = "humantime_serde")]
+    pub poll_timeout: Duration,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        from_empty()
+    }
+}
+
+impl Cluster {
+    /// The token, read from `token-file` when that is how it is given.
+    pub fn token(&self) -> anyhow::Result<Option<Secret>> {
+        read_token(&self.token, &self.token_file, "cluster.token-file")
+    }
+}
+
+/// An inline token, else the trimmed contents of `file` (`key` names it in
+/// errors), else none.
+fn read_token(token: &Option<Secret>, file: &Option<PathBuf>, key: &str) -> anyhow::Result<Option<Secret>> {
+    match (token, file) {
+        (Some(t), _) => Ok(Some(t.clone())),
+        (None, Some(f)) => {
+            let t =
+                std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("cannot read {key} {}: {e}", f.display()))?;
+            Ok(Some(Secret::new(t.trim())))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// STUN beyond Binding: NAT behaviour discovery (RFC 5780).
@@ -185,15 +244,7 @@ pub struct Admin {
 impl Admin {
     /// The token, read from `token-file` when that is how it is given.
     pub fn token(&self) -> anyhow::Result<Option<Secret>> {
-        match (&self.token, &self.token_file) {
-            (Some(t), _) => Ok(Some(t.clone())),
-            (None, Some(f)) => {
-                let t = std::fs::read_to_string(f)
-                    .map_err(|e| anyhow::anyhow!("cannot read admin.token-file {}: {e}", f.display()))?;
-                Ok(Some(Secret::new(t.trim())))
-            }
-            (None, None) => Ok(None),
-        }
+        read_token(&self.token, &self.token_file, "admin.token-file")
     }
 }
 
@@ -498,6 +549,12 @@ mod defaults {
     pub fn log_format() -> super::LogFormat {
         super::LogFormat::Text
     }
+    pub fn cluster_poll() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn cluster_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
     pub fn drain_timeout() -> Duration {
         Duration::from_secs(60)
     }
@@ -652,6 +709,16 @@ impl Config {
                 Err(e) => out.push(("admin.token-file".into(), format!("{e:#}"))),
                 Ok(Some(t)) if t.len() < 16 => out.push((
                     "admin.token-file".into(),
+                    "the token in it must be at least 16 characters".into(),
+                )),
+                Ok(_) => {}
+            }
+        }
+        if self.cluster.token.is_none() {
+            match self.cluster.token() {
+                Err(e) => out.push(("cluster.token-file".into(), format!("{e:#}"))),
+                Ok(Some(t)) if t.len() < 16 => out.push((
+                    "cluster.token-file".into(),
                     "the token in it must be at least 16 characters".into(),
                 )),
                 Ok(_) => {}

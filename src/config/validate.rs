@@ -107,6 +107,7 @@ impl Config {
         for (key, tok) in [
             ("metrics.token", &self.metrics.token),
             ("admin.token", &self.admin.token),
+            ("cluster.token", &self.cluster.token),
         ] {
             rules.check(tok.as_ref().is_none_or(|t| t.len() >= 16), key, || {
                 "must be at least 16 characters".into()
@@ -117,6 +118,30 @@ impl Config {
             "admin.listen",
             || "the admin API needs admin.token or admin.token-file".into(),
         );
+        let c = &self.cluster;
+        if !c.nodes.is_empty() {
+            rules.check(c.token.is_some() || c.token_file.is_some(), "cluster.nodes", || {
+                "a fleet needs cluster.token or cluster.token-file (the same on every node)".into()
+            });
+            rules.check(self.page_enabled(), "cluster.nodes", || {
+                "siblings read this node's status from its page listeners: configure http.listen, \
+                 http.https-listen or an auto listener"
+                    .into()
+            });
+        }
+        for n in &c.nodes {
+            if let Err(why) = crate::cluster::NodeUrl::parse(n) {
+                rules.0.push(("cluster.nodes", format!("{n:?}: {why}")));
+            }
+        }
+        rules.check(
+            c.poll_interval >= std::time::Duration::from_millis(100),
+            "cluster.poll-interval",
+            || "must be at least 100ms".into(),
+        );
+        rules.check(!c.poll_timeout.is_zero(), "cluster.poll-timeout", || {
+            "must be longer than 0s".into()
+        });
         let m = &self.metrics;
         if m.token.is_none() && !m.public {
             if let Some(a) = m.listen.iter().find(|a| !a.ip().is_loopback()) {

@@ -15,6 +15,8 @@ use rand::Rng;
 use serde_json::json;
 
 use super::{ws, AppState, PageSpec, Remote};
+use crate::cluster::node::Cluster;
+use crate::cluster::Pick;
 use crate::secret::Secret;
 
 const INDEX: &str = include_str!("assets/index.html");
@@ -59,6 +61,24 @@ impl IceSource {
         let (host, username, credential) = self.credential(host);
         let mut v = self.endpoints.ice_servers_json(&host, &username, &credential);
         v["ttl"] = json!(self.ttl.as_secs());
+        v
+    }
+
+    /// [`IceSource::mint`] for the node of the fleet `cluster` picks for a
+    /// client of `room`: this one, or a sibling's URLs with a credential
+    /// every node accepts (they share the secret). `node` names it.
+    fn mint_in(&self, cluster: &Cluster, room: Option<&str>, host: Option<&str>) -> serde_json::Value {
+        let mut v = match cluster.choose(room) {
+            Pick::Me => self.mint(host),
+            Pick::Sibling { name, stun, turn } => {
+                let (_, username, credential) = self.credential(None);
+                let mut v = crate::serve::ice_servers_json(&stun, &turn, &username, &credential);
+                v["ttl"] = json!(self.ttl.as_secs());
+                v["node"] = json!(name);
+                return v;
+            }
+        };
+        v["node"] = json!(cluster.status().name);
         v
     }
 
@@ -149,6 +169,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/check", get(check))
         .route("/api/ice", get(ice))
         .route("/api/turn-status", get(turn_status))
+        .route(crate::cluster::STATUS_PATH, get(cluster_status))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -250,7 +271,7 @@ async fn check(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    minted(&state, peer, &q, &headers, IceSource::check)
+    minted(&state, peer, &q, &headers, |s, host| s.ice.check(host))
 }
 
 async fn ice(
@@ -259,7 +280,32 @@ async fn ice(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    minted(&state, peer, &q, &headers, IceSource::mint)
+    // The participants of one room are sent to the same node of a fleet.
+    let room = q
+        .get("room")
+        .map(String::as_str)
+        .filter(|r| !r.is_empty() && r.len() <= 64);
+    minted(&state, peer, &q, &headers, |s, host| match &s.cluster {
+        Some(c) => s.ice.mint_in(c, room, host),
+        None => s.ice.mint(host),
+    })
+}
+
+/// This node's status for its siblings (`[cluster]`), behind the fleet's
+/// token; 404 on a node outside a fleet.
+async fn cluster_status(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let Some(cluster) = &state.cluster else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !super::bearer(&headers).is_some_and(|t| cluster.token_ok(t)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": "cluster-token", "message": "the fleet's bearer token is needed"})),
+        )
+            .into_response();
+    }
+    Json(cluster.status()).into_response()
 }
 
 /// Fresh credentials as `make` words them, for a caller with the key and
@@ -269,7 +315,7 @@ fn minted(
     peer: std::net::SocketAddr,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
-    make: fn(&IceSource, Option<&str>) -> serde_json::Value,
+    make: impl FnOnce(&AppState, Option<&str>) -> serde_json::Value,
 ) -> Response {
     if !authorized(state, q, headers) {
         return unauthorized(true);
@@ -278,7 +324,7 @@ fn minted(
         return r;
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    Json(make(&state.ice, host)).into_response()
+    Json(make(state, host)).into_response()
 }
 
 /// 429 with Retry-After when `ip` is over the per-address rate of

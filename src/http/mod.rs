@@ -48,6 +48,9 @@ pub struct PageSpec {
     /// The relay workers, asked what they know of the page's allocations
     /// (`/api/turn-status`).
     pub workers: Arc<crate::net::Workers>,
+    /// The fleet: `/api/ice` may send clients to a sibling, and siblings
+    /// read this node's status at `/api/cluster`.
+    pub cluster: Option<Arc<crate::cluster::node::Cluster>>,
 }
 
 /// The running HTTP side.
@@ -77,6 +80,7 @@ pub(crate) struct AppState {
     metrics: Option<(Arc<crate::metrics::Source>, Option<Secret>)>,
     workers: Arc<crate::net::Workers>,
     separator: char,
+    cluster: Option<Arc<crate::cluster::node::Cluster>>,
 }
 
 /// Binds every HTTP and HTTPS listener and starts serving as `tasks` (until
@@ -106,6 +110,7 @@ pub fn start(spec: PageSpec, tasks: &Tasks) -> anyhow::Result<Page> {
         metrics: spec.metrics.clone(),
         workers: spec.workers.clone(),
         separator: spec.separator,
+        cluster: spec.cluster.clone(),
     });
     let gate = crate::net::tcp::Gate::new(cfg.max_connections, cfg.max_connections_per_address);
     let timeouts = listener::Timeouts {

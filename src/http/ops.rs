@@ -79,13 +79,33 @@ pub fn start(spec: OpsSpec, tasks: &Tasks) -> anyhow::Result<Ops> {
         idle: spec.http.idle_timeout,
     };
     let (source, token) = (spec.source.clone(), spec.metrics_token.clone());
-    let metrics = Router::new().route(
-        "/metrics",
-        get(move |headers: HeaderMap| {
-            let (source, token) = (source.clone(), token.clone());
-            async move { metrics_response(&source, token.as_ref(), &headers) }
+    let ready = spec.source.shared.clone();
+    // Liveness (/healthz: the process answers) and readiness (/readyz: 503
+    // while draining, so an orchestrator stops counting this node before
+    // it exits) on the operator's listeners, without a token: they say
+    // nothing but "ok" or "draining".
+    let health = Router::new().route("/healthz", get(|| async { "ok\n" })).route(
+        "/readyz",
+        get(move || {
+            let draining = ready.is_draining();
+            async move {
+                if draining {
+                    (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else {
+                    (StatusCode::OK, "ok\n")
+                }
+            }
         }),
     );
+    let metrics = Router::new()
+        .route(
+            "/metrics",
+            get(move |headers: HeaderMap| {
+                let (source, token) = (source.clone(), token.clone());
+                async move { metrics_response(&source, token.as_ref(), &headers) }
+            }),
+        )
+        .merge(health.clone());
     let admin = spec.admin_token.map(|token| {
         Router::new()
             .route("/admin/sessions", get(sessions))
@@ -94,6 +114,7 @@ pub fn start(spec: OpsSpec, tasks: &Tasks) -> anyhow::Result<Ops> {
                 workers: spec.workers.clone(),
                 token,
             }))
+            .merge(health)
     });
     let mut bound = (Vec::new(), Vec::new());
     let mut serving = Vec::new();

@@ -4,10 +4,15 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use crate::proto::shared::{Pool, SharedState};
-use crate::proto::RelayHandle;
+use crate::proto::{RelayHandle, Transport};
+
+/// Where draining sends new clients, by the transport they came over
+/// (UDP, TCP, TLS) and the family of the address they reached (IPv4,
+/// IPv6): a live sibling's listener of the same kind.
+pub type Alternates = [[Option<SocketAddr>; 2]; 3];
 
 /// Cross-worker state: relay ports, allocation counts, reservations, live
 /// relays, draining.
@@ -17,6 +22,8 @@ pub struct Shared {
     draining: AtomicBool,
     /// Told when the last allocation ends while draining.
     drained: tokio::sync::Notify,
+    /// Set by the fleet's poller ([`crate::cluster`]); empty without one.
+    alternates: RwLock<Alternates>,
 }
 
 impl Shared {
@@ -25,6 +32,7 @@ impl Shared {
             pool: Mutex::new(Pool::new(min_port, max_port)),
             draining: AtomicBool::new(false),
             drained: tokio::sync::Notify::new(),
+            alternates: RwLock::new(Alternates::default()),
         }
     }
 
@@ -44,6 +52,16 @@ impl Shared {
             }
             told.await;
         }
+    }
+
+    /// Where new clients go while draining (see [`Alternates`]).
+    pub fn set_alternates(&self, a: Alternates) {
+        *self.alternates.write().unwrap_or_else(|e| e.into_inner()) = a;
+    }
+
+    /// Whether turnd is draining (SIGTERM).
+    pub fn is_draining(&self) -> bool {
+        self.draining()
     }
 
     fn tell_if_drained(&self, pool: &Pool) {
@@ -73,5 +91,10 @@ impl SharedState for Shared {
 
     fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    fn alternate(&self, transport: Transport, local: SocketAddr) -> Option<SocketAddr> {
+        let a = self.alternates.read().unwrap_or_else(|e| e.into_inner());
+        a[transport as usize][usize::from(local.is_ipv6())]
     }
 }

@@ -398,7 +398,8 @@ impl Server {
         if self.shared.draining() {
             tracing::info!(%client, user = %auth.username, "allocation refused: shutting down");
             self.stats.refused[Refusal::Draining as usize] += 1;
-            return Err(match self.cfg.alternate_server {
+            let sibling = self.shared.alternate(client.transport, client.local);
+            return Err(match sibling.or(self.cfg.alternate_server) {
                 Some(alt) => Refused::Alternate(alt),
                 None => ErrorCode::ShuttingDown.into(),
             });

@@ -168,6 +168,14 @@ pub trait SharedState: Send + Sync {
     fn relay_at(&self, addr: SocketAddr) -> Option<RelayHandle>;
     /// Shutting down: new allocations are refused, existing ones go on.
     fn draining(&self) -> bool;
+    /// Where a client that reached this turnd over `transport` on an
+    /// address of the family of `local` is sent while it drains (300
+    /// ALTERNATE-SERVER): a live sibling of the fleet (`[cluster]`), when
+    /// one is known; otherwise the configured `alternate-server` applies.
+    fn alternate(&self, transport: crate::proto::Transport, local: SocketAddr) -> Option<SocketAddr> {
+        let _ = (transport, local);
+        None
+    }
 }
 
 impl dyn SharedState + '_ {
