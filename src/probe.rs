@@ -444,7 +444,20 @@ fn probe(
         d.address(attr::XOR_RELAYED_ADDRESS)
             .ok_or_else(|| Failed("Allocate: no relayed address in the answer".into()))
     };
-    let d = step("Allocate", a.transact(method::ALLOCATE, udp), None)?;
+    let d = a.transact(method::ALLOCATE, udp);
+    // A draining server names where it sends new clients (a sibling of its
+    // fleet, or `alternate-server`): say where.
+    if let Ok(Answer { code: Some(300), raw }) = &d {
+        let alt = Message::decode(raw)
+            .ok()
+            .and_then(|m| m.attr(attr::ALTERNATE_SERVER))
+            .and_then(wire::plain_address);
+        return Err(Failed(format!(
+            "Allocate: error 300 — the server is draining (shutting down) and sends new clients to {}",
+            alt.map_or("? (no ALTERNATE-SERVER)".to_string(), |a| a.to_string())
+        )));
+    }
+    let d = step("Allocate", d, None)?;
     a.allocated = true;
     let ra = relayed(&d)?;
     println!("[{}] Allocate: relayed address {ra}", elapsed(start));

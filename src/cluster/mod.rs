@@ -253,6 +253,14 @@ impl Roster {
         });
         s.order = order;
         match answer {
+            Ok(status) if status.id == self.me.id => {
+                if s.status.is_none() {
+                    tracing::debug!(%url, "fleet: this node is listed among the nodes (left out)");
+                }
+                s.status = Some(status);
+                s.ok_at = Some(now);
+                s.error = None;
+            }
             Ok(status) => {
                 if s.error.is_some() || s.status.is_none() {
                     tracing::info!(node = %status.name, %url, draining = status.draining, "sibling reachable");

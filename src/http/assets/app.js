@@ -52,8 +52,11 @@ function withKey(path) {
 
 $('check-link').href = withKey('/check');
 
-async function fetchIce() {
-  const r = await fetch(withKey('/api/ice'), { cache: 'no-store' });
+// In a fleet, turnd names the node it sends this page to (`node`); the
+// participants of one room are sent to the same node.
+async function fetchIce(room = call.room) {
+  const path = room ? `/api/ice?room=${encodeURIComponent(room)}` : '/api/ice';
+  const r = await fetch(withKey(path), { cache: 'no-store' });
   if (r.status === 401) throw new Error('The access key is wrong or has changed: ask for a new join link.');
   if (r.status === 429) throw new Error('Too many attempts from this address; wait a minute and try again.');
   if (!r.ok) throw new Error(`turnd answered ${r.status} for credentials.`);
@@ -243,6 +246,10 @@ class Peer {
     this.path = {};
     this.timer = setInterval(() => this.readStats(), 1000);
     this.failure = null; // why the connection failed, in words, once known
+    this.restarts = 0; // ICE restarts after a lost connection, for tests
+    this.lost = null; // the timer that restarts ICE when a lost connection stays lost
+    this.recovering = false;
+    this.stalled = 0; // seconds in a row the selected pair received nothing
     // ICE takes up to 30 s to give up; say what is likely wrong sooner.
     this.slow = setTimeout(async () => {
       if (!['connected', 'completed'].includes(this.pc.iceConnectionState)) {
@@ -319,8 +326,14 @@ class Peer {
     }
   }
 
+  // A connection lost for a few seconds (the relay node went away, the
+  // network changed) gets an ICE restart with fresh credentials: in a fleet
+  // they name a node that is up. Failed connections restart at once.
   iceChanged() {
     const s = this.pc.iceConnectionState;
+    clearTimeout(this.lost);
+    if (s === 'disconnected') this.lost = setTimeout(() => this.recover(), 2000);
+    if (s === 'failed') this.recover();
     if (s === 'failed') {
       this.explainFailure().then((why) => {
         if (this.pc.iceConnectionState === 'failed') notice(why, 'error', 'ice');
@@ -331,6 +344,28 @@ class Peer {
       clearNotice('ice');
     }
     this.render();
+  }
+
+  async recover(stalled = false) {
+    const s = this.pc.iceConnectionState;
+    if (this.recovering || !(stalled || ['disconnected', 'failed'].includes(s))) return;
+    this.stalled = 0;
+    this.recovering = true;
+    try {
+      call.ice = await fetchIce();
+      for (const p of call.peers.values()) p.pc.setConfiguration(rtcConfig());
+      this.restarts += 1;
+      this.pc.restartIce();
+      notice(`Connection to ${this.id} lost; reconnecting${call.ice.node ? ` via ${call.ice.node}` : ''}.`, 'info', 'ice');
+    } catch (e) {
+      console.warn('ICE restart failed', e);
+    } finally {
+      // One restart at a time; another after 5 s if this one did not help.
+      setTimeout(() => {
+        this.recovering = false;
+        if (['disconnected', 'failed'].includes(this.pc.iceConnectionState)) this.recover();
+      }, 5000);
+    }
   }
 
   // Why the connection failed, in words, from what this page saw: the
@@ -420,6 +455,12 @@ class Peer {
       const bytes = { sent: pair.bytesSent || 0, received: pair.bytesReceived || 0, at: now };
       const prev = this.prevBytes;
       this.prevBytes = bytes;
+      // A connection that receives nothing for 3 s is lost even while ICE
+      // still says "connected" (Chromium keeps saying so for up to 30 s
+      // after the relay it goes through died): restart ICE then.
+      const still = prev && bytes.received === prev.received;
+      this.stalled = still ? this.stalled + 1 : 0;
+      if (this.stalled >= 3) this.recover(true);
       Object.assign(path, {
         local: local.candidateType,
         remote: remote.candidateType,
@@ -441,7 +482,7 @@ class Peer {
     const rows = [
       ['state', `${this.pc.connectionState} (ice ${this.pc.iceConnectionState})`],
       ['path', p.local ? `${p.local} → ${p.remote} over ${p.protocol}` : '—'],
-      ['via', p.local === 'relay' ? p.url : p.localAddress ? `${p.localAddress} → ${p.remoteAddress}` : '—'],
+      ['via', p.local === 'relay' ? `${p.url}${call.ice?.node ? ` (${call.ice.node})` : ''}` : p.localAddress ? `${p.localAddress} → ${p.remoteAddress}` : '—'],
       ['rtt', p.rttMs != null ? `${p.rttMs} ms` : '—'],
       ['rate', p.kbpsIn != null ? `↓ ${p.kbpsIn} kbit/s ↑ ${p.kbpsOut} kbit/s` : '—'],
       ['chat', this.dc.readyState],
@@ -462,6 +503,7 @@ class Peer {
   close() {
     clearInterval(this.timer);
     clearTimeout(this.slow);
+    clearTimeout(this.lost);
     this.pc.close();
     this.tile.remove();
   }
@@ -559,7 +601,7 @@ async function join(room) {
   try {
     call.relayOnly = $('relay-only').checked;
     $('relay-only-live').checked = call.relayOnly;
-    call.ice = await fetchIce();
+    call.ice = await fetchIce(room);
     scheduleIceRefresh(call.ice.ttl * 0.8);
     await startMedia();
     await listCameras();

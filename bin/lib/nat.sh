@@ -1,0 +1,27 @@
+# Shared by bin/e2e-nat and bin/e2e-fleet (sourced): namespace helpers and a
+# NAT router between a client namespace and the test's "internet" (the
+# namespace named by $INET, with bridge br0 and 198.51.100.1/24). Every
+# address exists only inside namespaces the calling script created.
+
+nsx() { local n=$1; shift; ip netns exec "$n" "$@"; }
+
+router() { # name wan-address lan-address lan-net client client-address masquerade-flags
+    local r=$1 wan=$2 lan=$3 net=$4 c=$5 caddr=$6 flags=$7
+    ip link add "$r-wan" netns "$r" type veth peer name "$r-up" netns "$INET"
+    nsx "$INET" ip link set "$r-up" master br0 up
+    nsx "$r" ip addr add "$wan/24" dev "$r-wan"
+    nsx "$r" ip link set "$r-wan" up
+    nsx "$r" ip route add default via 198.51.100.1
+    ip link add "$r-lan" netns "$r" type veth peer name eth0 netns "$c"
+    nsx "$r" ip addr add "$lan/24" dev "$r-lan"
+    nsx "$r" ip link set "$r-lan" up
+    nsx "$c" ip addr add "$caddr/24" dev eth0
+    nsx "$c" ip link set eth0 up
+    nsx "$c" ip route add default via "$lan"
+    nsx "$r" sysctl -qw net.ipv4.ip_forward=1
+    # shellcheck disable=SC2086
+    nsx "$r" iptables -t nat -A POSTROUTING -s "$net" -o "$r-wan" -j MASQUERADE $flags
+    # Unsolicited packets to the router itself are dropped, not answered
+    # with ICMP (which would break hole punching), as home routers do.
+    nsx "$r" iptables -A INPUT -i "$r-wan" -m conntrack --ctstate NEW -j DROP
+}
