@@ -205,3 +205,36 @@ fn credentials_before_the_first_run_generate_the_secret() {
         .expect("password");
     assert_eq!(password, turnd::auth::rest_password(secret.trim().as_bytes(), username));
 }
+
+#[test]
+fn environment_variables_fill_in_values() {
+    use turnd::config::expand_env;
+    let env = |k: &str| match k {
+        "TURND_PUBLIC_IP" => Some("203.0.113.7".to_string()),
+        "NODE_NAME" => Some("worker-2".to_string()),
+        _ => None,
+    };
+    let text = "public-host = \"${TURND_PUBLIC_IP}\"\n[cluster]\nname = \"turn-${NODE_NAME}\"\n";
+    let out = expand_env(text, env).expect("expands");
+    assert_eq!(
+        out,
+        "public-host = \"203.0.113.7\"\n[cluster]\nname = \"turn-worker-2\"\n"
+    );
+    // Not a reference: left as written.
+    for literal in [
+        "a = \"$HOME\"",
+        "a = \"${lower}\"",
+        "a = \"${1X}\"",
+        "a = \"${UNCLOSED\"",
+        "a = \"${}\"",
+    ] {
+        assert_eq!(expand_env(literal, env).expect("no reference"), literal);
+    }
+    let e = expand_env("realm = \"x\"\n\npublic-host = \"${MISSING_VAR}\"\n", env).expect_err("unset");
+    assert_eq!(e.line, Some(3));
+    assert!(e.message.contains("MISSING_VAR is not set"), "{}", e.message);
+    // Through the loader: the error names the file.
+    let err = turnd::config::Config::parse("public-host = \"${TURND_TEST_SURELY_UNSET}\"\n", "t.toml")
+        .expect_err("unset variable");
+    assert!(format!("{err}").contains("TURND_TEST_SURELY_UNSET is not set"), "{err}");
+}

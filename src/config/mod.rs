@@ -120,6 +120,39 @@ impl Cluster {
     }
 }
 
+/// `text` with every `${NAME}` (NAME of A-Z, 0-9 and _) replaced by the
+/// environment variable's value, as `lookup` finds it: one configuration
+/// for many nodes (Kubernetes puts the node's address and name in the
+/// environment). An unset variable is an error naming it and its line.
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, Problem> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(after.len());
+        let name = &after[..name_len];
+        if name.is_empty() || !after[name_len..].starts_with('}') || name.starts_with(|c: char| c.is_ascii_digit()) {
+            out.push_str("${");
+            rest = after;
+            continue;
+        }
+        let line = text[..text.len() - rest.len() + at].matches('\n').count() + 1;
+        let value = lookup(name).ok_or_else(|| Problem {
+            key: None,
+            line: Some(line),
+            value: Some(format!("${{{name}}}")),
+            message: format!("the environment variable {name} is not set"),
+        })?;
+        out.push_str(&value);
+        rest = &after[name_len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// An inline token, else the trimmed contents of `file` (`key` names it in
 /// errors), else none.
 fn read_token(token: &Option<Secret>, file: &Option<PathBuf>, key: &str) -> anyhow::Result<Option<Secret>> {
@@ -673,6 +706,7 @@ impl Config {
             file: file.to_string(),
             problems,
         };
+        let text = &expand_env(text, |k| std::env::var(k).ok()).map_err(|p| fail(vec![p]))?;
         let located = Located::parse(text).map_err(|p| fail(vec![p]))?;
         // What did not deserialize, and the rest (when it did).
         let (mut problems, cfg) = match errors::deserialize_all::<Config>(text, &located) {
