@@ -107,17 +107,30 @@ fn get(url: &str, token: Option<&str>) -> (u16, String) {
 
 /// `/api/ice` from `node`: the node it names and its TURN URLs.
 fn ice(node: &Node, room: Option<&str>) -> (String, Vec<String>) {
+    let (name, turn, _) = ice_cred(node, room);
+    (name, turn)
+}
+
+/// [`ice`] with the credential it carries.
+fn ice_cred(node: &Node, room: Option<&str>) -> (String, Vec<String>, (String, String)) {
     let q = room.map(|r| format!("?room={r}")).unwrap_or_default();
     let (code, body) = get(&format!("http://{}/api/ice{q}", node.http), None);
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let turn = v["iceServers"]
+    let server = v["iceServers"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s.get("username").is_some()))
-        .and_then(|s| s["urls"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    let turn = server["urls"]
+        .as_array()
         .map(|u| u.iter().filter_map(|x| x.as_str().map(String::from)).collect())
         .unwrap_or_default();
-    (v["node"].as_str().unwrap_or("?").to_string(), turn)
+    let cred = (
+        server["username"].as_str().unwrap_or_default().to_string(),
+        server["credential"].as_str().unwrap_or_default().to_string(),
+    );
+    (v["node"].as_str().unwrap_or("?").to_string(), turn, cred)
 }
 
 /// Waits (up to 10 s) until every node hands out every node.
@@ -152,10 +165,17 @@ fn time_until_left_out(asked: &[&Node], gone: &str) -> Duration {
 /// An Allocate over TCP at `addr` with a credential minted for `user`: the
 /// error code and, for 300, the ALTERNATE-SERVER.
 fn allocate(addr: SocketAddr) -> (Option<u16>, Option<SocketAddr>, streamc::Framed<std::net::TcpStream>) {
+    allocate_as(addr, rest_creds("fleet"))
+}
+
+/// [`allocate`] with the REST credential `(user, pass)`.
+fn allocate_as(
+    addr: SocketAddr,
+    (user, pass): (String, String),
+) -> (Option<u16>, Option<SocketAddr>, streamc::Framed<std::net::TcpStream>) {
     let mut c = streamc::tcp(addr);
     let r = c.request(&build(req(METHOD_ALLOCATE), vec![transport_udp()], None, true));
     let nonce = text(&r, stun::attributes::ATTR_NONCE).expect("nonce");
-    let (user, pass) = rest_creds("fleet");
     let cred = Cred {
         user,
         realm: REALM.into(),
@@ -214,10 +234,21 @@ fn a_fleet_spreads_clients_and_routes_around_draining_and_dead_nodes() {
         assert_eq!(ice(all[1], Some("fleet-room")).0, room_node);
     }
 
-    // A credential node 1 minted for node 2 works on node 2.
-    let (code, _, c) = allocate(nodes[1].turn);
-    assert_eq!(code, None, "allocation on node 2");
-    drop(c);
+    // A credential node 1 minted, sending the client to node 2, works on
+    // node 2 (and on node 3: the nodes share only the secret).
+    let (name, turn, cred) = (0..10)
+        .map(|_| ice_cred(&nodes[0], None))
+        .find(|(n, _, _)| n == "node-2")
+        .expect("node 1 sends a client to node 2");
+    assert!(
+        turn.iter().all(|u| u.contains(&nodes[1].turn.to_string())),
+        "{name}: {turn:?}"
+    );
+    for n in &nodes[1..] {
+        let (code, _, c) = allocate_as(n.turn, cred.clone());
+        assert_eq!(code, None, "node 1's credential on {}", n.turn);
+        drop(c);
+    }
 
     // Node 3 drains (an allocation keeps it alive): it is left out.
     let (code, _, live) = allocate(nodes[2].turn);

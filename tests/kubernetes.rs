@@ -180,7 +180,18 @@ fn check_overlay(overlay: &str, dir: &Path) {
         );
     let file = dir.join(format!("{overlay}.toml"));
     std::fs::write(&file, &expanded).expect("write");
-    let cfg = turnd::config::Config::check(&file).unwrap_or_else(|e| panic!("{overlay}: turnd check-config:\n{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("turnd");
+    assert!(
+        out.status.success(),
+        "{overlay}: turnd check-config:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = turnd::config::Config::check(&file).expect("the same check in-process");
     assert!(!cfg.cluster.nodes.is_empty(), "a fleet");
     // A rolling update drains each pod before killing it.
     let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("grace period");

@@ -37,6 +37,18 @@ async function until(ms, what, fn) {
   }
 }
 
+// Seconds until 12 answers in a row from `asked` nodes leave `gone` out.
+async function leftOut(asked, gone) {
+  const t = Date.now();
+  let clean = 0;
+  for (let i = 0; clean < 12; i++) {
+    if (Date.now() - t > 10000) throw new Error(`${gone} still handed out after 10 s`);
+    clean = (await ice(asked[i % asked.length])).node === gone ? 0 : clean + 1;
+    await sleep(20);
+  }
+  return (Date.now() - t) / 1000;
+}
+
 const args = [`--unsafely-treat-insecure-origin-as-secure=${page(1)}`];
 const [ba, bb] = await Promise.all([
   launch({ executablePath: chromiumA, args }),
@@ -132,6 +144,7 @@ await runChecks(timer, [ba, bb], async () => {
   const framesBefore = await Promise.all(two.pages.map(async (p) => (await path(p)).framesDecoded));
   const killed = Date.now();
   process.kill(Number(pid2), 'SIGKILL');
+  check((await leftOut(['1', '3'], 'node-2')) < 5, 'killed node 2 is left out of /api/ice answers within 5 s');
   const back = async (p, before) =>
     p.evaluate((before) => {
       const peer = [...window.turnd.peers.values()][0];
@@ -161,6 +174,7 @@ await runChecks(timer, [ba, bb], async () => {
   await sleep(2000);
   const drained = Date.now();
   process.kill(Number(pid1), 'SIGTERM');
+  check((await leftOut(['1', '3'], 'node-1')) < 5, 'draining node 1 is left out of /api/ice answers within 5 s');
   await until(5000, 'node 1 readiness says draining', async () => (await fetch(`http://${ip(1)}:9478/readyz`)).status === 503);
   check(true, 'node 1 draining: /readyz answers 503');
   // A new client: 300, sent to the live sibling (node 2 is dead).
