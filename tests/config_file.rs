@@ -230,6 +230,8 @@ fn environment_variables_fill_in_values() {
     ] {
         assert_eq!(expand_env(literal, env).expect("no reference"), literal);
     }
+    let commented = "# public-host = \"${MISSING_VAR}\"\n  # ${ALSO_MISSING}\n";
+    assert_eq!(expand_env(commented, env).expect("comments stay"), commented);
     let e = expand_env("realm = \"x\"\n\npublic-host = \"${MISSING_VAR}\"\n", env).expect_err("unset");
     assert_eq!(e.line, Some(3));
     assert!(e.message.contains("MISSING_VAR is not set"), "{}", e.message);

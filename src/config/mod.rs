@@ -126,6 +126,20 @@ impl Cluster {
 /// environment). An unset variable is an error naming it and its line.
 pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, Problem> {
     let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        // Comment lines stay as written: commenting a line out never needs
+        // its variables.
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+        } else {
+            out.push_str(&expand_line(line, i + 1, &lookup)?);
+        }
+    }
+    Ok(out)
+}
+
+fn expand_line(text: &str, line: usize, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, Problem> {
+    let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("${") {
         out.push_str(&rest[..at]);
@@ -139,7 +153,6 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
             rest = after;
             continue;
         }
-        let line = text[..text.len() - rest.len() + at].matches('\n').count() + 1;
         let value = lookup(name).ok_or_else(|| Problem {
             key: None,
             line: Some(line),
