@@ -344,6 +344,7 @@ impl Daemon {
             ("admin", old.admin != cfg.admin),
             ("xdp", old.xdp != cfg.xdp),
             ("stun", old.stun != cfg.stun),
+            ("cluster", old.cluster != cfg.cluster),
         ] {
             if changed {
                 out.needs_restart.push(what);
