@@ -250,6 +250,8 @@ class Peer {
     this.lost = null; // the timer that restarts ICE when a lost connection stays lost
     this.recovering = false;
     this.stalled = 0; // seconds in a row the selected pair received nothing
+    this.everConnected = false; // only a connection that worked is "lost"
+    this.attempts = 0; // restarts since the connection last worked
     // ICE takes up to 30 s to give up; say what is likely wrong sooner.
     this.slow = setTimeout(async () => {
       if (!['connected', 'completed'].includes(this.pc.iceConnectionState)) {
@@ -340,14 +342,20 @@ class Peer {
       });
     }
     if (s === 'connected' || s === 'completed') {
+      this.everConnected = true;
+      this.attempts = 0;
       this.failure = null;
       clearNotice('ice');
     }
     this.render();
   }
 
+  // A connection that never connected is not lost: its failure is
+  // explained instead (explainFailure). Six restarts (30 s) at most, then
+  // the failure is explained too.
   async recover(stalled = false) {
     const s = this.pc.iceConnectionState;
+    if (!this.everConnected || this.attempts >= 6) return;
     if (this.recovering || !(stalled || ['disconnected', 'failed'].includes(s))) return;
     this.stalled = 0;
     this.recovering = true;
@@ -355,6 +363,7 @@ class Peer {
       call.ice = await fetchIce();
       for (const p of call.peers.values()) p.pc.setConfiguration(rtcConfig());
       this.restarts += 1;
+      this.attempts += 1;
       this.pc.restartIce();
       notice(`Connection to ${this.id} lost; reconnecting${call.ice.node ? ` via ${call.ice.node}` : ''}.`, 'info', 'ice');
     } catch (e) {
