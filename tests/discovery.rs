@@ -12,83 +12,51 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::server::tool;
+use common::stunc::*;
+use stun::addr::MappedAddress;
+use stun::attributes::AttrType;
+use stun::message::{Message, METHOD_BINDING};
 
-const BINDING: u16 = 0x0001;
 const CHANGE_REQUEST: u16 = 0x0003;
 const PADDING: u16 = 0x0026;
-const XOR_MAPPED: u16 = 0x0020;
-const ERROR_CODE: u16 = 0x0009;
 const RESPONSE_ORIGIN: u16 = 0x802B;
 const OTHER_ADDRESS: u16 = 0x802C;
 
-/// A Binding request with `attrs` (type, value), no integrity.
-fn binding(attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (t, v) in attrs {
-        body.extend_from_slice(&t.to_be_bytes());
-        body.extend_from_slice(&(v.len() as u16).to_be_bytes());
-        body.extend_from_slice(v);
-        body.resize(body.len().div_ceil(4) * 4, 0);
-    }
-    let mut m = Vec::new();
-    m.extend_from_slice(&BINDING.to_be_bytes());
-    m.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    m.extend_from_slice(&0x2112_A442u32.to_be_bytes());
-    m.extend_from_slice(&rand_txid());
-    m.extend_from_slice(&body);
-    m
+/// A Binding request with `attrs`, no integrity, no fingerprint.
+fn binding(attrs: Attrs) -> Vec<u8> {
+    build(req(METHOD_BINDING), attrs, None, false).raw
 }
 
-fn rand_txid() -> [u8; 12] {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    let mut t = [0u8; 12];
-    t.copy_from_slice(&n.to_be_bytes()[4..]);
-    t
-}
-
-fn change(ip: bool, port: bool) -> (u16, Vec<u8>) {
+fn change(ip: bool, port: bool) -> Box<dyn stun::message::Setter> {
     let flags = u32::from(ip) << 2 | u32::from(port) << 1;
-    (CHANGE_REQUEST, flags.to_be_bytes().to_vec())
+    raw(CHANGE_REQUEST, &flags.to_be_bytes())
 }
 
-fn padding(n: usize) -> (u16, Vec<u8>) {
-    (PADDING, vec![0; n])
-}
-
-/// The attributes of a STUN message: (type, value).
-fn attrs(m: &[u8]) -> Vec<(u16, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut at = 20;
-    while at + 4 <= m.len() {
-        let t = u16::from_be_bytes([m[at], m[at + 1]]);
-        let len = u16::from_be_bytes([m[at + 2], m[at + 3]]) as usize;
-        out.push((t, m[at + 4..at + 4 + len].to_vec()));
-        at += 4 + len.div_ceil(4) * 4;
-    }
-    out
-}
-
-/// A plain (not XOR-ed) IPv4 address attribute's value.
-fn plain(v: &[u8]) -> SocketAddr {
-    assert_eq!(v[1], 1, "IPv4");
-    SocketAddr::from(([v[4], v[5], v[6], v[7]], u16::from_be_bytes([v[2], v[3]])))
+fn padding(n: usize) -> Box<dyn stun::message::Setter> {
+    raw(PADDING, &vec![0; n])
 }
 
 struct Answer {
     from: SocketAddr,
-    bytes: Vec<u8>,
+    len: usize,
+    message: Message,
 }
 
 impl Answer {
-    fn attr(&self, t: u16) -> Option<Vec<u8>> {
-        attrs(&self.bytes).into_iter().find(|(a, _)| *a == t).map(|(_, v)| v)
+    fn has(&self, t: u16) -> bool {
+        self.message.contains(AttrType(t))
+    }
+
+    /// A (plain, not XOR-ed) address attribute.
+    fn address(&self, t: u16) -> Option<SocketAddr> {
+        let mut a = MappedAddress::default();
+        a.get_from_as(&self.message, AttrType(t))
+            .ok()
+            .map(|_| SocketAddr::new(a.ip, a.port))
     }
 
     fn error(&self) -> Option<u16> {
-        self.attr(ERROR_CODE).map(|v| u16::from(v[2]) * 100 + u16::from(v[3]))
+        error_code(&self.message)
     }
 }
 
@@ -106,7 +74,8 @@ fn ask(server: SocketAddr, request: &[u8]) -> Answer {
             );
             return Answer {
                 from,
-                bytes: buf[..n].to_vec(),
+                len: n,
+                message: decode(&buf[..n]),
             };
         }
     }
@@ -148,16 +117,15 @@ fn change_request_is_answered_from_the_other_address_and_port() {
 
     // A bare request: the plain answer (OTHER-ADDRESS would make it 44
     // bytes, over twice the 20).
-    let a = ask(primary, &binding(&[]));
-    assert_eq!(a.bytes.len(), 32);
-    assert!(a.attr(XOR_MAPPED).is_some() && a.attr(OTHER_ADDRESS).is_none());
+    let a = ask(primary, &binding(vec![]));
+    assert_eq!(a.len, 32);
+    assert!(mapped(&a.message).is_some() && !a.has(OTHER_ADDRESS));
 
     // Room for them: both attributes, from where it was sent.
-    let pad = padding(20);
-    let a = ask(primary, &binding(std::slice::from_ref(&pad)));
+    let a = ask(primary, &binding(vec![padding(20)]));
     assert_eq!(a.from, primary);
-    assert_eq!(plain(&a.attr(RESPONSE_ORIGIN).expect("RESPONSE-ORIGIN")), primary);
-    assert_eq!(plain(&a.attr(OTHER_ADDRESS).expect("OTHER-ADDRESS")), other);
+    assert_eq!(a.address(RESPONSE_ORIGIN).expect("RESPONSE-ORIGIN"), primary);
+    assert_eq!(a.address(OTHER_ADDRESS).expect("OTHER-ADDRESS"), other);
 
     // CHANGE-REQUEST, 28 bytes: exactly twice fits all three addresses.
     for (ip, port, from) in [
@@ -166,19 +134,19 @@ fn change_request_is_answered_from_the_other_address_and_port() {
         (true, false, SocketAddr::from(([127, 0, 0, 2], p1))),
         (true, true, other),
     ] {
-        let a = ask(primary, &binding(&[change(ip, port)]));
+        let a = ask(primary, &binding(vec![change(ip, port)]));
         assert_eq!(a.error(), None, "change ip {ip} port {port}");
         assert_eq!(a.from, from, "change ip {ip} port {port}");
-        assert_eq!(plain(&a.attr(RESPONSE_ORIGIN).expect("RESPONSE-ORIGIN")), from);
+        assert_eq!(a.address(RESPONSE_ORIGIN).expect("RESPONSE-ORIGIN"), from);
         // OTHER-ADDRESS differs from the answer's source in both.
-        let o = plain(&a.attr(OTHER_ADDRESS).expect("OTHER-ADDRESS"));
+        let o = a.address(OTHER_ADDRESS).expect("OTHER-ADDRESS");
         assert!(o.ip() != from.ip() && o.port() != from.port(), "{o} against {from}");
     }
     // Asked at the other address: OTHER-ADDRESS is the primary.
-    let a = ask(other, &binding(&[change(false, false)]));
-    assert_eq!(plain(&a.attr(OTHER_ADDRESS).expect("OTHER-ADDRESS")), primary);
+    let a = ask(other, &binding(vec![change(false, false)]));
+    assert_eq!(a.address(OTHER_ADDRESS).expect("OTHER-ADDRESS"), primary);
     // A malformed CHANGE-REQUEST: 400.
-    let a = ask(primary, &binding(&[(CHANGE_REQUEST, vec![0, 0, 4])]));
+    let a = ask(primary, &binding(vec![raw(CHANGE_REQUEST, &[0, 0, 4])]));
     assert_eq!(a.error(), Some(400));
     daemon.stop();
 }
@@ -188,13 +156,13 @@ fn without_other_address_change_request_gets_420() {
     let (p1, _) = ports();
     let primary = SocketAddr::from(([127, 0, 0, 1], p1));
     let daemon = start(p1, None);
-    let a = ask(primary, &binding(&[change(true, true)]));
+    let a = ask(primary, &binding(vec![change(true, true)]));
     assert_eq!(a.error(), Some(420));
-    assert!(a.attr(OTHER_ADDRESS).is_none());
-    let a = ask(primary, &binding(&[padding(40)]));
+    assert!(!a.has(OTHER_ADDRESS));
+    let a = ask(primary, &binding(vec![padding(40)]));
     assert_eq!(a.error(), Some(420));
-    let a = ask(primary, &binding(&[]));
-    assert!(a.attr(OTHER_ADDRESS).is_none() && a.attr(RESPONSE_ORIGIN).is_none());
+    let a = ask(primary, &binding(vec![]));
+    assert!(!a.has(OTHER_ADDRESS) && !a.has(RESPONSE_ORIGIN));
     daemon.stop();
 }
 
@@ -204,10 +172,10 @@ fn one_address_changes_the_port_only() {
     let primary = SocketAddr::from(([127, 0, 0, 1], p1));
     let second = SocketAddr::from(([127, 0, 0, 1], p2));
     let daemon = start(p1, Some(second));
-    let a = ask(primary, &binding(&[change(false, true)]));
+    let a = ask(primary, &binding(vec![change(false, true)]));
     assert_eq!(a.from, second);
-    assert_eq!(plain(&a.attr(OTHER_ADDRESS).expect("OTHER-ADDRESS")), primary);
-    let a = ask(primary, &binding(&[change(true, false)]));
+    assert_eq!(a.address(OTHER_ADDRESS).expect("OTHER-ADDRESS"), primary);
+    let a = ask(primary, &binding(vec![change(true, false)]));
     assert_eq!(a.error(), Some(420));
     daemon.stop();
 }
