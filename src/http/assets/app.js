@@ -452,9 +452,11 @@ class Peer {
     const stats = await this.pc.getStats();
     let pair = null;
     let framesDecoded = 0;
+    let rtpIn = 0; // media packets received: the other side sends media
     stats.forEach((r) => {
       if (r.type === 'transport' && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId);
       if (r.type === 'inbound-rtp' && r.kind === 'video') framesDecoded += r.framesDecoded || 0;
+      if (r.type === 'inbound-rtp') rtpIn += r.packetsReceived || 0;
     });
     const path = { state: this.pc.connectionState, framesDecoded };
     if (pair) {
@@ -464,10 +466,12 @@ class Peer {
       const bytes = { sent: pair.bytesSent || 0, received: pair.bytesReceived || 0, at: now };
       const prev = this.prevBytes;
       this.prevBytes = bytes;
-      // A connection that receives nothing for 3 s is lost even while ICE
-      // still says "connected" (Chromium keeps saying so for up to 30 s
-      // after the relay it goes through died): restart ICE then.
-      const still = prev && bytes.received === prev.received;
+      // A connection that carried media and receives nothing for 3 s is
+      // lost even while ICE still says "connected" (Chromium keeps saying
+      // so for up to 30 s after the relay it goes through died): restart
+      // ICE then. (A muted sender still sends packets; a call without any
+      // media, chat only, is left to ICE's own verdict.)
+      const still = prev && rtpIn > 0 && bytes.received === prev.received;
       this.stalled = still ? this.stalled + 1 : 0;
       if (this.stalled >= 3) this.recover(true);
       Object.assign(path, {
