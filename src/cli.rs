@@ -210,13 +210,7 @@ fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     }
     let host = serve::public_host(&cfg);
     let tls = running.relay.streams.iter().any(|(_, k)| k.uses_tls());
-    if tls
-        && host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok()
-    {
+    if tls && serve::bare_host(&host).parse::<std::net::IpAddr>().is_ok() {
         tracing::warn!(
             public_host = %host,
             "Firefox uses turns: (TURN over TLS) URLs only with a host name, never an IP address: \

@@ -177,6 +177,12 @@ pub fn public_host(cfg: &Config) -> String {
     }
 }
 
+/// A host as written in URLs without the brackets of an IPv6 address: what
+/// parses as an address, or goes into a certificate.
+pub fn bare_host(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 fn url_host(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(a) => a.to_string(),
@@ -410,8 +416,7 @@ pub fn certificate(cfg: &Config) -> anyhow::Result<Arc<Certs>> {
         (Some(c), Some(k)) => Certs::load(c, k),
         _ => {
             let host = public_host(cfg);
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-            let mut names = vec![host, "localhost".to_string()];
+            let mut names = vec![bare_host(&host).to_string(), "localhost".to_string()];
             names.dedup();
             Certs::self_signed(&data_dir(cfg), &names)
         }
@@ -561,7 +566,6 @@ fn join_cluster(cfg: &Config, daemon: &Daemon) -> anyhow::Result<Arc<crate::clus
 /// `relay.external-ip`, else `public-host` when it is an address, else
 /// the listeners' specific addresses, else the host's own.
 fn public_ips(cfg: &Config, endpoints: &Endpoints, host: &str) -> Vec<IpAddr> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
     let listeners = endpoints.udp.iter().chain(endpoints.streams.iter().map(|(a, _)| a));
     let (v4, v6) = host_addresses();
     let candidates = cfg
@@ -569,7 +573,7 @@ fn public_ips(cfg: &Config, endpoints: &Endpoints, host: &str) -> Vec<IpAddr> {
         .external_ip
         .iter()
         .copied()
-        .chain(bare.parse::<IpAddr>().ok())
+        .chain(bare_host(host).parse::<IpAddr>().ok())
         .chain(listeners.map(|a| a.ip()).filter(|ip| !ip.is_unspecified()))
         .chain(v4.map(IpAddr::V4))
         .chain(v6.map(IpAddr::V6));

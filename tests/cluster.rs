@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::process::{free_tcp_port, Proc};
+use common::process::{free_tcp_port_on, Proc};
 use common::server::*;
 use common::streamc;
 use common::stunc::*;
@@ -29,19 +29,12 @@ struct Node {
     ops: SocketAddr,
 }
 
-fn free_port_on(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Three nodes, each with UDP and TCP TURN and the page on 127.0.0.N.
 fn fleet() -> Vec<Node> {
     let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-    let turn: Vec<u16> = ips.iter().map(|_| free_tcp_port()).collect();
-    let http: Vec<u16> = ips.iter().map(|ip| free_port_on(ip)).collect();
-    let ops: Vec<u16> = ips.iter().map(|ip| free_port_on(ip)).collect();
+    let turn: Vec<u16> = ips.iter().map(|ip| free_tcp_port_on(ip)).collect();
+    let http: Vec<u16> = ips.iter().map(|ip| free_tcp_port_on(ip)).collect();
+    let ops: Vec<u16> = ips.iter().map(|ip| free_tcp_port_on(ip)).collect();
     let urls: Vec<String> = ips
         .iter()
         .zip(&http)

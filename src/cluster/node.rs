@@ -130,6 +130,11 @@ impl Cluster {
         me
     }
 
+    /// This node's name.
+    pub fn name(&self) -> String {
+        self.roster().me().name.clone()
+    }
+
     /// Where `/api/ice` sends a client (of `room`, when it names one).
     pub fn choose(&self, room: Option<&str>) -> Pick {
         let me = self.status();

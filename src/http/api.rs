@@ -78,7 +78,7 @@ impl IceSource {
                 return v;
             }
         };
-        v["node"] = json!(cluster.status().name);
+        v["node"] = json!(cluster.name());
         v
     }
 

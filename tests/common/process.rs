@@ -23,7 +23,12 @@ pub fn free_udp_port() -> u16 {
 
 /// A TCP port free on 127.0.0.1 a moment ago (the daemon binds it next).
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_tcp_port_on("127.0.0.1")
+}
+
+/// A TCP port free on `ip` (another loopback address, say) a moment ago.
+pub fn free_tcp_port_on(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
