@@ -126,15 +126,27 @@ fn ice_cred(node: &Node, room: Option<&str>) -> (String, Vec<String>, (String, S
     (v["node"].as_str().unwrap_or("?").to_string(), turn, cred)
 }
 
-/// Waits (up to 10 s) until every node hands out every node.
-fn wait_converged(nodes: &[&Node], names: &[&str]) {
+/// Waits (up to 10 s) until every node has polled both siblings
+/// successfully (its `/metrics` counts two healthy ones) and the nodes
+/// together hand out all three. A node started first finds its siblings
+/// unreachable until they listen and says so until its next poll: seeing
+/// every name from some node is not enough (CI once checked the metrics
+/// between the two).
+fn wait_converged(nodes: &[&Node]) {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
+        let polled = nodes.iter().all(|n| {
+            let (_, m) = get(&format!("http://{}/metrics", n.ops), None);
+            m.contains("turnd_cluster_siblings{state=\"healthy\"} 2")
+        });
         let seen: std::collections::BTreeSet<String> = (0..30).map(|i| ice(nodes[i % nodes.len()], None).0).collect();
-        if names.iter().all(|n| seen.contains(*n)) {
+        if polled && seen.len() == nodes.len() {
             return;
         }
-        assert!(Instant::now() < end, "the fleet did not converge: {seen:?}");
+        assert!(
+            Instant::now() < end,
+            "the fleet did not converge: {seen:?}, every node polled both: {polled}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -188,7 +200,7 @@ fn allocate_as(
 fn a_fleet_spreads_clients_and_routes_around_draining_and_dead_nodes() {
     let mut nodes = fleet();
     let all: Vec<&Node> = nodes.iter().collect();
-    wait_converged(&all, &["node-1", "node-2", "node-3"]);
+    wait_converged(&all);
 
     // The status endpoint: the fleet's token or nothing.
     let status = format!("http://{}/api/cluster", nodes[0].http);
