@@ -5,6 +5,14 @@
 
 nsx() { local n=$1; shift; ip netns exec "$n" "$@"; }
 
+# Pings from namespace $1 until $2 answers, for up to 10 s: a veth just set
+# up drops packets until the kernel has activated its link (later still
+# while it is busy tearing down other namespaces), so one ping is not enough.
+reach() {
+    nsx "$1" ping -c1 -i0.2 -w10 "$2" >/dev/null ||
+        { echo "${0##*/}: $2 does not answer pings from namespace $1 within 10 s" >&2; return 1; }
+}
+
 router() { # name wan-address lan-address lan-net client client-address masquerade-flags
     local r=$1 wan=$2 lan=$3 net=$4 c=$5 caddr=$6 flags=$7
     ip link add "$r-wan" netns "$r" type veth peer name "$r-up" netns "$INET"
