@@ -9,6 +9,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
 
 use crate::net::tcp::Gate;
@@ -56,6 +57,20 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<()
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
+/// A family of metrics of one type: one per label set.
+fn family<'a, M: EncodeMetric + TypedMetric>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Vec<(&'a str, String)>, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = e.encode_descriptor(name, help, None, M::TYPE)?;
+    for (labels, m) in values {
+        m.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 /// A counter family: one value per label set.
 fn counters<'a>(
     e: &mut DescriptorEncoder,
@@ -63,11 +78,12 @@ fn counters<'a>(
     help: &str,
     values: impl IntoIterator<Item = (Vec<(&'a str, String)>, u64)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = e.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
-    for (labels, v) in values {
-        ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    family(
+        e,
+        name,
+        help,
+        values.into_iter().map(|(l, v)| (l, ConstCounter::new(v))),
+    )
 }
 
 impl Source {
@@ -154,19 +170,17 @@ impl Collector for Source {
         )?;
         if let Some(c) = &self.cluster {
             let h = c.health();
-            let mut family = e.encode_descriptor(
+            let state = |s: &str, n: u32| (vec![("state", s.to_string())], ConstGauge::new(i64::from(n)));
+            family(
+                &mut e,
                 "turnd_cluster_siblings",
                 "Siblings of this node in its fleet, by state (healthy: clients are sent there)",
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
+                [
+                    state("healthy", h.healthy),
+                    state("draining", h.draining),
+                    state("unreachable", h.unreachable),
+                ],
             )?;
-            for (state, n) in [
-                ("healthy", h.healthy),
-                ("draining", h.draining),
-                ("unreachable", h.unreachable),
-            ] {
-                ConstGauge::new(i64::from(n)).encode(family.encode_family(&[("state", state)])?)?;
-            }
         }
         gauge(
             &mut e,

@@ -152,10 +152,16 @@ fn credentials_command_mints_from_the_configured_secret() {
 fn check_config_reports_every_problem_with_line_and_value() {
     let dir = tempfile::tempdir().expect("tmp");
     let bad = dir.path().join("bad.toml");
+    let short = dir.path().join("fleet-token");
+    std::fs::write(&short, "too-short\n").expect("write");
+    let short = short.to_str().expect("utf8");
     std::fs::write(
         &bad,
-        "realm = \"r\"\n\n[relay]\nmin-port = 6000\nmax-port = 5000\n\n[peers]\nallow = [\"10.8.0.0/33\"]\n\n\
-         [admin]\nlisten = [\"127.0.0.1:9479\"]\ntoken-file = \"/nonexistent/admin-token\"\n",
+        format!(
+            "realm = \"r\"\n\n[relay]\nmin-port = 6000\nmax-port = 5000\n\n[peers]\nallow = [\"10.8.0.0/33\"]\n\n\
+         [admin]\nlisten = [\"127.0.0.1:9479\"]\ntoken-file = \"/nonexistent/admin-token\"\n\n\
+         [cluster]\nnodes = [\"http://127.0.0.2:8080\"]\ntoken-file = \"{short}\"\n"
+        ),
     )
     .expect("write");
     let file = bad.to_str().expect("utf8");
@@ -165,6 +171,7 @@ fn check_config_reports_every_problem_with_line_and_value() {
         format!("{file}:5: key `relay.max-port` = 5000:"),
         format!("{file}:8: key `peers.allow[0]` = \"10.8.0.0/33\":"),
         format!("{file}:12: key `admin.token-file` = \"/nonexistent/admin-token\": cannot read"),
+        format!("{file}:16: key `cluster.token-file` = \"{short}\": the token in it must be at least 16 characters"),
     ] {
         assert!(out.lines().any(|l| l.starts_with(&want)), "missing {want:?} in:\n{out}");
     }

@@ -253,16 +253,12 @@ impl Roster {
         });
         s.order = order;
         match answer {
-            Ok(status) if status.id == self.me.id => {
-                if s.status.is_none() {
-                    tracing::debug!(%url, "fleet: this node is listed among the nodes (left out)");
-                }
-                s.status = Some(status);
-                s.ok_at = Some(now);
-                s.error = None;
-            }
             Ok(status) => {
-                if s.error.is_some() || s.status.is_none() {
+                if status.id == self.me.id {
+                    if s.status.is_none() {
+                        tracing::debug!(%url, "fleet: this node is listed among the nodes (left out)");
+                    }
+                } else if s.error.is_some() || s.status.is_none() {
                     tracing::info!(node = %status.name, %url, draining = status.draining, "sibling reachable");
                 }
                 s.status = Some(status);
@@ -288,13 +284,16 @@ impl Roster {
         s.status.as_ref().is_some_and(|st| st.id == self.me.id)
     }
 
-    /// Whether clients may be sent to `s` at `now`.
-    fn usable(&self, s: &Sibling, now: Instant) -> bool {
+    /// Whether `s` answered its last poll, recently enough at `now`.
+    fn fresh(&self, s: &Sibling, now: Instant) -> bool {
         s.error.is_none()
-            && !self.is_self(s)
             && s.ok_at
                 .is_some_and(|t| now.saturating_duration_since(t) <= self.stale_after)
-            && s.status.as_ref().is_some_and(|st| !st.draining)
+    }
+
+    /// Whether clients may be sent to `s` at `now`.
+    fn usable(&self, s: &Sibling, now: Instant) -> bool {
+        self.fresh(s, now) && !self.is_self(s) && s.status.as_ref().is_some_and(|st| !st.draining)
     }
 
     fn sec(&self, now: Instant) -> u64 {
@@ -402,11 +401,7 @@ impl Roster {
         for s in self.siblings.values().filter(|s| !self.is_self(s)) {
             if self.usable(s, now) {
                 h.healthy += 1;
-            } else if s.error.is_none()
-                && s.ok_at
-                    .is_some_and(|t| now.saturating_duration_since(t) <= self.stale_after)
-                && s.status.as_ref().is_some_and(|st| st.draining)
-            {
+            } else if self.fresh(s, now) && s.status.as_ref().is_some_and(|st| st.draining) {
                 h.draining += 1;
             } else {
                 h.unreachable += 1;

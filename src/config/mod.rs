@@ -751,23 +751,20 @@ impl Config {
                 Err(e) => out.push((key, format!("cannot read {}: {e}", p.display()))),
             }
         }
-        if self.admin.token.is_none() {
-            match self.admin.token() {
-                Err(e) => out.push(("admin.token-file".into(), format!("{e:#}"))),
-                Ok(Some(t)) if t.len() < 16 => out.push((
-                    "admin.token-file".into(),
-                    "the token in it must be at least 16 characters".into(),
-                )),
-                Ok(_) => {}
+        // Inline tokens are checked with the rest of the values; these read
+        // their files.
+        for (key, token, file) in [
+            ("admin.token-file", &self.admin.token, &self.admin.token_file),
+            ("cluster.token-file", &self.cluster.token, &self.cluster.token_file),
+        ] {
+            if token.is_some() {
+                continue;
             }
-        }
-        if self.cluster.token.is_none() {
-            match self.cluster.token() {
-                Err(e) => out.push(("cluster.token-file".into(), format!("{e:#}"))),
-                Ok(Some(t)) if t.len() < 16 => out.push((
-                    "cluster.token-file".into(),
-                    "the token in it must be at least 16 characters".into(),
-                )),
+            match read_token(token, file, key) {
+                Err(e) => out.push((key.into(), format!("{e:#}"))),
+                Ok(Some(t)) if t.len() < 16 => {
+                    out.push((key.into(), "the token in it must be at least 16 characters".into()))
+                }
                 Ok(_) => {}
             }
         }

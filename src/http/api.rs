@@ -68,17 +68,16 @@ impl IceSource {
     /// client of `room`: this one, or a sibling's URLs with a credential
     /// every node accepts (they share the secret). `node` names it.
     fn mint_in(&self, cluster: &Cluster, room: Option<&str>, host: Option<&str>) -> serde_json::Value {
-        let mut v = match cluster.choose(room) {
-            Pick::Me => self.mint(host),
+        let (mut v, node) = match cluster.choose(room) {
+            Pick::Me => (self.mint(host), cluster.name()),
             Pick::Sibling { name, stun, turn } => {
                 let (_, username, credential) = self.credential(None);
                 let mut v = crate::serve::ice_servers_json(&stun, &turn, &username, &credential);
                 v["ttl"] = json!(self.ttl.as_secs());
-                v["node"] = json!(name);
-                return v;
+                (v, name)
             }
         };
-        v["node"] = json!(cluster.name());
+        v["node"] = json!(node);
         v
     }
 

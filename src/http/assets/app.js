@@ -335,8 +335,8 @@ class Peer {
     const s = this.pc.iceConnectionState;
     clearTimeout(this.lost);
     if (s === 'disconnected') this.lost = setTimeout(() => this.recover(), 2000);
-    if (s === 'failed') this.recover();
     if (s === 'failed') {
+      this.recover();
       this.explainFailure().then((why) => {
         if (this.pc.iceConnectionState === 'failed') notice(why, 'error', 'ice');
       });
