@@ -1,9 +1,40 @@
-# Shared by bin/e2e-nat and bin/e2e-fleet (sourced): namespace helpers and a
-# NAT router between a client namespace and the test's "internet" (the
-# namespace named by $INET, with bridge br0 and 198.51.100.1/24). Every
-# address exists only inside namespaces the calling script created.
+# Shared by bin/e2e-nat and bin/e2e-fleet (sourced): namespace helpers, the
+# test's "internet" (the namespace named by $INET, with bridge br0 and
+# 198.51.100.1/24) and a NAT router between a client namespace and it.
+# Every address exists only inside namespaces the calling script created.
 
 nsx() { local n=$1; shift; ip netns exec "$n" "$@"; }
+
+# Kills what the script started ($PIDS) and whatever still runs in its
+# namespaces ($NS), and deletes them: the EXIT trap's work, and the first
+# step of a run (an interrupted one may have left them).
+teardown() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    for n in "${NS[@]}"; do ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
+    for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
+}
+
+# Creates the namespaces $NS (loopback up) and, in $INET, the test
+# internet's bridge br0 at 198.51.100.1/24. The bridge gets a fixed MAC: a
+# bridge otherwise takes the lowest of its ports' (random) MACs, so adding
+# a port could change it under the ARP caches of the namespaces already
+# talking to 198.51.100.1 (CI saw e2e-nat's home router lose its pings).
+internet() {
+    for n in "${NS[@]}"; do ip netns add "$n"; nsx "$n" ip link set lo up; done
+    nsx "$INET" ip link add br0 type bridge
+    nsx "$INET" ip link set br0 address 02:00:00:00:00:01
+    nsx "$INET" ip addr add 198.51.100.1/24 dev br0
+    nsx "$INET" ip link set br0 up
+}
+
+# Waits (up to 5 s) until $2:$3 takes TCP connections from namespace $1.
+wait_tcp() {
+    for _ in $(seq 50); do
+        nsx "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null && return 0
+        sleep 0.1
+    done
+}
 
 # Pings from namespace $1 until $2 answers, for up to 10 s: a veth just set
 # up drops packets until the kernel has activated its link (later still
