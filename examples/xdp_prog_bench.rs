@@ -21,7 +21,7 @@ use std::process::Command;
 
 use aya::maps::{HashMap as KernelMap, MapData};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use turnd::net::xdp::maps::{In4Key, In4Val, In6Key, In6Val, Out4Key, Out4Val, Out6Key, Out6Val};
+use turnd::net::xdp::maps::{Iface, In4Key, In4Val, In6Key, In6Val, Out4Key, Out4Val, Out6Key, Out6Val, Settings};
 
 const XDP_TX: u32 = 3;
 
@@ -62,9 +62,38 @@ fn frame(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&src.port().to_be_bytes());
     f.extend_from_slice(&dst.port().to_be_bytes());
     f.extend_from_slice(&ulen.to_be_bytes());
-    f.extend_from_slice(&[0x12, 0x34]);
+    f.extend_from_slice(&[0, 0]);
     f.extend_from_slice(payload);
+    checksums(&mut f);
     f
+}
+
+/// Sets the IPv4 header checksum and the UDP checksum (the program relays
+/// only datagrams whose checksums hold, as the stack would take them).
+fn checksums(f: &mut [u8]) {
+    let sum = |data: &[u8], mut s: u32| -> u32 {
+        for c in data.chunks(2) {
+            s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        s
+    };
+    let fold = |mut s: u32| -> u16 {
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    };
+    let (udp, addrs) = if f[12..14] == [0x08, 0x00] {
+        let c = !fold(sum(&f[14..34], 0));
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        (34, 26..34)
+    } else {
+        (54, 22..54)
+    };
+    let ulen = u16::from_be_bytes([f[udp + 4], f[udp + 5]]);
+    let pseudo = sum(&f[addrs], 17 + u32::from(ulen));
+    let c = !fold(sum(&f[udp..], pseudo));
+    f[udp + 6..udp + 8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
 }
 
 fn channel_data(n: u16, payload: &[u8]) -> Vec<u8> {
@@ -183,15 +212,15 @@ fn run(reps: u32) -> Vec<Row> {
     for (fam, client, listener, relay, peer) in addrs {
         if fam == "ipv4" {
             let (c, l, r, p) = (v4(client), v4(listener), v4(relay), v4(peer));
-            out4.insert(Out4Key::new(&c, &l, ch.to_be()), Out4Val::new(&r, &p, 0, forever), 0)
+            out4.insert(Out4Key::new(&c, &l, ch.to_be()), Out4Val::new(&r, &p, 0, 1, forever), 0)
                 .expect("route");
-            in4.insert(In4Key::new(&p, &r), In4Val::new(&c, &l, ch.to_be(), 0, forever), 0)
+            in4.insert(In4Key::new(&p, &r), In4Val::new(&c, &l, ch.to_be(), 0, 1, forever), 0)
                 .expect("route");
         } else {
             let (c, l, r, p) = (v6(client), v6(listener), v6(relay), v6(peer));
-            out6.insert(Out6Key::new(&c, &l, ch.to_be()), Out6Val::new(&r, &p, 0, forever), 0)
+            out6.insert(Out6Key::new(&c, &l, ch.to_be()), Out6Val::new(&r, &p, 0, 1, forever), 0)
                 .expect("route");
-            in6.insert(In6Key::new(&p, &r), In6Val::new(&c, &l, ch.to_be(), 0, forever), 0)
+            in6.insert(In6Key::new(&p, &r), In6Val::new(&c, &l, ch.to_be(), 0, 1, forever), 0)
                 .expect("route");
         }
     }
@@ -200,6 +229,24 @@ fn run(reps: u32) -> Vec<Row> {
         // SAFETY: a NUL-terminated name.
         unsafe { libc::if_nametoindex(name.as_ptr()) }
     };
+    // What turnd writes at start: the interface as the frames address it
+    // (their destination MAC), the host's TTL and smallest path MTU.
+    let mut ifaces: KernelMap<MapData, u32, Iface> =
+        KernelMap::try_from(ebpf.take_map("IFACES").expect("IFACES")).expect("map");
+    let iface = Iface {
+        mac: [2, 0, 0, 0, 0, 1],
+        rp_filter: 0,
+        hop_limit: 64,
+    };
+    ifaces.insert(ifindex, iface, 0).expect("interface");
+    let mut settings: aya::maps::Array<MapData, Settings> =
+        aya::maps::Array::try_from(ebpf.take_map("SETTINGS").expect("SETTINGS")).expect("map");
+    let host = Settings {
+        ttl: 64,
+        pad: 0,
+        min_pmtu4: 552,
+    };
+    settings.set(0, host, 0).expect("settings");
     let time = |ebpf: &mut aya::Ebpf, prog: &str, f: &[u8]| -> f64 {
         let p: &mut Xdp = ebpf.program_mut(prog).expect("program").try_into().expect("xdp");
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
@@ -226,7 +273,7 @@ fn run(reps: u32) -> Vec<Row> {
         }
         let r = r.expect("at least one run");
         if r.return_value != XDP_TX {
-            let c: Vec<u64> = (0..9u32)
+            let c: Vec<u64> = (0..turnd::net::xdp::COUNTERS as u32)
                 .map(|i| counters.get(&i, 0).map_or(0, |v| v.iter().sum()))
                 .collect();
             panic!(

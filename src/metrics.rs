@@ -123,13 +123,26 @@ impl Source {
         counters(
             e,
             "turnd_xdp_passed",
-            "Packets of a kernel-relayed channel left to the socket path",
+            "Frames the kernel path left to the socket path, by reason",
             [
-                (why("expired"), n(Counter::PassExpired)),
+                (why("not_udp"), n(Counter::PassNotUdp)),
+                (why("other_host"), n(Counter::PassOtherHost)),
+                (why("options"), n(Counter::PassOptions)),
+                (why("malformed"), n(Counter::PassMalformed)),
+                (why("unknown"), n(Counter::PassUnknown)),
                 (why("length"), n(Counter::PassLength)),
+                (why("expired"), n(Counter::PassExpired)),
+                (why("reverse_path"), n(Counter::PassReversePath)),
+                (why("checksum"), n(Counter::PassChecksum)),
                 (why("no_route"), n(Counter::PassNoRoute)),
                 (why("too_big"), n(Counter::PassTooBig)),
             ],
+        )?;
+        counter(
+            e,
+            "turnd_xdp_aborted",
+            "Frames the kernel path dropped after it had begun to rewrite them (never expected)",
+            n(Counter::Aborted),
         )?;
         counter(
             e,

@@ -1794,3 +1794,23 @@ fn dual_stack_ipv6_socket_failing_leaves_ipv4_with_508() {
     assert_eq!(h.open.len(), 1, "only the first allocation's socket: {:?}", h.open);
     assert_eq!(h.ports_in_use(), 1);
 }
+
+/// An IPv4-mapped IPv6 peer (`::ffff:1.2.3.4`) is an IPv4 peer in IPv6
+/// spelling: 443 for CreatePermission and ChannelBind on a dual-stack
+/// allocation as on an IPv6 one (it used to be judged, and permitted, as
+/// its IPv4 address, and a channel to it bound on the IPv6 relay); the
+/// IPv4 spelling is permitted.
+#[test]
+fn ipv4_mapped_peers_are_a_family_mismatch() {
+    let mut h = H::new(dual_config());
+    let c = client(1);
+    let r = h.authed(c, METHOD_ALLOCATE, vec![transport_udp(), additional_v6()]);
+    assert_eq!(all_relayed(&r).len(), 2);
+    let mapped = sa("[::ffff:1.2.3.4]:1000");
+    let r = h.authed(c, METHOD_CREATE_PERMISSION, vec![peer(mapped)]);
+    assert_eq!(error_code(&r), Some(443));
+    let r = h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(mapped)]);
+    assert_eq!(error_code(&r), Some(443));
+    let r = h.authed(c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(sa("1.2.3.4:1000"))]);
+    assert!(is_success(&r), "{r}");
+}

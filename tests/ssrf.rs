@@ -155,6 +155,12 @@ fn run_matrix<S: Read + Write>(c: &mut Framed<S>, v6: bool, addrs: &[&str], port
     for (i, a) in addrs.iter().enumerate() {
         let ip: IpAddr = a.parse().expect("address");
         let target = SocketAddr::new(ip, port);
+        // An IPv4-mapped peer is an IPv4 peer in IPv6 spelling: a family
+        // mismatch, refused before any policy reads it.
+        let want = match ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() && want.is_some() => Some(443),
+            _ => want,
+        };
         let r = c.request(&build(
             req(METHOD_CREATE_PERMISSION),
             vec![peer(target)],

@@ -12,6 +12,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use common::frames;
 use common::netns::{self, Topo};
 use common::process::Proc;
 use common::streamc::{self, Datagrams, Framed, Item};
@@ -115,7 +116,7 @@ fn peer(t: &Topo, family: u8) -> (UdpSocket, SocketAddr) {
 
 fn recv_from(s: &UdpSocket, limit: Duration) -> Option<(Vec<u8>, SocketAddr)> {
     s.set_read_timeout(Some(limit)).expect("timeout");
-    let mut buf = vec![0u8; 2048];
+    let mut buf = vec![0u8; 65536];
     let (n, from) = s.recv_from(&mut buf).ok()?;
     buf.truncate(n);
     Some((buf, from))
@@ -126,7 +127,7 @@ fn recv_channel(c: &mut Framed<Datagrams>, limit: Duration) -> Option<(u16, Vec<
     c.io.0.set_read_timeout(Some(limit)).expect("timeout");
     let end = Instant::now() + limit;
     while Instant::now() < end {
-        let mut buf = vec![0u8; 2048];
+        let mut buf = vec![0u8; 65536];
         let Ok(n) = c.io.0.recv(&mut buf) else {
             return None;
         };
@@ -321,11 +322,12 @@ fn the_same_channel_number_on_two_allocations() {
     }
 }
 
-/// At a 1500-byte MTU: the largest ChannelData a client can send (1468
-/// bytes of data) and the largest a peer's datagram can become (1468 + 4)
-/// are relayed in the kernel; a peer datagram whose ChannelData would not
-/// fit the client's link goes to the socket path (counted), which sends it
-/// in fragments.
+/// At a 1500-byte MTU, over IPv4 and IPv6: the largest ChannelData a
+/// client can send (1468 / 1448 bytes of data) and the largest a peer's
+/// datagram can become (the same + 4) are relayed in the kernel; a peer's
+/// full-size datagram, whose ChannelData would not fit the client's link,
+/// goes to the socket path (counted), which sends it in fragments, and so
+/// does a 3000-byte datagram the peer sent in fragments.
 #[test]
 fn the_largest_channel_data_at_a_1500_byte_mtu() {
     if !netns::available() {
@@ -334,24 +336,36 @@ fn the_largest_channel_data_at_a_1500_byte_mtu() {
     for (n, mode) in [(107u8, "native"), (108, "off")] {
         let t = Topo::new(&format!("xl{n}"), n);
         let _p = start(&t, mode, "");
-        let (mut c, cred, relayed) = client(&t, 4, "large");
-        let (ps, pa) = peer(&t, 4);
-        c.bind(&cred, 0x4000, pa);
-        let big = vec![0x5a; 1468];
-        c.send(&channel_data(0x4000, &big, false));
-        assert_eq!(recv_from(&ps, Duration::from_secs(2)), Some((big.clone(), relayed)));
-        ps.send_to(&big, relayed).expect("send");
-        assert_eq!(recv_channel(&mut c, Duration::from_secs(2)), Some((0x4000, big)));
-        // 1472 bytes from the peer become a 1504-byte packet to the
-        // client: left to the socket path, which sends it in fragments
-        // (it used to set DF and drop it).
-        ps.send_to(&[0xa5; 1472], relayed).expect("send");
-        let got = recv_channel(&mut c, Duration::from_secs(2));
-        assert_eq!(got.map(|(n, p)| (n, p.len())), Some((0x4000, 1472)), "{mode}");
+        for family in [4u8, 6] {
+            let ip = if family == 4 { 20 } else { 40 };
+            let (mut c, cred, relayed) = client(&t, family, "large");
+            let (ps, pa) = peer(&t, family);
+            c.bind(&cred, 0x4000, pa);
+            let big = vec![0x5a; 1500 - ip - 8 - 4];
+            c.send(&channel_data(0x4000, &big, false));
+            assert_eq!(recv_from(&ps, Duration::from_secs(2)), Some((big.clone(), relayed)));
+            ps.send_to(&big, relayed).expect("send");
+            assert_eq!(recv_channel(&mut c, Duration::from_secs(2)), Some((0x4000, big)));
+            // 1472 / 1452 bytes from the peer become a 1504-byte packet to
+            // the client: left to the socket path, which sends it in
+            // fragments (it used to set DF and drop it over IPv4, and over
+            // IPv6 sendmsg failed with EMSGSIZE: IPV6_DONTFRAG).
+            for size in [1500 - ip - 8, 3000] {
+                ps.send_to(&vec![0xa5; size], relayed).expect("send");
+                let got = recv_channel(&mut c, Duration::from_secs(2));
+                assert_eq!(
+                    got.map(|(n, p)| (n, p.len())),
+                    Some((0x4000, size)),
+                    "{mode} IPv{family} {size}"
+                );
+            }
+            if mode == "native" {
+                assert_eq!(kernel(&t, "to_peer", family), 1);
+                assert_eq!(kernel(&t, "to_client", family), 1);
+            }
+        }
         if mode == "native" {
-            assert_eq!(kernel(&t, "to_peer", 4), 1);
-            assert_eq!(kernel(&t, "to_client", 4), 1);
-            assert_eq!(t.metric(METRICS, "turnd_xdp_passed_total{reason=\"too_big\"}"), 1);
+            assert_eq!(passed(&t, "too_big"), 2, "{}", t.metrics(METRICS));
         }
     }
 }
@@ -633,10 +647,15 @@ fn an_expired_route_is_left_to_the_socket_path() {
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     };
-    let mut out4: KernelMap<MapData, [u8; 16], [u8; 56]> =
+    let mut out4: KernelMap<MapData, [u8; 16], [u8; 32]> =
         KernelMap::try_from(ebpf.take_map("OUT4").expect("OUT4")).expect("hash");
-    let mut in4: KernelMap<MapData, [u8; 12], [u8; 64]> =
+    let mut in4: KernelMap<MapData, [u8; 12], [u8; 32]> =
         KernelMap::try_from(ebpf.take_map("IN4").expect("IN4")).expect("hash");
+    // The test run's frames arrive on loopback (ifindex 1): its MAC is the
+    // frames' destination, no reverse-path filter, hop limit 64.
+    let mut ifaces: KernelMap<MapData, u32, [u8; 8]> =
+        KernelMap::try_from(ebpf.take_map("IFACES").expect("IFACES")).expect("hash");
+    ifaces.insert(1, [2, 0, 0, 0, 0, 1, 0, 64], 0).expect("insert");
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("COUNTERS").expect("COUNTERS")).expect("array");
     let counter = |i: u32| -> u64 { counters.get(&i, 0).map_or(0, |v| v.iter().sum()) };
@@ -650,9 +669,10 @@ fn an_expired_route_is_left_to_the_socket_path() {
     let be = |p: u16| p.to_be_bytes();
     let out_key: Vec<u8> = [&client[..], &listener, &be(cport), &be(lport), &be(channel), &[0, 0]].concat();
     let in_key: Vec<u8> = [&peer[..], &relay, &be(pport), &be(rport)].concat();
-    let routes = |out4: &mut KernelMap<MapData, [u8; 16], [u8; 56]>,
-                  in4: &mut KernelMap<MapData, [u8; 12], [u8; 64]>,
+    let routes = |out4: &mut KernelMap<MapData, [u8; 16], [u8; 32]>,
+                  in4: &mut KernelMap<MapData, [u8; 12], [u8; 32]>,
                   until: u64| {
+        // relay, peer, ports, slot, expiry, generation, padding
         let out_val: Vec<u8> = [
             &relay[..],
             &peer,
@@ -660,9 +680,11 @@ fn an_expired_route_is_left_to_the_socket_path() {
             &be(pport),
             &0u32.to_ne_bytes(),
             &until.to_ne_bytes(),
-            &[0; 32],
+            &1u32.to_ne_bytes(),
+            &[0; 4],
         ]
         .concat();
+        // client, listener, ports, channel, padding, slot, generation, expiry
         let in_val: Vec<u8> = [
             &client[..],
             &listener,
@@ -671,36 +693,27 @@ fn an_expired_route_is_left_to_the_socket_path() {
             &be(channel),
             &[0, 0],
             &0u32.to_ne_bytes(),
-            &[0; 4],
+            &1u32.to_ne_bytes(),
             &until.to_ne_bytes(),
-            &[0; 32],
         ]
         .concat();
         out4.insert(
             <[u8; 16]>::try_from(&out_key[..]).expect("16"),
-            <[u8; 56]>::try_from(&out_val[..]).expect("56"),
+            <[u8; 32]>::try_from(&out_val[..]).expect("32"),
             0,
         )
         .expect("insert");
         in4.insert(
             <[u8; 12]>::try_from(&in_key[..]).expect("12"),
-            <[u8; 64]>::try_from(&in_val[..]).expect("64"),
+            <[u8; 32]>::try_from(&in_val[..]).expect("32"),
             0,
         )
         .expect("insert");
     };
     // An Ethernet frame carrying UDP from `src` to `dst` with `payload`.
     let frame = |src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]| -> Vec<u8> {
-        let ulen = (8 + payload.len()) as u16;
-        let tot = 20 + ulen;
-        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
-        f.extend_from_slice(&[0x45, 0, (tot >> 8) as u8, tot as u8, 0, 0, 0x40, 0, 64, 17, 0, 0]);
-        f.extend_from_slice(&src);
-        f.extend_from_slice(&dst);
-        f.extend_from_slice(&[(sport >> 8) as u8, sport as u8, (dport >> 8) as u8, dport as u8]);
-        f.extend_from_slice(&[(ulen >> 8) as u8, ulen as u8, 0x12, 0x34]);
-        f.extend_from_slice(payload);
-        f
+        let (s, d) = (SocketAddr::from((src, sport)), SocketAddr::from((dst, dport)));
+        common::frames::udp([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], s, d, payload)
     };
     let from_client = frame(client, cport, listener, lport, &channel_data(channel, b"data", false));
     let from_peer = frame(peer, pport, relay, rport, b"data");
@@ -844,4 +857,463 @@ fn redirects_between_two_interfaces() {
     assert_eq!((to_peer + no_route, to_client), (10, 10), "{}", t.metrics(METRICS));
     assert!(to_peer >= 9);
     assert_eq!(t.metric(METRICS, "turnd_xdp_redirected_total"), to_peer + to_client);
+}
+
+// ------------------------------------------------------------------------
+// The kernel path against the socket path, frame by frame (issue 23): each
+// case sends the same crafted frames in `native` and `off` mode and reads
+// what crosses the links, with a frame that must get through as the
+// positive control (a case cannot pass by seeing nothing).
+
+/// A client allocated over `family` with channel 0x4000 bound to a peer
+/// socket, the neighbours on both sides resolved (one datagram each way:
+/// the first one to an unresolved neighbour goes to the socket path).
+struct Call {
+    c: Framed<Datagrams>,
+    cred: Cred,
+    relayed: SocketAddr,
+    /// The client's address and the listener it talks to: the 5-tuple a
+    /// crafted frame in its name carries.
+    ca: SocketAddr,
+    server: SocketAddr,
+    ps: UdpSocket,
+    pa: SocketAddr,
+}
+
+fn call(t: &Topo, family: u8, user: &str) -> Call {
+    let (mut c, cred, relayed) = client(t, family, user);
+    let (ps, pa) = peer(t, family);
+    c.bind(&cred, 0x4000, pa);
+    c.send(&channel_data(0x4000, b"warm", false));
+    assert_eq!(
+        recv_from(&ps, Duration::from_secs(2)),
+        Some((b"warm".to_vec(), relayed))
+    );
+    ps.send_to(b"warm", relayed).expect("send");
+    assert_eq!(
+        recv_channel(&mut c, Duration::from_secs(2)),
+        Some((0x4000, b"warm".to_vec()))
+    );
+    let ca = c.io.0.local_addr().expect("addr");
+    let server = c.io.0.peer_addr().expect("addr");
+    Call {
+        c,
+        cred,
+        relayed,
+        ca,
+        server,
+        ps,
+        pa,
+    }
+}
+
+/// The MACs of a frame the router sends to turnd's host.
+fn router_to_turnd(t: &Topo) -> ([u8; 6], [u8; 6]) {
+    (frames::mac(&t.ns('r'), "tot"), frames::mac(&t.ns('t'), "eth0"))
+}
+
+fn passed(t: &Topo, reason: &str) -> u64 {
+    t.metric(METRICS, &format!("turnd_xdp_passed_total{{reason=\"{reason}\"}}"))
+}
+
+/// Strict reverse-path filtering on turnd's host, a second link into it:
+/// a frame in the client's name (to the listener, on the bound channel) or
+/// in the peer's (to the relayed address) that comes in on the wrong link
+/// is dropped, as the stack drops it; the same frame from the right link
+/// is relayed (the control).
+#[test]
+fn spoofed_sources_on_the_wrong_link_are_not_relayed() {
+    if !netns::available() {
+        return;
+    }
+    for (n, mode) in [(117u8, "native"), (118, "off")] {
+        let t = Topo::new(&format!("xs{n}"), n);
+        t.second_link();
+        let rp = [
+            "-qw",
+            "net.ipv4.conf.all.rp_filter=1",
+            "net.ipv4.conf.eth0.rp_filter=1",
+            "net.ipv4.conf.eth1.rp_filter=1",
+        ];
+        let set = t.run('t', "sysctl", &rp);
+        assert!(set.status.success(), "{set:?}");
+        let p = start(&t, mode, "interfaces = [\"eth0\", \"eth1\"]\n");
+        let mut k = call(&t, 4, "spoof");
+        let (rmac, tmac) = router_to_turnd(&t);
+        let (xmac, tmac1) = (frames::mac(&t.ns('x'), "eth0"), frames::mac(&t.ns('t'), "eth1"));
+        let cd = channel_data(0x4000, b"in the client's name", false);
+        frames::inject(&t, 'r', "tot", &[frames::udp(rmac, tmac, k.ca, k.server, &cd)]);
+        assert_eq!(
+            recv_from(&k.ps, Duration::from_secs(2)),
+            Some((b"in the client's name".to_vec(), k.relayed)),
+            "{mode}: the control"
+        );
+        frames::inject(&t, 'x', "eth0", &[frames::udp(xmac, tmac1, k.ca, k.server, &cd)]);
+        assert_eq!(
+            recv_from(&k.ps, Duration::from_millis(500)),
+            None,
+            "{mode}: a spoofed client relayed\n{}",
+            p.log()
+        );
+        let from_peer = |smac, dmac| frames::udp(smac, dmac, k.pa, k.relayed, b"in the peer's name");
+        frames::inject(&t, 'r', "tot", &[from_peer(rmac, tmac)]);
+        assert_eq!(
+            recv_channel(&mut k.c, Duration::from_secs(2)),
+            Some((0x4000, b"in the peer's name".to_vec())),
+            "{mode}: the control"
+        );
+        frames::inject(&t, 'x', "eth0", &[from_peer(xmac, tmac1)]);
+        assert_eq!(
+            recv_channel(&mut k.c, Duration::from_millis(500)),
+            None,
+            "{mode}: a spoofed peer relayed"
+        );
+        if mode == "native" {
+            assert_eq!(passed(&t, "reverse_path"), 2, "{}", t.metrics(METRICS));
+            // The controls went through the kernel.
+            assert_eq!(kernel(&t, "to_peer", 4), 2, "{}", t.metrics(METRICS));
+            assert_eq!(kernel(&t, "to_client", 4), 2, "{}", t.metrics(METRICS));
+        }
+    }
+}
+
+/// Frames the stack throws away are not relayed: a bad IPv4 header
+/// checksum, a bad UDP checksum (IPv4 and IPv6, both directions) and a
+/// wrong IP version nibble, each in the client's or the peer's name on the
+/// right link. Only the control arrives on the far link, and with a valid
+/// checksum.
+#[test]
+fn malformed_frames_are_not_relayed() {
+    if !netns::available() {
+        return;
+    }
+    for (n, mode) in [(119u8, "native"), (120, "off")] {
+        let t = Topo::new(&format!("xm{n}"), n);
+        let _p = start(&t, mode, "");
+        let (rmac, tmac) = router_to_turnd(&t);
+        for family in [4u8, 6] {
+            let mut k = call(&t, family, "malformed");
+            let to_peer =
+                |payload: &[u8]| frames::udp(rmac, tmac, k.ca, k.server, &channel_data(0x4000, payload, false));
+            let mut bad = Vec::new();
+            let mut f = to_peer(b"bad udp checksum");
+            let at = if family == 4 {
+                frames::v4::UDP_SUM
+            } else {
+                frames::v6::UDP_SUM
+            };
+            f[at] ^= 0x5a;
+            bad.push(f);
+            let mut f = to_peer(b"wrong version");
+            if family == 4 {
+                f[frames::v4::VERSION] = 0x65;
+                frames::fix(&mut f);
+            } else {
+                f[frames::v6::VERSION] = 0x40 | (f[frames::v6::VERSION] & 0x0f);
+            }
+            bad.push(f);
+            if family == 4 {
+                let mut f = to_peer(b"bad ip checksum");
+                f[frames::v4::IP_SUM] ^= 0xff;
+                bad.push(f);
+            }
+            bad.push(to_peer(b"the control"));
+            let cap = frames::Capture::start(&t, 'p', "eth0");
+            frames::inject(&t, 'r', "tot", &bad);
+            let seen = cap.stop();
+            let got: Vec<(Vec<u8>, bool)> = seen.to(k.pa).iter().map(|s| (s.payload.clone(), s.udp_ok)).collect();
+            assert_eq!(got, vec![(b"the control".to_vec(), true)], "{mode} IPv{family}");
+            assert_eq!(
+                recv_from(&k.ps, Duration::from_secs(1)),
+                Some((b"the control".to_vec(), k.relayed))
+            );
+            // From the peer: a bad UDP checksum, then the control.
+            let mut f = frames::udp(rmac, tmac, k.pa, k.relayed, b"bad udp checksum");
+            f[at] ^= 0x5a;
+            let control = frames::udp(rmac, tmac, k.pa, k.relayed, b"the control");
+            let cap = frames::Capture::start(&t, 'c', "eth0");
+            frames::inject(&t, 'r', "tot", &[f, control]);
+            let seen = cap.stop();
+            let got: Vec<(Vec<u8>, bool)> = seen.to(k.ca).iter().map(|s| (s.payload.clone(), s.udp_ok)).collect();
+            assert_eq!(
+                got,
+                vec![(channel_data(0x4000, b"the control", false), true)],
+                "{mode} IPv{family} to the client"
+            );
+            assert_eq!(
+                recv_channel(&mut k.c, Duration::from_secs(1)),
+                Some((0x4000, b"the control".to_vec()))
+            );
+            if mode == "native" {
+                assert_eq!(kernel(&t, "to_peer", family), 2, "{}", t.metrics(METRICS));
+                assert_eq!(kernel(&t, "to_client", family), 2, "{}", t.metrics(METRICS));
+            }
+        }
+        if mode == "native" {
+            assert_eq!(passed(&t, "checksum"), 4, "{}", t.metrics(METRICS));
+            assert_eq!(passed(&t, "malformed"), 3, "{}", t.metrics(METRICS));
+        }
+    }
+}
+
+/// A frame for another host's MAC (a flooding switch, a promiscuous port)
+/// is not relayed; one to the broadcast MAC is left to the stack, which
+/// decides as it does on the socket path; the control, to turnd's MAC, is
+/// relayed.
+#[test]
+fn frames_for_another_mac_are_not_relayed() {
+    if !netns::available() {
+        return;
+    }
+    let mut broadcast = Vec::new();
+    for (n, mode) in [(121u8, "native"), (122, "off")] {
+        let t = Topo::new(&format!("xh{n}"), n);
+        let _p = start(&t, mode, "");
+        let (rmac, tmac) = router_to_turnd(&t);
+        let k = call(&t, 4, "otherhost");
+        let frame =
+            |dmac, payload: &[u8]| frames::udp(rmac, dmac, k.ca, k.server, &channel_data(0x4000, payload, false));
+        let cap = frames::Capture::start(&t, 'p', "eth0");
+        frames::inject(
+            &t,
+            'r',
+            "tot",
+            &[
+                frame([2, 0, 0, 0, 0, 0x99], b"another host"),
+                frame([0xff; 6], b"broadcast"),
+                frame(tmac, b"the control"),
+            ],
+        );
+        let seen = cap.stop();
+        let got: Vec<Vec<u8>> = seen.to(k.pa).iter().map(|s| s.payload.clone()).collect();
+        assert!(!got.contains(&b"another host".to_vec()), "{mode}: {got:?}");
+        assert!(got.contains(&b"the control".to_vec()), "{mode}: {got:?}");
+        broadcast.push(got.contains(&b"broadcast".to_vec()));
+        if mode == "native" {
+            assert!(passed(&t, "other_host") >= 2, "{}", t.metrics(METRICS));
+        }
+    }
+    assert_eq!(
+        broadcast[0], broadcast[1],
+        "a broadcast frame: native {broadcast:?} off"
+    );
+}
+
+/// What a relayed datagram's IP header carries is what a relay socket's
+/// does, whatever the sender's said: TOS / traffic class 0 and flow label 0
+/// (RFC 8656 §14's alternate behaviours), DF and the identification as the
+/// stack writes them, the host's default TTL (net.ipv4.ip_default_ttl) and
+/// the interface's IPv6 hop limit, both read again on reload. Seen one hop
+/// on (the router takes one off).
+#[test]
+fn relayed_headers_are_what_a_relay_socket_sends() {
+    if !netns::available() {
+        return;
+    }
+    let mut modes = Vec::new();
+    for (n, mode) in [(123u8, "native"), (124, "off")] {
+        let t = Topo::new(&format!("xi{n}"), n);
+        let sysctl = |ttl: u8, hops: u8| {
+            let (a, b) = (
+                format!("net.ipv4.ip_default_ttl={ttl}"),
+                format!("net.ipv6.conf.eth0.hop_limit={hops}"),
+            );
+            let out = t.run('t', "sysctl", &["-qw", &a, &b]);
+            assert!(out.status.success(), "{out:?}");
+        };
+        sysctl(77, 66);
+        let p = start(&t, mode, "");
+        let (rmac, tmac) = router_to_turnd(&t);
+        let mut seen = Vec::new();
+        for round in 0..2 {
+            if round == 1 {
+                sysctl(99, 33);
+                p.signal("HUP");
+                let log = p.wait_log("configuration reloaded", Duration::from_secs(5));
+                assert!(log.contains("configuration reloaded"), "{log}");
+            }
+            for family in [4u8, 6] {
+                let k = call(&t, family, "headers");
+                let bend = |mut f: Vec<u8>| {
+                    if family == 4 {
+                        f[frames::v4::TOS] = 0xb9;
+                        f[frames::v4::TTL] = 9;
+                        f[frames::v4::ID..frames::v4::ID + 2].copy_from_slice(&[0x42, 0x42]);
+                        f[frames::v4::FRAG] = 0;
+                    } else {
+                        // Traffic class 0xb9, flow label 0xabcde.
+                        f[14..18].copy_from_slice(&[0x6b, 0x9a, 0xbc, 0xde]);
+                        f[frames::v6::HOP_LIMIT] = 9;
+                    }
+                    frames::fix(&mut f);
+                    f
+                };
+                let before = (kernel(&t, "to_peer", family), kernel(&t, "to_client", family));
+                let cd = channel_data(0x4000, b"to the peer", false);
+                let cap = frames::Capture::start(&t, 'p', "eth0");
+                frames::inject(&t, 'r', "tot", &[bend(frames::udp(rmac, tmac, k.ca, k.server, &cd))]);
+                let to_peer = cap.stop().to(k.pa).into_iter().cloned().collect::<Vec<_>>();
+                let cap = frames::Capture::start(&t, 'c', "eth0");
+                let f = frames::udp(rmac, tmac, k.pa, k.relayed, b"to the client");
+                frames::inject(&t, 'r', "tot", &[bend(f)]);
+                let to_client = cap.stop().to(k.ca).into_iter().cloned().collect::<Vec<_>>();
+                assert_eq!((to_peer.len(), to_client.len()), (1, 1), "{mode} IPv{family}");
+                if mode == "native" {
+                    let after = (kernel(&t, "to_peer", family), kernel(&t, "to_client", family));
+                    assert_eq!(after, (before.0 + 1, before.1 + 1), "{mode}: the kernel relayed them");
+                }
+                for (dir, s) in [("to_peer", &to_peer[0]), ("to_client", &to_client[0])] {
+                    assert!(s.ip_ok && s.udp_ok, "{mode} {dir}: {s:?}");
+                    // The identification is the stack's (a hash-based
+                    // counter per destination): nonzero in both modes.
+                    seen.push((round, family, dir, s.tos, s.ttl, s.df, s.id != 0, s.flow));
+                }
+            }
+        }
+        modes.push(seen);
+    }
+    assert_eq!(modes[0], modes[1], "native, then off");
+    for &(round, family, dir, tos, ttl, df, id, flow) in &modes[1] {
+        let want = match (round, family) {
+            (0, 4) => 76,
+            (0, _) => 65,
+            (_, 4) => 98,
+            _ => 32,
+        };
+        let v4 = family == 4;
+        assert_eq!(
+            (tos, ttl, df, id, flow),
+            (0, want, v4, v4, 0),
+            "round {round} IPv{family} {dir}"
+        );
+    }
+}
+
+/// A smaller MTU appears behind the router (its link to the peer drops to
+/// 1300 bytes): the first large datagram is lost while the router's ICMP
+/// teaches turnd's host the path MTU, and every later one arrives, in
+/// fragments, in both modes (the kernel path used to reuse its cached next
+/// hop for a second, sending full-size datagrams into the black hole).
+#[test]
+fn a_smaller_path_mtu_behind_the_router_applies_at_once() {
+    if !netns::available() {
+        return;
+    }
+    for (n, mode) in [(125u8, "native"), (126, "off")] {
+        let t = Topo::new(&format!("xt{n}"), n);
+        let _p = start(&t, mode, "");
+        for family in [4u8, 6] {
+            let mut k = call(&t, family, "pmtu");
+            let big = |i: u8| vec![i; 1400];
+            for i in 0..3 {
+                k.c.send(&channel_data(0x4000, &big(i), false));
+                assert_eq!(recv_from(&k.ps, Duration::from_secs(2)), Some((big(i), k.relayed)));
+            }
+            let mtu = |v: &str| {
+                let out = t.run('r', "ip", &["link", "set", "top", "mtu", v]);
+                assert!(out.status.success(), "{out:?}");
+            };
+            mtu("1300");
+            k.c.send(&channel_data(0x4000, &big(10), false));
+            std::thread::sleep(Duration::from_millis(300));
+            for i in 11..21 {
+                k.c.send(&channel_data(0x4000, &big(i), false));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let mut got = Vec::new();
+            while let Some((p, _)) = recv_from(&k.ps, Duration::from_millis(500)) {
+                got.push(p[0]);
+            }
+            got.retain(|&i| i >= 11);
+            assert_eq!(got, (11..21).collect::<Vec<u8>>(), "{mode} IPv{family}");
+            mtu("1500");
+        }
+    }
+}
+
+/// An IPv6 allocation asked for a channel or a permission to an
+/// IPv4-mapped address (`::ffff:10.n.3.2`, an allowed IPv4 peer in IPv6
+/// spelling): 443 in both modes, and nothing leaves turnd's host for it;
+/// the control (the warm-up to the peer's real IPv6 address) does.
+#[test]
+fn ipv4_mapped_peers_are_refused() {
+    if !netns::available() {
+        return;
+    }
+    for (n, mode) in [(127u8, "native"), (128, "off")] {
+        let t = Topo::new(&format!("xv{n}"), n);
+        let _p = start(&t, mode, "");
+        let cap = frames::Capture::start(&t, 'r', "tot");
+        let mut k = call(&t, 6, "mapped");
+        let mapped: SocketAddr = format!("[::ffff:{}]:{}", t.ip('p', 4), k.pa.port())
+            .parse()
+            .expect("address");
+        let r = k.c.request(&build(
+            req(METHOD_CHANNEL_BIND),
+            vec![channel(0x4001), common::stunc::peer(mapped)],
+            Some(&k.cred),
+            true,
+        ));
+        assert_eq!(error_code(&r), Some(443), "{mode}: {r}");
+        let r = k.c.request(&build(
+            req(METHOD_CREATE_PERMISSION),
+            vec![common::stunc::peer(mapped)],
+            Some(&k.cred),
+            true,
+        ));
+        assert_eq!(error_code(&r), Some(443), "{mode}: {r}");
+        k.c.send(&channel_data(0x4001, b"to a mapped peer", false));
+        let seen = cap.stop();
+        assert!(seen.to(mapped).is_empty(), "{mode}: {:?}", seen.to(mapped));
+        assert_eq!(seen.to(k.pa).len(), 1, "{mode}: the control");
+    }
+}
+
+/// Every frame the kernel path leaves to the stack is counted by reason: a
+/// flood of datagrams for no channel (`unknown`), pings (`not_udp`), a
+/// fragment (`options`).
+#[test]
+fn frames_left_to_the_stack_are_counted_by_reason() {
+    if !netns::available() {
+        return;
+    }
+    let t = Topo::new("xq129", 129);
+    let _p = start(&t, "native", "");
+    let s = t.udp('c', 4);
+    let nobody = SocketAddr::new(t.ip('t', 4), 9999);
+    for _ in 0..50 {
+        s.send_to(b"nobody here", nobody).expect("send");
+    }
+    assert!(
+        t.wait_metric(
+            METRICS,
+            "turnd_xdp_passed_total{reason=\"unknown\"}",
+            50,
+            Duration::from_secs(3)
+        ) >= 50,
+        "{}",
+        t.metrics(METRICS)
+    );
+    let ping = t.run(
+        'c',
+        "ping",
+        &["-c", "3", "-i", "0.2", "-W", "1", &t.ip('t', 4).to_string()],
+    );
+    assert!(ping.status.success(), "{ping:?}");
+    assert!(passed(&t, "not_udp") >= 3, "{}", t.metrics(METRICS));
+    let (rmac, tmac) = router_to_turnd(&t);
+    let mut f = frames::udp(rmac, tmac, s.local_addr().expect("addr"), nobody, b"first of two");
+    f[frames::v4::FRAG] = 0x20;
+    frames::fix(&mut f);
+    let before = passed(&t, "options");
+    frames::inject(&t, 'r', "tot", &[f]);
+    assert_eq!(
+        t.wait_metric(
+            METRICS,
+            "turnd_xdp_passed_total{reason=\"options\"}",
+            before + 1,
+            Duration::from_secs(3)
+        ),
+        before + 1
+    );
 }

@@ -439,6 +439,13 @@ impl Relay {
     /// woken for it).
     pub fn set_config(&self, cfg: Arc<CoreConfig>) {
         *self.workers.config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+        // The kernel path copies the host's settings (TTL, hop limits,
+        // reverse-path filters, MACs): read again with the configuration.
+        if let Some(x) = &self.workers.xdp {
+            if let Err(e) = x.refresh() {
+                tracing::warn!(error = %e, "xdp: cannot read the host's settings again");
+            }
+        }
         self.workers.epoch.fetch_add(1, Ordering::AcqRel);
         self.workers.wake_all();
     }

@@ -46,22 +46,54 @@ pub fn bind_relay(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     // second; 256 KiB holds ~340 of them, and a deeper queue is only delay.
     let _ = s.set_recv_buffer_size(256 << 10);
     s.bind(&addr.into())?;
-    Ok(s.into())
+    let s: std::net::UdpSocket = s.into();
+    relay_headers(&s, addr.is_ipv6());
+    Ok(s)
 }
 
 /// Lets the kernel fragment a datagram too big for the path instead of
 /// refusing it. quinn-udp sets DF on every datagram (IP_PMTUDISC_PROBE, for
-/// QUIC's path MTU discovery); a relay must not: a peer's full-size 1472-byte
-/// datagram becomes 1476 bytes of ChannelData, over a 1500-byte link, and was
-/// dropped. Fragmenting is what a router would do and what coturn does.
+/// QUIC's path MTU discovery, and IPV6_DONTFRAG); a relay must not: a
+/// peer's full-size 1472-byte datagram becomes 1476 bytes of ChannelData,
+/// over a 1500-byte link, and was dropped (IPv4; over IPv6 `sendmsg` failed
+/// with EMSGSIZE while IPV6_DONTFRAG stayed set). Fragmenting is what a
+/// router would do and what coturn does. Also the IPv6 header fields of
+/// [`relay_headers`].
 pub fn allow_fragments(s: &std::net::UdpSocket, v6: bool) {
-    use std::os::fd::AsRawFd;
-    let (level, opt, val) = if v6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_WANT)
+    let opts: &[(libc::c_int, libc::c_int, libc::c_int)] = if v6 {
+        &[
+            (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_WANT),
+            (libc::IPPROTO_IPV6, IPV6_DONTFRAG, 0),
+        ]
     } else {
-        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_WANT)
+        &[(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_WANT)]
     };
-    // SAFETY: a valid socket descriptor and a c_int option value.
+    for &(level, opt, val) in opts {
+        if let Err(e) = set_int(s, level, opt, val) {
+            tracing::debug!(error = %e, opt, "cannot allow fragments");
+        }
+    }
+    relay_headers(s, v6);
+}
+
+/// The IP header fields a relayed datagram leaves with, the same from a
+/// listener or relay socket as from the kernel path (RFC 8656 §14): TOS 0
+/// (no cmsg sets one) and, over IPv6, flow label 0 (Linux would otherwise
+/// hash one per flow, net.ipv6.auto_flowlabels).
+pub fn relay_headers(s: &std::net::UdpSocket, v6: bool) {
+    if v6 {
+        if let Err(e) = set_int(s, libc::IPPROTO_IPV6, IPV6_AUTOFLOWLABEL, 0) {
+            tracing::debug!(error = %e, "cannot turn automatic flow labels off");
+        }
+    }
+}
+
+/// `IPV6_DONTFRAG` and `IPV6_AUTOFLOWLABEL` from linux/in6.h.
+const IPV6_DONTFRAG: libc::c_int = 62;
+const IPV6_AUTOFLOWLABEL: libc::c_int = 70;
+
+fn set_int(s: &impl std::os::fd::AsRawFd, level: libc::c_int, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+    // SAFETY: a valid socket descriptor and a c_int option value of the right size.
     let rc = unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
@@ -71,24 +103,15 @@ pub fn allow_fragments(s: &std::net::UdpSocket, v6: bool) {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc != 0 {
-        tracing::debug!(error = %io::Error::last_os_error(), "cannot allow fragments");
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
 /// Sets a buffer size past the sysctl limit (needs CAP_NET_ADMIN); whether
 /// it took.
 fn force_buffer(s: &Socket, opt: libc::c_int, bytes: libc::c_int) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid socket descriptor and a c_int option value of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    rc == 0
+    set_int(s, libc::SOL_SOCKET, opt, bytes).is_ok()
 }

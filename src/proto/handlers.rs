@@ -8,7 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -783,8 +783,13 @@ impl Server {
         let mut out = Vec::with_capacity(peers.len());
         for peer in peers.iter() {
             let peer = peer.ok_or(ErrorCode::BadRequest)?;
+            // An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is an IPv4
+            // peer in IPv6 spelling: no IPv6 relay can reach it (RFC 4291
+            // §2.5.5.2), and the policy would judge it as IPv4. A family
+            // mismatch (RFC 8656 §7.2, 443), whatever relays it has.
+            let mapped = matches!(peer.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
             // A family the allocation has a relay for (both, dual stack).
-            if a.relay_for(relay, peer).is_none() {
+            if mapped || a.relay_for(relay, peer).is_none() {
                 tracing::debug!(client = %a.client, %peer, relay = %a.relay, second = ?a.second, "443: no relay of the peer's family");
                 return Err(ErrorCode::PeerAddressFamilyMismatch);
             }

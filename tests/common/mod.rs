@@ -1,3 +1,4 @@
+pub mod frames;
 pub mod netns;
 pub mod process;
 pub mod server;

@@ -84,6 +84,7 @@ ip -n {tag}{ns} -6 route add default via fd00:{n}:{i}::1
 ip netns exec {tag}t sysctl -qw net.ipv4.conf.eth0.forwarding=1 net.ipv6.conf.eth0.forwarding=1
 ip netns exec {tag}c ethtool -K eth0 tx off >/dev/null
 ip netns exec {tag}p ethtool -K eth0 tx off >/dev/null
+ip netns exec {tag}t ethtool -K eth0 tx off >/dev/null
 ip -n {tag}r link set dev tot xdpdrv obj {obj} sec xdp program turnd_pass
 "
         );
@@ -128,8 +129,32 @@ ip -n {tag}{ns} link set dev eth0 xdpdrv obj {obj} sec xdp program turnd_pass
         t
     }
 
+    /// A second link into turnd's host (a [`Topo::new`] one): its eth1
+    /// (10.`n`.4.1/24, fd00:`n`:4::1/64, forwarding on) to namespace
+    /// `{tag}x` (10.`n`.4.2, fd00:`n`:4::2), from which no route leads to
+    /// the client or the peer: a frame sent from there in their name is
+    /// spoofed, and the reverse-path filter knows it.
+    pub fn second_link(&self) {
+        let (tag, n) = (&self.tag, self.n);
+        sh(&format!(
+            "ip netns add {tag}x
+ip -n {tag}x link set lo up
+ip link add eth1 netns {tag}t type veth peer name eth0 netns {tag}x
+ip -n {tag}t addr add 10.{n}.4.1/24 dev eth1
+ip -n {tag}t addr add fd00:{n}:4::1/64 dev eth1 nodad
+ip -n {tag}x addr add 10.{n}.4.2/24 dev eth0
+ip -n {tag}x addr add fd00:{n}:4::2/64 dev eth0 nodad
+ip -n {tag}t link set eth1 up
+ip -n {tag}x link set eth0 up
+ip netns exec {tag}t sysctl -qw net.ipv4.conf.eth1.forwarding=1 net.ipv6.conf.eth1.forwarding=1
+ip netns exec {tag}t ethtool -K eth1 tx off >/dev/null
+ip netns exec {tag}x ethtool -K eth0 tx off >/dev/null
+"
+        ));
+    }
+
     fn teardown(&self) {
-        for ns in ["c", "r", "t", "p"] {
+        for ns in ["c", "r", "t", "p", "x"] {
             let _ = Command::new("ip")
                 .args(["netns", "del", &format!("{}{ns}", self.tag)])
                 .stderr(std::process::Stdio::null())

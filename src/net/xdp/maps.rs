@@ -17,9 +17,17 @@ pub enum Counter {
     PassNoRoute,
     PassTooBig,
     Redirected,
+    PassNotUdp,
+    PassOptions,
+    PassMalformed,
+    PassChecksum,
+    PassOtherHost,
+    PassUnknown,
+    PassReversePath,
+    Aborted,
 }
 
-pub const COUNTERS: usize = 9;
+pub const COUNTERS: usize = 17;
 
 fn v4(a: &SocketAddrV4) -> (u32, u16) {
     (u32::from_ne_bytes(a.ip().octets()), a.port().to_be())
@@ -64,12 +72,14 @@ pub struct Out4Val {
     peer_port: u16,
     slot: u32,
     until_ns: u64,
-    /// The program's next-hop cache (`struct hop`), zero when written.
-    hop: [u8; 32],
+    /// This write of the route: the program's per-CPU next-hop cache
+    /// (`HOPS`) holds only for the generation it was found for.
+    gen: u32,
+    pad: u32,
 }
 
 impl Out4Val {
-    pub fn new(relay: &SocketAddrV4, peer: &SocketAddrV4, slot: u32, until_ns: u64) -> Self {
+    pub fn new(relay: &SocketAddrV4, peer: &SocketAddrV4, slot: u32, gen: u32, until_ns: u64) -> Self {
         let (relay_ip, relay_port) = v4(relay);
         let (peer_ip, peer_port) = v4(peer);
         Self {
@@ -79,7 +89,8 @@ impl Out4Val {
             peer_port,
             slot,
             until_ns,
-            hop: [0; 32],
+            gen,
+            pad: 0,
         }
     }
 }
@@ -116,14 +127,20 @@ pub struct In4Val {
     channel: u16,
     pad: u16,
     slot: u32,
-    pad2: u32,
+    /// As in [`Out4Val`].
+    gen: u32,
     until_ns: u64,
-    /// The program's next-hop cache (`struct hop`), zero when written.
-    hop: [u8; 32],
 }
 
 impl In4Val {
-    pub fn new(client: &SocketAddrV4, listener: &SocketAddrV4, channel_be: u16, slot: u32, until_ns: u64) -> Self {
+    pub fn new(
+        client: &SocketAddrV4,
+        listener: &SocketAddrV4,
+        channel_be: u16,
+        slot: u32,
+        gen: u32,
+        until_ns: u64,
+    ) -> Self {
         let (client_ip, client_port) = v4(client);
         let (listener_ip, listener_port) = v4(listener);
         Self {
@@ -134,9 +151,8 @@ impl In4Val {
             channel: channel_be,
             pad: 0,
             slot,
-            pad2: 0,
+            gen,
             until_ns,
-            hop: [0; 32],
         }
     }
 }
@@ -176,12 +192,14 @@ pub struct Out6Val {
     peer_port: u16,
     slot: u32,
     until_ns: u64,
-    /// The program's next-hop cache (`struct hop`), zero when written.
-    hop: [u8; 32],
+    /// This write of the route: the program's per-CPU next-hop cache
+    /// (`HOPS`) holds only for the generation it was found for.
+    gen: u32,
+    pad: u32,
 }
 
 impl Out6Val {
-    pub fn new(relay: &SocketAddrV6, peer: &SocketAddrV6, slot: u32, until_ns: u64) -> Self {
+    pub fn new(relay: &SocketAddrV6, peer: &SocketAddrV6, slot: u32, gen: u32, until_ns: u64) -> Self {
         let (relay_ip, relay_port) = v6(relay);
         let (peer_ip, peer_port) = v6(peer);
         Self {
@@ -191,7 +209,8 @@ impl Out6Val {
             peer_port,
             slot,
             until_ns,
-            hop: [0; 32],
+            gen,
+            pad: 0,
         }
     }
 }
@@ -228,14 +247,20 @@ pub struct In6Val {
     channel: u16,
     pad: u16,
     slot: u32,
-    pad2: u32,
+    /// As in [`Out4Val`].
+    gen: u32,
     until_ns: u64,
-    /// The program's next-hop cache (`struct hop`), zero when written.
-    hop: [u8; 32],
 }
 
 impl In6Val {
-    pub fn new(client: &SocketAddrV6, listener: &SocketAddrV6, channel_be: u16, slot: u32, until_ns: u64) -> Self {
+    pub fn new(
+        client: &SocketAddrV6,
+        listener: &SocketAddrV6,
+        channel_be: u16,
+        slot: u32,
+        gen: u32,
+        until_ns: u64,
+    ) -> Self {
         let (client_ip, client_port) = v6(client);
         let (listener_ip, listener_port) = v6(listener);
         Self {
@@ -246,11 +271,32 @@ impl In6Val {
             channel: channel_be,
             pad: 0,
             slot,
-            pad2: 0,
+            gen,
             until_ns,
-            hop: [0; 32],
         }
     }
+}
+
+/// An interface the program is attached to (`struct iface`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Iface {
+    pub mac: [u8; 6],
+    /// IPv4 reverse-path filtering: 0 off, 1 strict, 2 loose.
+    pub rp_filter: u8,
+    /// The IPv6 hop limit of a datagram sent out of it.
+    pub hop_limit: u8,
+}
+
+/// Host-wide settings (`struct settings`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// net.ipv4.ip_default_ttl.
+    pub ttl: u8,
+    pub pad: u8,
+    /// net.ipv4.route.min_pmtu.
+    pub min_pmtu4: u16,
 }
 
 #[repr(C)]
@@ -273,6 +319,8 @@ unsafe impl aya::Pod for Out6Val {}
 unsafe impl aya::Pod for In6Key {}
 unsafe impl aya::Pod for In6Val {}
 unsafe impl aya::Pod for ChanStats {}
+unsafe impl aya::Pod for Iface {}
+unsafe impl aya::Pod for Settings {}
 
 #[cfg(test)]
 mod tests {
@@ -283,13 +331,15 @@ mod tests {
     #[test]
     fn layouts_match_the_program() {
         assert_eq!(std::mem::size_of::<Out4Key>(), 16);
-        assert_eq!(std::mem::size_of::<Out4Val>(), 56);
+        assert_eq!(std::mem::size_of::<Out4Val>(), 32);
         assert_eq!(std::mem::size_of::<In4Key>(), 12);
-        assert_eq!(std::mem::size_of::<In4Val>(), 64);
+        assert_eq!(std::mem::size_of::<In4Val>(), 32);
         assert_eq!(std::mem::size_of::<Out6Key>(), 40);
-        assert_eq!(std::mem::size_of::<Out6Val>(), 80);
+        assert_eq!(std::mem::size_of::<Out6Val>(), 56);
         assert_eq!(std::mem::size_of::<In6Key>(), 36);
-        assert_eq!(std::mem::size_of::<In6Val>(), 88);
+        assert_eq!(std::mem::size_of::<In6Val>(), 56);
         assert_eq!(std::mem::size_of::<ChanStats>(), 32);
+        assert_eq!(std::mem::size_of::<Iface>(), 8);
+        assert_eq!(std::mem::size_of::<Settings>(), 4);
     }
 }

@@ -12,17 +12,17 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use aya::maps::{HashMap as KernelHashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap as KernelHashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{Xdp, XdpMode};
 use aya::util::nr_cpus;
 use aya::{Ebpf, EbpfLoader};
 
 use crate::config::{XdpConfig, XdpSetting};
 use crate::proto::{Offload as Route, RelayId, Relayed};
-use maps::{ChanStats, In4Key, In4Val, In6Key, In6Val, Out4Key, Out4Val, Out6Key, Out6Val};
+use maps::{ChanStats, Iface, In4Key, In4Val, In6Key, In6Val, Out4Key, Out4Val, Out6Key, Out6Val, Settings};
 pub use maps::{Counter, COUNTERS};
 
 /// The program, compiled from `turnd.bpf.c` (see `src/net/xdp/build`).
@@ -32,7 +32,8 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!("turnd.bpf.o");
 /// link owned by this process, so a crash detaches it too).
 pub struct Offload {
     _ebpf: Ebpf,
-    _egress: KernelHashMap<MapData, u32, u32>,
+    /// What the program knows of the host's stack (IFACES, SETTINGS).
+    host: Mutex<Host>,
     mode: &'static str,
     interfaces: Vec<String>,
     out4: MapData,
@@ -191,6 +192,7 @@ impl Offload {
             .map_max_entries("OUT6", n)
             .map_max_entries("IN6", n)
             .map_max_entries("STATS", n)
+            .map_max_entries("HOPS", n)
             .load(OBJECT)
             .map_err(|e| explain(&format!("cannot load the XDP program: {e}")))?;
         let prog: &mut Xdp = ebpf
@@ -220,14 +222,20 @@ impl Offload {
             break;
         }
         let mode = chosen.ok_or(last)?;
-        let mut egress: KernelHashMap<MapData, u32, u32> = match ebpf.take_map("EGRESS") {
-            Some(m) => KernelHashMap::try_from(m).map_err(|e| format!("EGRESS: {e}"))?,
-            None => return Err("the XDP object has no map EGRESS".into()),
+        let ifaces: KernelHashMap<MapData, u32, Iface> = match ebpf.take_map("IFACES") {
+            Some(m) => KernelHashMap::try_from(m).map_err(|e| format!("IFACES: {e}"))?,
+            None => return Err("the XDP object has no map IFACES".into()),
         };
-        for iface in interfaces {
-            let index = ifindex(iface)?;
-            egress.insert(index, 1, 0).map_err(|e| format!("EGRESS: {e}"))?;
-        }
+        let settings: Array<MapData, Settings> = match ebpf.take_map("SETTINGS") {
+            Some(m) => Array::try_from(m).map_err(|e| format!("SETTINGS: {e}"))?,
+            None => return Err("the XDP object has no map SETTINGS".into()),
+        };
+        let mut host = Host {
+            interfaces: interfaces.to_vec(),
+            ifaces,
+            settings,
+        };
+        host.refresh()?;
         let take = |ebpf: &mut Ebpf, name: &str| -> Result<MapData, String> {
             match ebpf.take_map(name) {
                 Some(Map::HashMap(m)) | Some(Map::PerCpuArray(m)) => Ok(m),
@@ -243,7 +251,7 @@ impl Offload {
             .map_err(|e| format!("COUNTERS: {e}"))?;
         Ok(Offload {
             _ebpf: ebpf,
-            _egress: egress,
+            host: Mutex::new(host),
             mode,
             interfaces: interfaces.to_vec(),
             out4,
@@ -277,7 +285,15 @@ impl Offload {
             full: self.full.clone(),
             cpus: nr_cpus().map_err(|(_, e)| e.to_string())?,
             clock: Clock::new(),
+            gen: 0,
         })
+    }
+
+    /// Reads again what the program copies from the host's stack (each
+    /// interface's MAC, reverse-path filter and IPv6 hop limit, the default
+    /// TTL, the smallest path MTU): at start and on reload.
+    pub fn refresh(&self) -> Result<(), String> {
+        self.host.lock().unwrap_or_else(|p| p.into_inner()).refresh()
     }
 
     /// The program's own counters, summed over CPUs, by [`Counter`].
@@ -295,6 +311,84 @@ impl Offload {
     pub fn full(&self) -> u64 {
         self.full.load(Ordering::Relaxed)
     }
+}
+
+/// The program's view of the host: what the stack would apply to a frame
+/// it took (the reverse-path filter, the Ethernet destination) and to a
+/// datagram a relay socket sent (TTL, hop limit).
+struct Host {
+    interfaces: Vec<String>,
+    ifaces: KernelHashMap<MapData, u32, Iface>,
+    settings: Array<MapData, Settings>,
+}
+
+impl Host {
+    fn refresh(&mut self) -> Result<(), String> {
+        let all_rp = sysctl("net/ipv4/conf/all/rp_filter").unwrap_or(0);
+        for name in &self.interfaces {
+            let index = ifindex(name)?;
+            let rp = sysctl(&format!("net/ipv4/conf/{name}/rp_filter"))
+                .unwrap_or(0)
+                .max(all_rp);
+            let hop_limit = sysctl(&format!("net/ipv6/conf/{name}/hop_limit")).unwrap_or(64);
+            let value = Iface {
+                mac: mac(name)?,
+                rp_filter: rp.min(2) as u8,
+                hop_limit: hop_limit.clamp(1, 255) as u8,
+            };
+            self.ifaces
+                .insert(index, value, 0)
+                .map_err(|e| format!("IFACES: {e}"))?;
+        }
+        let value = Settings {
+            ttl: sysctl("net/ipv4/ip_default_ttl").unwrap_or(64).clamp(1, 255) as u8,
+            pad: 0,
+            min_pmtu4: sysctl("net/ipv4/route/min_pmtu").unwrap_or(552).clamp(68, 65535) as u16,
+        };
+        self.settings.set(0, value, 0).map_err(|e| format!("SETTINGS: {e}"))
+    }
+}
+
+/// A number under /proc/sys (of this process's network namespace).
+fn sysctl(key: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/sys/{key}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The hardware address of interface `name` (SIOCGIFHWADDR: this process's
+/// network namespace, whatever /sys shows).
+fn mac(name: &str) -> Result<[u8; 6], String> {
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return Err(format!("bad interface name {name:?}"));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("the MAC of {name}: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: SIOCGIFHWADDR reads the name and writes the address into `req`.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: `fd` is ours.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(format!("the MAC of {name}: {err}"));
+    }
+    // SAFETY: SIOCGIFHWADDR filled the hardware-address member of the union.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut out = [0u8; 6];
+    for (d, s) in out.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(out)
 }
 
 /// The address families turnd listens on over UDP.
@@ -394,6 +488,8 @@ pub struct Routes {
     full: Arc<AtomicU64>,
     cpus: usize,
     clock: Clock,
+    /// The generation of the last route written (see [`maps::Out4Val`]).
+    gen: u32,
 }
 
 impl Routes {
@@ -483,20 +579,24 @@ impl Routes {
 
     fn write(&mut self, channel: u16, peer: SocketAddr, r: &Route, slot: u32, until_ns: u64) -> Result<(), ()> {
         let ch = channel.to_be();
+        // A new generation for every write: a refreshed or re-pointed route
+        // looks its next hop and reverse path up again.
+        self.gen = self.gen.wrapping_add(1);
+        let gen = self.gen;
         match (r.client, r.listener, r.relayed, peer) {
             (SocketAddr::V4(c), SocketAddr::V4(l), SocketAddr::V4(rel), SocketAddr::V4(p)) => {
                 let ok = Out4Key::new(&c, &l, ch);
-                let ov = Out4Val::new(&rel, &p, slot, until_ns);
+                let ov = Out4Val::new(&rel, &p, slot, gen, until_ns);
                 let ik = In4Key::new(&p, &rel);
-                let iv = In4Val::new(&c, &l, ch, slot, until_ns);
+                let iv = In4Val::new(&c, &l, ch, slot, gen, until_ns);
                 self.out4.insert(ok, ov, 0).map_err(drop)?;
                 self.in4.insert(ik, iv, 0).map_err(drop)
             }
             (SocketAddr::V6(c), SocketAddr::V6(l), SocketAddr::V6(rel), SocketAddr::V6(p)) => {
                 let ok = Out6Key::new(&c, &l, ch);
-                let ov = Out6Val::new(&rel, &p, slot, until_ns);
+                let ov = Out6Val::new(&rel, &p, slot, gen, until_ns);
                 let ik = In6Key::new(&p, &rel);
-                let iv = In6Val::new(&c, &l, ch, slot, until_ns);
+                let iv = In6Val::new(&c, &l, ch, slot, gen, until_ns);
                 self.out6.insert(ok, ov, 0).map_err(drop)?;
                 self.in6.insert(ik, iv, 0).map_err(drop)
             }
