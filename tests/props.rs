@@ -174,14 +174,15 @@ proptest! {
         let client = |a: u8| ClientAddr::udp(SocketAddr::from(([198, 51, 100, 1], 4000 + u16::from(a % 3))), SocketAddr::from(([192, 0, 2, 1], 3478)));
         let peer = |p: u8| SocketAddr::from(([203, 0, 113, 1 + (p % 4) / 2], 7000 + u16::from(p % 2)));
         let mut open = [false; 3];
+        let reach = |ordinary: bool| turnd::proto::channels::Reach { ordinary, ports: false };
         for op in ops {
             match op {
                 TableOp::Open(a) => { let a = a % 3; if !open[a as usize] { t.open(RelayId(u32::from(a)), client(a)); open[a as usize] = true; } }
                 TableOp::Close(a) => { let a = a % 3; t.close(RelayId(u32::from(a))); open[a as usize] = false; }
-                TableOp::Permit(a, p, o) => t.permit(RelayId(u32::from(a % 3)), peer(p).ip(), now + Duration::from_secs(300), o),
-                TableOp::Bind(a, n, p, o) => { let _ = t.bind(RelayId(u32::from(a % 3)), 0x4000 + n, peer(p), o, now); }
+                TableOp::Permit(a, p, o) => t.permit(RelayId(u32::from(a % 3)), peer(p).ip(), now + Duration::from_secs(300), reach(o)),
+                TableOp::Bind(a, n, p, o) => { let _ = t.bind(RelayId(u32::from(a % 3)), 0x4000 + n, peer(p), reach(o), o, now); }
                 TableOp::Sweep(a) => { let _ = t.sweep(RelayId(u32::from(a % 3)), now); }
-                TableOp::Reload(k) => t.reload(|ip| ip != peer(k).ip(), |p| p != peer(k), |ip| ip == peer(k ^ 2).ip()),
+                TableOp::Reload(k) => t.reload(|ip| ip != peer(k).ip(), |p| p != peer(k), |ip| reach(ip == peer(k ^ 2).ip()), |p| p.ip() == peer(k ^ 2).ip()),
                 TableOp::Wait(s) => now += Duration::from_secs(u64::from(s)),
             }
             if let Err(e) = t.check() {

@@ -284,3 +284,90 @@ fn turnds_own_address_stays_refused_with_its_range_allowed() {
         "a port of turnd's own address received data"
     );
 }
+
+/// `[peers] allow` naming one port on turnd's own address (a media server
+/// beside it): that port is reached by ChannelData and by Send indications
+/// and answers back; the port next to it, the UDP listener's port and a
+/// relay-range port stay 403, a Send indication to the port next to it
+/// goes nowhere, and a datagram from it does not reach the client.
+#[test]
+fn a_port_entry_admits_a_service_on_turnds_own_address() {
+    // Two adjacent ports below the relay range, both free.
+    let (svc, next) = (20000..40000u16)
+        .step_by(7)
+        .find_map(|p| {
+            let a = UdpSocket::bind(("127.0.0.1", p)).ok()?;
+            let b = UdpSocket::bind(("127.0.0.1", p + 1)).ok()?;
+            Some((a, b))
+        })
+        .expect("two free ports");
+    let port = svc.local_addr().expect("addr").port();
+    let srv = TestServer::start_with(
+        "127.0.0.1",
+        &["udp"],
+        &format!("[relay]\nmin-port = 50000\nmax-port = 50100\n[peers]\nallow = [\"127.0.0.1:{port}\"]\n"),
+    );
+    let mut c = streamc::udp(srv.addr);
+    let (cred, relayed) = c.allocate("sfu");
+    let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let answer =
+        |c: &mut Framed<_>, m: Method, attrs: Attrs| error_code(&c.request(&build(req(m), attrs, Some(&cred), true)));
+    assert_eq!(answer(&mut c, METHOD_CREATE_PERMISSION, vec![peer(at(port))]), None);
+    assert_eq!(
+        answer(&mut c, METHOD_CHANNEL_BIND, vec![channel(0x4000), peer(at(port))]),
+        None
+    );
+    for (i, refused) in [at(port + 1), srv.addr, at(50050)].into_iter().enumerate() {
+        assert_eq!(
+            answer(&mut c, METHOD_CREATE_PERMISSION, vec![peer(refused)]),
+            Some(403),
+            "{refused}"
+        );
+        assert_eq!(
+            answer(
+                &mut c,
+                METHOD_CHANNEL_BIND,
+                vec![channel(0x4001 + i as u16), peer(refused)]
+            ),
+            Some(403),
+            "{refused}"
+        );
+    }
+    // ChannelData and a Send indication reach the service, from the relay.
+    let mut buf = [0u8; 2048];
+    svc.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    c.send(&channel_data(0x4000, b"to the media server", false));
+    let (n, from) = svc.recv_from(&mut buf).expect("the service gets ChannelData");
+    assert_eq!((&buf[..n], from), (&b"to the media server"[..], relayed));
+    let send = |to: SocketAddr, d: &[u8]| {
+        build(
+            MessageType::new(METHOD_SEND, CLASS_INDICATION),
+            vec![peer(to), data(d)],
+            None,
+            false,
+        )
+        .raw
+    };
+    c.send(&send(at(port), b"indicated"));
+    let (n, from) = svc.recv_from(&mut buf).expect("the service gets the Send indication");
+    assert_eq!((&buf[..n], from), (&b"indicated"[..], relayed));
+    // Its answer comes back on the channel.
+    svc.send_to(b"from the media server", relayed).expect("send");
+    let sock = c.io.0.try_clone().expect("clone");
+    sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let n = sock.recv(&mut buf).expect("the client gets the answer");
+    assert_eq!(&buf[..n], &channel_data(0x4000, b"from the media server", false)[..]);
+    // The port next to it: a Send indication goes nowhere, and its
+    // datagrams do not reach the client (the permission is for the IP).
+    next.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    c.send(&send(at(port + 1), b"to the wrong port"));
+    assert!(next.recv_from(&mut buf).is_err(), "the port next to it got data");
+    next.send_to(b"from the wrong port", relayed).expect("send");
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    assert!(
+        sock.recv(&mut buf).is_err(),
+        "the client got data from the port next to it"
+    );
+}

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::auth::{Credentials, StaticSecret};
-use crate::proto::policy::PeerPolicy;
+use crate::proto::policy::{PeerPolicy, PortRule};
 use crate::proto::CoreConfig;
 use crate::secret::Secret;
 
@@ -428,12 +428,56 @@ pub struct Relay {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Peers {
-    /// Ranges to relay to even though the built-in list denies them.
+    /// Ranges to relay to even though the built-in list denies them, and
+    /// ports on one address (also turnd's own: a media server beside it).
     #[serde(default)]
-    pub allow: Vec<IpNet>,
+    pub allow: Vec<AllowEntry>,
     /// Ranges to deny on top of the built-in list.
     #[serde(default)]
     pub deny: Vec<IpNet>,
+}
+
+/// One `[peers] allow` entry: a range (`"10.8.0.0/16"`) or ports on one
+/// address (`"203.0.113.10:10000-20000"`, `"[2001:db8::10]:10000"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum AllowEntry {
+    Range(IpNet),
+    Ports(PortRule),
+}
+
+impl TryFrom<String> for AllowEntry {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.parse::<IpNet>() {
+            Ok(net) => Ok(AllowEntry::Range(net)),
+            Err(e) if s.contains('/') => Err(format!("{e} (a range: a.b.c.d/n)")),
+            Err(_) => s.parse::<PortRule>().map(AllowEntry::Ports),
+        }
+    }
+}
+
+impl Peers {
+    /// The ranges of `allow`.
+    pub fn ranges(&self) -> Vec<IpNet> {
+        (self.allow.iter())
+            .filter_map(|a| match a {
+                AllowEntry::Range(n) => Some(*n),
+                AllowEntry::Ports(_) => None,
+            })
+            .collect()
+    }
+
+    /// The port entries of `allow`.
+    pub fn ports(&self) -> Vec<PortRule> {
+        (self.allow.iter())
+            .filter_map(|a| match a {
+                AllowEntry::Ports(p) => Some(*p),
+                AllowEntry::Range(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// Who may use the page, `/api/ice` and the WebSocket.
@@ -820,7 +864,7 @@ impl Config {
     pub fn core(&self, credentials: Credentials) -> CoreConfig {
         let r = &self.relay;
         let mut c = CoreConfig::new(credentials);
-        c.policy = PeerPolicy::new(self.peers.allow.clone(), self.peers.deny.clone());
+        c.policy = PeerPolicy::new(self.peers.ranges(), self.peers.deny.clone()).with_ports(self.peers.ports());
         c.default_lifetime = r.default_lifetime;
         c.max_lifetime = r.max_lifetime;
         c.nonce_lifetime = self.auth.nonce_lifetime;
@@ -1079,5 +1123,46 @@ mod tests {
         assert!(Config::parse("[metrics]\non-http = true\n", "t.toml").is_ok());
         let e = err("[http]\nlisten = [\"0.0.0.0:8080\"]\n[metrics]\non-http = true\n");
         assert!(e.contains("key `metrics.on-http`"), "{e}");
+    }
+
+    #[test]
+    fn allow_entries_name_ranges_or_ports_and_never_turnds_own() {
+        let c = Config::parse(
+            "[peers]\nallow = [\"10.8.0.0/16\", \"203.0.113.10:10000\", \"203.0.113.10:10000-20000\", \"[2001:db8::10]:4443\"]\n",
+            "t.toml",
+        )
+        .expect("valid");
+        assert_eq!(c.peers.ranges(), vec!["10.8.0.0/16".parse::<IpNet>().expect("net")]);
+        let ports: Vec<String> = c.peers.ports().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            ports,
+            ["203.0.113.10:10000", "203.0.113.10:10000-20000", "[2001:db8::10]:4443"]
+        );
+        for bad in [
+            "203.0.113.10",
+            "203.0.113.10:0",
+            "203.0.113.10:20-10",
+            "2001:db8::10:4443",
+            "x:1",
+        ] {
+            let e = err(&format!("[peers]\nallow = [\"{bad}\"]\n"));
+            assert!(e.starts_with("t.toml:2: key `peers.allow[0]`"), "{bad}: {e}");
+        }
+        // The default listeners are wildcards on 3478: any address may be
+        // turnd's, so its listener port and relay range stay closed.
+        let e = err("[peers]\nallow = [\"203.0.113.10:3000-3500\"]\n");
+        assert!(
+            e.contains("key `peers.allow`") && e.contains("listener 0.0.0.0:3478"),
+            "{e}"
+        );
+        let e = err("[peers]\nallow = [\"[2001:db8::10]:60000\"]\n");
+        assert!(e.contains("relay port range 49152-65535"), "{e}");
+        // With specific listeners, another address's ports are not turnd's.
+        let text = "[[listener]]\naddress = \"192.0.2.1\"\n[http]\nlisten = [\"127.0.0.1:8080\"]\n[peers]\nallow = [\"203.0.113.10:3478\", \"203.0.113.10:60000\"]\n";
+        assert!(Config::parse(text, "t.toml").is_ok());
+        let e = err(&text.replace("203.0.113.10:3478", "192.0.2.1:3478"));
+        assert!(e.contains("listener 192.0.2.1:3478"), "{e}");
+        let e = err(&text.replace("203.0.113.10:3478", "127.0.0.1:8000-9000"));
+        assert!(e.contains("http.listen 127.0.0.1:8080"), "{e}");
     }
 }

@@ -1,6 +1,8 @@
 //! What a configuration that deserialized may still get wrong: every rule
 //! checked, every broken one reported under the key it is about.
 
+use std::net::{IpAddr, SocketAddr};
+
 use super::{Config, ListenTransport};
 
 /// A broken rule: the key (dotted path) and why.
@@ -84,6 +86,7 @@ impl Config {
             "stun.other-address",
             || "at most one IPv4 and one IPv6 address".into(),
         );
+        self.check_port_entries(&mut rules);
         rules.check(
             self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
             "tls.cert-file",
@@ -240,6 +243,47 @@ impl Rules {
     fn check(&mut self, ok: bool, key: &'static str, why: impl FnOnce() -> String) {
         if !ok {
             self.0.push((key, why()));
+        }
+    }
+}
+
+impl Config {
+    /// A `[peers] allow` entry with ports never admits turnd's own sockets:
+    /// on an address that may be turnd's (a listener's, a relay's, an
+    /// advertised one, or any address of a family a wildcard listener
+    /// covers), its listener ports (TURN, RFC 5780, page, metrics, admin)
+    /// and the relay port range stay closed.
+    fn check_port_entries(&self, rules: &mut Rules) {
+        let (listeners, _) = self.listeners();
+        let sockets: Vec<(SocketAddr, &str)> = (listeners.iter().map(|(a, _)| (*a, "listener")))
+            .chain(self.stun_sockets().into_iter().map(|a| (a, "RFC 5780 socket")))
+            .chain(self.http.listen.iter().map(|a| (*a, "http.listen")))
+            .chain(self.http.https_listen.iter().map(|a| (*a, "http.https-listen")))
+            .chain(self.metrics.listen.iter().map(|a| (*a, "metrics.listen")))
+            .chain(self.admin.listen.iter().map(|a| (*a, "admin.listen")))
+            .collect();
+        let covers =
+            |bound: IpAddr, ip: IpAddr| bound == ip || (bound.is_unspecified() && bound.is_ipv4() == ip.is_ipv4());
+        let r = &self.relay;
+        let relay_ips: Vec<IpAddr> = (r.relay_ipv4.map(IpAddr::from).into_iter())
+            .chain(r.relay_ipv6.map(IpAddr::from))
+            .chain(r.external_ip.iter().copied())
+            .collect();
+        for rule in self.peers.ports() {
+            for (a, what) in &sockets {
+                rules.check(
+                    !(covers(a.ip(), rule.ip) && rule.overlaps(a.port(), a.port())),
+                    "peers.allow",
+                    || format!("{rule} admits turnd's own {what} {a}: a port entry never may"),
+                );
+            }
+            let own = sockets.iter().any(|(a, _)| covers(a.ip(), rule.ip)) || relay_ips.contains(&rule.ip);
+            rules.check(!(own && rule.overlaps(r.min_port, r.max_port)), "peers.allow", || {
+                format!(
+                    "{rule} overlaps the relay port range {}-{} on an address of turnd's: a port entry never may",
+                    r.min_port, r.max_port
+                )
+            });
         }
     }
 }

@@ -23,15 +23,34 @@ pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// anything else for this long ([RFC 8656 §12](https://www.rfc-editor.org/rfc/rfc8656#section-12)).
 pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 
+/// How a peer IP is reached (decided when a permission is made or the
+/// policy reloaded: [`super::server::CoreConfig::reach`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// The IP is an [ordinary](super::server::CoreConfig::ordinary_peer)
+    /// peer; otherwise data to it goes to a live relay of this turnd at the
+    /// exact address, or nowhere.
+    pub ordinary: bool,
+    /// Some ports of the IP are ordinary though the IP is not (`[peers]
+    /// allow` entries with ports): which ones, the configuration says per
+    /// datagram ([`Permission::ordinary_for`]).
+    pub ports: bool,
+}
+
 /// A permission for one peer IP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Permission {
     pub expires: Instant,
-    /// The IP is an [ordinary](super::server::CoreConfig::ordinary_peer)
-    /// peer (decided when the permission is made or the policy reloaded);
-    /// otherwise data to it goes to a live relay of this turnd at the exact
-    /// address, or nowhere.
-    pub ordinary: bool,
+    pub reach: Reach,
+}
+
+impl Permission {
+    /// Whether data to or from `peer` goes through a relay socket, given
+    /// whether a port entry of the policy `admits` it.
+    #[inline]
+    pub fn ordinary_for(&self, peer: SocketAddr, admits: impl FnOnce(SocketAddr) -> bool) -> bool {
+        self.reach.ordinary || (self.reach.ports && admits(peer))
+    }
 }
 
 /// A channel binding; kept after it expires while it cools down.
@@ -39,6 +58,8 @@ pub struct Permission {
 struct Channel {
     peer: SocketAddr,
     expires: Instant,
+    /// The peer address is ordinary (its IP, or a port entry naming it).
+    ordinary: bool,
 }
 
 impl Channel {
@@ -192,20 +213,22 @@ impl ChannelTable {
 
     /// Installs or refreshes the permission of `relay` for `ip` until
     /// `expires`, and every route to that IP with it.
-    pub fn permit(&mut self, relay: RelayId, ip: IpAddr, expires: Instant, ordinary: bool) {
+    pub fn permit(&mut self, relay: RelayId, ip: IpAddr, expires: Instant, reach: Reach) {
         let Some(e) = self.entry_mut(relay) else { return };
-        e.perms.insert(ip, Permission { expires, ordinary });
+        e.perms.insert(ip, Permission { expires, reach });
         self.refresh_routes(relay, |peer| peer.ip() == ip);
     }
 
     /// Binds `number` to `peer` on `relay` until `now + CHANNEL_LIFETIME`,
     /// or refreshes the binding; the permission for the peer's IP is
-    /// installed or refreshed with it (RFC 8656 §12.2).
+    /// installed or refreshed with it (RFC 8656 §12.2), reached as `reach`
+    /// says; `ordinary`: the peer's address is.
     pub fn bind(
         &mut self,
         relay: RelayId,
         number: u16,
         peer: SocketAddr,
+        reach: Reach,
         ordinary: bool,
         now: Instant,
     ) -> Result<(), BindError> {
@@ -236,12 +259,19 @@ impl ChannelTable {
             return Err(BindError::Taken);
         }
         let expires = now + CHANNEL_LIFETIME;
-        e.channels.insert(number, Channel { peer, expires });
+        e.channels.insert(
+            number,
+            Channel {
+                peer,
+                expires,
+                ordinary,
+            },
+        );
         e.perms.insert(
             peer.ip(),
             Permission {
                 expires: now + PERMISSION_LIFETIME,
-                ordinary,
+                reach,
             },
         );
         e.by_peer.insert(
@@ -269,7 +299,7 @@ impl ChannelTable {
 
     /// Copies into the routes of `relay`'s live channels whose peer matches
     /// `which`: usable until the earlier of channel and permission expiry,
-    /// internal when the permission says the peer is not ordinary.
+    /// internal when the channel's peer is not ordinary.
     fn refresh_routes(&mut self, relay: RelayId, which: impl Fn(SocketAddr) -> bool) {
         let Some(e) = self.entries.get_mut(relay.index()).and_then(Option::as_mut) else {
             return;
@@ -283,7 +313,7 @@ impl ChannelTable {
             };
             let perm = e.perms.get(&c.peer.ip());
             let until = perm.map_or(c.expires, |p| p.expires.min(c.expires));
-            let internal = perm.is_some_and(|p| !p.ordinary);
+            let internal = perm.is_some() && !c.ordinary;
             route.until = until;
             route.internal = internal;
             if let Some(r) = e.client.and_then(|client| self.routes.get_mut(&(client, *n))) {
@@ -335,20 +365,24 @@ impl ChannelTable {
 
     /// A new peer policy: permissions to IPs `keep_ip` no longer allows go,
     /// and channels to peers `keep_peer` no longer allows or whose IP lost
-    /// its permission (with their routes); what stays is marked ordinary or
-    /// not by `ordinary`.
+    /// its permission (with their routes); what stays is reached as
+    /// `reach` and `ordinary` say.
     pub fn reload(
         &mut self,
         keep_ip: impl Fn(IpAddr) -> bool,
         keep_peer: impl Fn(SocketAddr) -> bool,
-        ordinary: impl Fn(IpAddr) -> bool,
+        reach: impl Fn(IpAddr) -> Reach,
+        ordinary: impl Fn(SocketAddr) -> bool,
     ) {
         for i in 0..self.entries.len() {
             let relay = RelayId(i as u32);
             let Some(e) = self.entries[i].as_mut() else { continue };
             e.perms.retain(|ip, _| keep_ip(*ip));
             for (ip, p) in e.perms.iter_mut() {
-                p.ordinary = ordinary(*ip);
+                p.reach = reach(*ip);
+            }
+            for c in e.channels.values_mut() {
+                c.ordinary = ordinary(c.peer);
             }
             // A channel needs its permission: one whose IP lost it goes too.
             let gone: Vec<u16> = e
@@ -428,7 +462,7 @@ impl ChannelTable {
                     return Err(format!("channel {:#x} to {peer} without a permission", r.channel));
                 }
                 let until = perm.map_or(c.expires, |p| p.expires.min(c.expires));
-                if r.until != until || r.internal != perm.is_some_and(|p| !p.ordinary) {
+                if r.until != until || r.internal != (perm.is_some() && !c.ordinary) {
                     return Err(format!("peer route {peer}: stale copy of its expiry or kind"));
                 }
                 let cr = self

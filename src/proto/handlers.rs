@@ -799,7 +799,7 @@ impl Server {
                 tracing::debug!(client = %a.client, %peer, relay = %a.relay, second = ?a.second, "443: no relay of the peer's family");
                 return Err(ErrorCode::PeerAddressFamilyMismatch);
             }
-            if !self.cfg.ordinary_peer(peer.ip()) && self.shared.relay_at(peer).is_none() {
+            if !self.cfg.peer_allowed(peer) && self.shared.relay_at(peer).is_none() {
                 let why = if self.cfg.own.contains(peer.ip()) {
                     "turnd's own address, not a live relay"
                 } else {
@@ -823,8 +823,8 @@ impl Server {
         let peers = self.peers(peers, relay)?;
         let expires = now.mono + PERMISSION_LIFETIME;
         for p in peers {
-            let ordinary = self.cfg.ordinary_peer(p.ip());
-            self.channels.permit(relay, p.ip(), expires, ordinary);
+            let reach = self.cfg.reach(p.ip());
+            self.channels.permit(relay, p.ip(), expires, reach);
         }
         self.schedule(relay, expires);
         Ok(Reply::Empty)
@@ -846,9 +846,9 @@ impl Server {
         };
         // Rebinding rules (RFC 8656 §12.2): the table refuses a number bound
         // to another peer or a peer bound to another number.
-        let ordinary = self.cfg.ordinary_peer(peer.ip());
+        let ordinary = self.cfg.peer_allowed(peer);
         self.channels
-            .bind(relay, number, peer, ordinary, now.mono)
+            .bind(relay, number, peer, self.cfg.reach(peer.ip()), ordinary, now.mono)
             .map_err(|_| ErrorCode::BadRequest)?;
         // The permission ends first (300 s against 600 s for the channel).
         self.schedule(relay, now.mono + PERMISSION_LIFETIME.min(CHANNEL_LIFETIME));
@@ -872,6 +872,8 @@ impl Server {
             self.stats.dropped += 1;
             return None;
         };
-        self.relay_to_peer(client, relay, peer, !permission.ordinary, &buf[data], now)
+        let policy = &self.cfg.policy;
+        let internal = !permission.ordinary_for(peer, |a| policy.admits_port(a));
+        self.relay_to_peer(client, relay, peer, internal, &buf[data], now)
     }
 }

@@ -8,9 +8,12 @@
 //!
 //! Decision: the most specific matching range among the operator's `allow`
 //! list and the deny list (built-in plus the operator's `deny`) wins; a tie goes
-//! to `allow`; an address no range matches is permitted.
+//! to `allow`; an address no range matches is permitted. Besides ranges,
+//! `allow` may name ports on one address ([`PortRule`]): exactly those
+//! ports are admitted there, even on turnd's own addresses (a media server
+//! beside it), whatever the ranges say.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
@@ -47,6 +50,69 @@ pub const DEFAULT_DENY: &[&str] = &[
 pub struct PeerPolicy {
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
+    ports: Vec<PortRule>,
+}
+
+/// Ports `first..=last` on `ip`: `"203.0.113.10:10000"`,
+/// `"203.0.113.10:10000-20000"`, `"[2001:db8::10]:10000"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRule {
+    pub ip: IpAddr,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRule {
+    /// Whether `peer` is one of the rule's ports on its address.
+    pub fn admits(&self, peer: SocketAddr) -> bool {
+        peer.ip() == self.ip && (self.first..=self.last).contains(&peer.port())
+    }
+
+    /// Whether the rule and `first..=last` share a port.
+    pub fn overlaps(&self, first: u16, last: u16) -> bool {
+        self.first <= last && first <= self.last
+    }
+}
+
+impl std::str::FromStr for PortRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (host, ports) = s
+            .rsplit_once(':')
+            .ok_or("neither a range (a.b.c.d/n) nor an address with ports (a.b.c.d:port)")?;
+        let ip: IpAddr = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+            // Unbracketed, an IPv6 address could end in what reads as a port.
+            None => host.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+        }
+        .ok_or("not an address with ports (a.b.c.d:port, [2001:db8::10]:port)")?;
+        let port = |p: &str| -> Result<u16, String> {
+            match p.trim().parse::<u16>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("{p:?} is not a port (1-65535)")),
+            }
+        };
+        let (first, last) = match ports.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => (port(ports)?, port(ports)?),
+        };
+        if first > last {
+            return Err(format!("the range {first}-{last} is empty"));
+        }
+        Ok(PortRule { ip, first, last })
+    }
+}
+
+impl std::fmt::Display for PortRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let a = SocketAddr::new(self.ip, self.first);
+        if self.first == self.last {
+            write!(f, "{a}")
+        } else {
+            write!(f, "{a}-{}", self.last)
+        }
+    }
 }
 
 impl Default for PeerPolicy {
@@ -64,7 +130,29 @@ impl PeerPolicy {
             .map(|s| s.parse().expect("built-in ranges parse"))
             .collect();
         deny.extend(extra_deny);
-        Self { allow, deny }
+        Self {
+            allow,
+            deny,
+            ports: Vec::new(),
+        }
+    }
+
+    /// The same, also admitting `ports`.
+    pub fn with_ports(mut self, ports: Vec<PortRule>) -> Self {
+        self.ports = ports;
+        self
+    }
+
+    /// Whether a port entry names `ip`.
+    #[inline]
+    pub fn names_ports_of(&self, ip: IpAddr) -> bool {
+        !self.ports.is_empty() && self.ports.iter().any(|r| r.ip == ip)
+    }
+
+    /// Whether a port entry admits `peer`.
+    #[inline]
+    pub fn admits_port(&self, peer: SocketAddr) -> bool {
+        !self.ports.is_empty() && self.ports.iter().any(|r| r.admits(peer))
     }
 
     /// Whether data may be relayed to `ip`.

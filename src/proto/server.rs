@@ -144,6 +144,23 @@ impl CoreConfig {
         !self.own.contains(ip) && self.policy.permits(ip)
     }
 
+    /// Whether `peer` may be given a permission or a channel: an ordinary
+    /// IP, or a port a `[peers] allow` entry names (also on turnd's own
+    /// addresses: a media server beside it). Live relays of this turnd are
+    /// the caller's to admit.
+    pub fn peer_allowed(&self, peer: SocketAddr) -> bool {
+        self.ordinary_peer(peer.ip()) || self.policy.admits_port(peer)
+    }
+
+    /// How a permission to `ip` reaches it.
+    pub fn reach(&self, ip: IpAddr) -> super::channels::Reach {
+        let ordinary = self.ordinary_peer(ip);
+        super::channels::Reach {
+            ordinary,
+            ports: !ordinary && self.policy.names_ports_of(ip),
+        }
+    }
+
     /// The bandwidth limits in force.
     #[inline]
     pub fn limits(&self) -> super::allocation::Limits {
@@ -397,9 +414,10 @@ impl Server {
         let live = self.shared.with(|g| g.relay_addresses());
         let cfg = &self.cfg;
         self.channels.reload(
-            |ip| cfg.ordinary_peer(ip) || live.iter().any(|a| a.ip() == ip),
-            |p| cfg.ordinary_peer(p.ip()) || live.contains(&p),
-            |ip| cfg.ordinary_peer(ip),
+            |ip| cfg.ordinary_peer(ip) || cfg.policy.names_ports_of(ip) || live.iter().any(|a| a.ip() == ip),
+            |p| cfg.peer_allowed(p) || live.contains(&p),
+            |ip| cfg.reach(ip),
+            |p| cfg.peer_allowed(p),
         );
     }
 
@@ -710,7 +728,8 @@ impl Server {
         // Through the kernel only from an ordinary peer; handed over only
         // from a relay of this turnd.
         let permission = self.channels.permission(relay, peer.ip(), now.mono);
-        if permission.is_none_or(|p| p.ordinary == internal) {
+        let policy = &self.cfg.policy;
+        if permission.is_none_or(|p| p.ordinary_for(peer, |a| policy.admits_port(a)) == internal) {
             self.stats.dropped += 1;
             return None;
         }
