@@ -1,6 +1,7 @@
 //! The command line: `turnd [serve]`, `turnd check-config FILE`,
 //! `turnd credentials`.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -228,8 +229,24 @@ fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
         for a in &h.https {
             tracing::info!(listen = %a, "serving the call page over https");
         }
-        for link in h.join_links() {
+        let links = h.join_links();
+        for link in &links {
             println!("turnd: join link: {link}");
+        }
+        // On a terminal, a code a phone's camera opens: the link it can
+        // use (HTTPS lets it use the camera), never a loopback one.
+        if std::io::stdout().is_terminal() {
+            let reachable =
+                |l: &&String| !(l.contains("://127.") || l.contains("://[::1]") || l.contains("://localhost"));
+            let phone = (links.iter().filter(reachable))
+                .find(|l| l.starts_with("https://"))
+                .or_else(|| links.iter().find(reachable));
+            if let Some(code) = phone.and_then(|l| crate::qr::terminal(l)) {
+                println!(
+                    "turnd: scan with a phone to join ({}):\n{code}",
+                    phone.map_or("", |l| l.as_str())
+                );
+            }
         }
     }
     if let Some(secret) = secrets.first() {

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod net;
 pub mod probe;
 pub mod proto;
+pub mod qr;
 pub mod secret;
 pub mod serve;
 pub mod tls;

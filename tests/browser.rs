@@ -26,7 +26,8 @@ fn browser_dir() -> Option<std::path::PathBuf> {
 }
 
 /// Runs `node SCRIPT ARGS…`; passes when it exits 0 and prints `done`.
-fn node(script: &Path, args: &[&str], done: &str) {
+/// Returns what it printed.
+fn node(script: &Path, args: &[&str], done: &str) -> String {
     let out = Command::new("node").arg(script).args(args).output().expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -34,6 +35,20 @@ fn node(script: &Path, args: &[&str], done: &str) {
     eprintln!("{stderr}");
     assert!(out.status.success(), "browser checks failed: {stderr}");
     assert!(stdout.contains(done));
+    stdout.to_string()
+}
+
+/// The QR codes `zbarimg` (Debian zbar-tools) reads in a screenshot.
+fn qr_codes(png: &Path) -> Vec<String> {
+    let out = Command::new("zbarimg")
+        .args(["--quiet", "--raw", "-Sdisable", "-Sqrcode.enable"])
+        .arg(png)
+        .output()
+        .expect("zbarimg runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Two pages whose only ICE server is the `turns:` URL of an `auto`
@@ -70,11 +85,30 @@ fn two_pages_call_through_the_relay() {
     let base = format!("http://{}", server.http_addr());
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     let shots = shots.to_string_lossy();
-    node(
+    let printed = node(
         &dir.join("call.mjs"),
         &[&base, KEY, &shots],
         "all browser checks passed",
     );
+    // "Invite a phone": each screenshot holds one code, of exactly the
+    // link the page shows.
+    if present(Path::new("/usr/bin/zbarimg"), "Debian package zbar-tools") {
+        let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        for (shot, label) in [
+            ("invite-lobby-desktop.png", "lobby invite: "),
+            ("invite-call-desktop.png", "room invite: "),
+        ] {
+            let link = printed
+                .lines()
+                .find_map(|l| l.strip_prefix(label))
+                .unwrap_or_else(|| panic!("no {label:?} line"));
+            assert_eq!(qr_codes(&shots.join(shot)), vec![link.to_string()], "{shot}");
+        }
+        assert!(
+            printed.contains(&format!("lobby invite: {base}/?key={KEY}")),
+            "{printed}"
+        );
+    }
     // A browser killed mid-call cannot delete its allocations: they expire
     // (20 s lifetime here), and nothing is left behind.
     assert!(

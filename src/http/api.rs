@@ -168,6 +168,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/check", get(check))
         .route("/api/ice", get(ice))
         .route("/api/turn-status", get(turn_status))
+        .route("/api/qr.svg", get(qr_code))
         .route(crate::cluster::STATUS_PATH, get(cluster_status))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -233,6 +234,29 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     match &state.metrics {
         Some((source, token)) => super::ops::metrics_response(source, token.as_ref(), &headers),
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// A QR code of `?text=` (a join or room link the page shows), as SVG;
+/// behind the access key like the page.
+async fn qr_code(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &q, &headers) {
+        return unauthorized(true);
+    }
+    match q.get("text").and_then(|t| crate::qr::svg(t)) {
+        Some(svg) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            svg,
+        )
+            .into_response(),
+        None => (StatusCode::BAD_REQUEST, "text: 1 to 1024 bytes\n").into_response(),
     }
 }
 

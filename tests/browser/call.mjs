@@ -44,6 +44,18 @@ await runChecks(timer, [browser], async () => {
   await b.goto(url);
   check((await b.isVisible('#join')) && (await b.isHidden('#call')), 'the lobby shows the room form, no call');
   await b.screenshot({ path: `${shots}/lobby-phone.png` });
+  // The lobby's "Invite a phone": a code of the join link (tests/browser.rs
+  // reads the screenshot with zbarimg).
+  {
+    const lobby = await newPage(browser, DESKTOP);
+    await lobby.goto(url);
+    await lobby.click('.invite summary');
+    await lobby.waitForFunction(() => document.getElementById('lobby-qr').complete
+      && document.getElementById('lobby-qr').naturalWidth > 0);
+    await lobby.screenshot({ path: `${shots}/invite-lobby-desktop.png`, fullPage: true });
+    console.log(`lobby invite: ${await lobby.getAttribute('#lobby-qr', 'data-link')}`);
+    await lobby.close();
+  }
 
   // 1. Relay only: both ends on a relay pair, video decoded both ways.
   await joinRoom(a, url, 'loop', { relayOnly: true });
@@ -66,6 +78,13 @@ await runChecks(timer, [browser], async () => {
   check(true, 'chat arrives both ways');
   await a.screenshot({ path: `${shots}/call-desktop.png` });
   await b.screenshot({ path: `${shots}/call-phone.png` });
+  // "Invite a phone" in the call: a code of the room link.
+  await a.click('#invite summary');
+  await a.waitForFunction(() => document.getElementById('call-qr').complete
+    && document.getElementById('call-qr').naturalWidth > 0);
+  await a.screenshot({ path: `${shots}/invite-call-desktop.png`, fullPage: true });
+  console.log(`room invite: ${await a.inputValue('#link')}`);
+  await a.click('#invite summary');
 
   // 3. Mute disables the audio track we send.
   await a.click('#mute');

@@ -52,6 +52,19 @@ function withKey(path) {
 
 $('check-link').href = withKey('/check');
 
+// "Invite a phone": a QR code of `link`, made by turnd (no third party
+// sees the link or its key).
+function showCode(img, link) {
+  img.src = withKey(`/api/qr.svg?text=${encodeURIComponent(link)}`);
+  img.dataset.link = link;
+}
+
+showCode($('lobby-qr'), (() => {
+  const u = new URL(location.origin + '/');
+  if (accessKey) u.searchParams.set('key', accessKey);
+  return u.toString();
+})());
+
 // In a fleet, turnd names the node it sends this page to (`node`); the
 // participants of one room are sent to the same node.
 async function fetchIce(room = call.room) {
@@ -620,6 +633,7 @@ async function join(room) {
     await listCameras();
     call.room = room;
     $('link').value = roomLink(room);
+    showCode($('call-qr'), roomLink(room));
     history.replaceState(null, '', roomLink(room));
     $('lobby').hidden = true;
     $('call').hidden = false;
