@@ -74,6 +74,20 @@ fn two_pages_call_through_turns_on_the_auto_listener() {
     );
 }
 
+/// The lobby and the call page pass axe-core's WCAG 2 A/AA and
+/// best-practice rules at desktop and phone size.
+#[test]
+fn the_pages_pass_axe_core() {
+    let Some(dir) = browser_dir() else {
+        return;
+    };
+    let server = TestServer::start(&format!(
+        "[http]\nlisten = [\"127.0.0.1:0\"]\naccess-key = \"{KEY}\"\n"
+    ));
+    let base = format!("http://{}", server.http_addr());
+    node(&dir.join("a11y.mjs"), &[&base, KEY], "all accessibility checks passed");
+}
+
 #[test]
 fn two_pages_call_through_the_relay() {
     let Some(dir) = browser_dir() else {
