@@ -115,6 +115,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             .flatten()
                             .collect();
                     println!("  xdp {}", crate::net::xdp::preflight(&c.xdp, &udp, &relay_ips));
+                    match serve::acme_spec(&c) {
+                        Some(spec) => println!("  acme {}", crate::acme::describe(&spec, &spec.cert_path())),
+                        None => println!("  acme off"),
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -219,8 +223,20 @@ fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(c) = &running.certs {
-        let kind = if c.is_self_signed() { "self-signed " } else { "" };
-        println!("turnd: TLS {kind}certificate SHA-256 {}", c.fingerprint());
+        let kind = match c.source() {
+            crate::tls::Source::SelfSigned => "self-signed ",
+            crate::tls::Source::Acme => "ACME-issued ",
+            crate::tls::Source::Files => "",
+        };
+        let (_, until) = c.validity();
+        let until = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(until.max(0) as u64));
+        println!(
+            "turnd: TLS {kind}certificate SHA-256 {}, valid until {until}",
+            c.fingerprint()
+        );
+        if let Some(spec) = serve::acme_spec(&cfg) {
+            println!("turnd: ACME: {}", crate::acme::describe(&spec, &spec.cert_path()));
+        }
     }
     if let Some(h) = &running.http {
         for a in &h.http {

@@ -8,6 +8,7 @@
 //! - [`auth`] derives keys, [`config`] reads the TOML file, [`cli`] the
 //!   command line.
 
+pub mod acme;
 pub mod auth;
 pub mod cli;
 pub mod cluster;

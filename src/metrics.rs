@@ -26,6 +26,8 @@ pub struct Source {
     pub gate: Option<Arc<Gate>>,
     /// The fleet this node belongs to, when it does.
     pub cluster: Option<Arc<crate::cluster::node::Cluster>>,
+    /// The TLS certificate, when a listener serves TLS.
+    pub certs: Option<Arc<crate::tls::Certs>>,
 }
 
 impl std::fmt::Debug for Source {
@@ -193,6 +195,25 @@ impl Collector for Source {
                     state("draining", h.draining),
                     state("unreachable", h.unreachable),
                 ],
+            )?;
+        }
+        if let Some(c) = &self.certs {
+            let (_, not_after) = c.validity();
+            family(
+                &mut e,
+                "turnd_certificate_expiry_timestamp_seconds",
+                "When the TLS certificate in use expires (Unix time), per DNS name",
+                c.names()
+                    .into_iter()
+                    .map(|n| (vec![("name", n)], ConstGauge::new(not_after))),
+            )?;
+            let outcome = |o: &str| vec![("outcome", o.to_string())];
+            let n = |i: usize| c.orders[i].load(std::sync::atomic::Ordering::Relaxed);
+            counters(
+                &mut e,
+                "turnd_acme_orders",
+                "ACME certificate orders, by outcome",
+                [(outcome("issued"), n(0)), (outcome("failed"), n(1))],
             )?;
         }
         gauge(

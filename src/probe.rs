@@ -35,8 +35,12 @@ pub struct Args {
     #[arg(long)]
     pub password: Option<String>,
     /// turns: accept any certificate (self-signed test servers).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ca_file")]
     pub insecure: bool,
+    /// turns: trust this PEM root (a private or test CA) instead of the
+    /// public ones.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// How long to wait for each answer.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -114,7 +118,10 @@ impl Conn {
                 if t.via == Via::Tcp {
                     return Ok(Conn::Tcp(s, Vec::new()));
                 }
-                let config = crate::tls::client_config(args.insecure);
+                let config = match &args.ca_file {
+                    Some(f) => crate::tls::client_config_with_root(f)?,
+                    None => crate::tls::client_config(args.insecure),
+                };
                 let name = rustls::pki_types::ServerName::try_from(t.host.clone())?;
                 let c = rustls::ClientConnection::new(config, name)?;
                 let mut tls = rustls::StreamOwned::new(c, s);
@@ -429,6 +436,23 @@ fn probe(
     };
     clients.push(connect("first connection")?);
     println!("[{}] connected", elapsed(start));
+    if let Conn::Tls(s, _) = &clients[0].conn {
+        if let Some(leaf) = s.conn.peer_certificates().and_then(|c| c.first()) {
+            let until = crate::tls::describe(leaf).map_or(0, |(_, until, _)| until);
+            let until =
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(until.max(0) as u64));
+            let how = if args.insecure {
+                "not verified (--insecure)"
+            } else {
+                "verified"
+            };
+            println!(
+                "[{}] TLS certificate SHA-256 {}, valid until {until}, {how}",
+                elapsed(start),
+                crate::tls::fingerprint(leaf)
+            );
+        }
+    }
     let a = &mut clients[0];
     let d = step("STUN Binding", a.transact(method::BINDING, |_| {}), None)?;
     let mapped = d.address(attr::XOR_MAPPED_ADDRESS);

@@ -351,6 +351,7 @@ impl Daemon {
             ("xdp", old.xdp != cfg.xdp),
             ("stun", old.stun != cfg.stun),
             ("cluster", old.cluster != cfg.cluster),
+            ("acme", old.acme != cfg.acme),
         ] {
             if changed {
                 out.needs_restart.push(what);
@@ -409,9 +410,53 @@ impl Daemon {
     }
 }
 
-/// The certificate for `cfg`'s TLS listeners: `[tls]` files, else the
-/// self-signed one in the data dir, made for the public host.
+/// What `[acme]` asks for, when it is on.
+pub fn acme_spec(cfg: &Config) -> Option<crate::acme::AcmeSpec> {
+    let a = &cfg.acme;
+    if !a.enabled {
+        return None;
+    }
+    Some(crate::acme::AcmeSpec {
+        directory: a.directory.clone(),
+        email: a.email.clone(),
+        domains: cfg.acme_domains(),
+        ca_file: a.ca_file.clone(),
+        renew_before: a.renew_before,
+        challenge: cfg.acme_challenge()?,
+        dir: data_dir(cfg).join("acme"),
+    })
+}
+
+/// The HTTP-01 listeners and the ACME task.
+fn start_acme(cfg: &Config, spec: crate::acme::AcmeSpec, certs: &Arc<Certs>, tasks: &Tasks) -> anyhow::Result<()> {
+    let tokens = Arc::new(crate::acme::Tokens::default());
+    for addr in &cfg.acme.http_listen {
+        let l = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on http {addr} (acme.http-listen)"))?;
+        l.set_nonblocking(true)?;
+        let l = {
+            let _rt = tasks.handle().enter();
+            tokio::net::TcpListener::from_std(l)?
+        };
+        let router = crate::acme::http01_router(tokens.clone());
+        tracing::info!(listen = %addr, "answering ACME HTTP-01 challenges, redirecting the rest to HTTPS");
+        tasks.spawn(async move {
+            let _ = axum::serve(l, router).await;
+        });
+    }
+    crate::acme::start(spec, certs.clone(), tokens, tasks);
+    Ok(())
+}
+
+/// The certificate for `cfg`'s TLS listeners: `[tls]` files, else the one
+/// ACME issued (self-signed until then), else the self-signed one in the
+/// data dir, made for the public host.
 pub fn certificate(cfg: &Config) -> anyhow::Result<Arc<Certs>> {
+    if let Some(spec) = acme_spec(cfg) {
+        let mut names = spec.domains.clone();
+        names.push("localhost".into());
+        return Certs::acme(&spec.cert_path(), &spec.key_path(), &data_dir(cfg), &names);
+    }
     match (&cfg.tls.cert_file, &cfg.tls.key_file) {
         (Some(c), Some(k)) => Certs::load(c, k),
         _ => {
@@ -493,7 +538,14 @@ pub fn start(cfg: &Config, secrets: Vec<Secret>) -> anyhow::Result<Daemon> {
         shared: daemon.relay.shared.clone(),
         gate: daemon.relay.gate.clone(),
         cluster: daemon.cluster.clone(),
+        certs: daemon.certs.clone(),
     });
+    if let (Some(spec), Some(certs)) = (acme_spec(cfg), &daemon.certs) {
+        if let Err(e) = start_acme(cfg, spec, certs, &tasks) {
+            daemon.stop();
+            return Err(e);
+        }
+    }
     if !cfg.metrics.listen.is_empty() || !cfg.admin.listen.is_empty() {
         let spec = http::ops::OpsSpec {
             metrics: cfg.metrics.listen.clone(),

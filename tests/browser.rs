@@ -81,9 +81,7 @@ fn the_pages_pass_axe_core() {
     let Some(dir) = browser_dir() else {
         return;
     };
-    let server = TestServer::start(&format!(
-        "[http]\nlisten = [\"127.0.0.1:0\"]\naccess-key = \"{KEY}\"\n"
-    ));
+    let server = TestServer::start(&format!("[http]\nlisten = [\"127.0.0.1:0\"]\naccess-key = \"{KEY}\"\n"));
     let base = format!("http://{}", server.http_addr());
     node(&dir.join("a11y.mjs"), &[&base, KEY], "all accessibility checks passed");
 }

@@ -75,6 +75,75 @@ pub struct Config {
     pub stun: Stun,
     #[serde(default)]
     pub cluster: Cluster,
+    #[serde(default)]
+    pub acme: Acme,
+}
+
+/// Certificates by ACME (RFC 8555) for the TLS listeners, obtained and
+/// renewed by turnd itself.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Acme {
+    #[serde(default)]
+    pub enabled: bool,
+    /// A contact for the CA's expiry notices.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The CA's directory URL.
+    #[serde(default = "defaults::acme_directory")]
+    pub directory: String,
+    /// The names the certificate covers (default: `public-host`).
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// A PEM root to trust for the directory's own HTTPS (a private or test
+    /// CA); the system's roots otherwise.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Renew this long before expiry (default: when a third of the
+    /// lifetime is left).
+    #[serde(default, with = "humantime_serde")]
+    pub renew_before: Option<Duration>,
+    /// `tls-alpn-01` (answered by a TLS listener, RFC 8737) or `http-01`
+    /// (answered on `http-listen`); default: TLS-ALPN-01 when there is a
+    /// `tls` or `auto` listener, else HTTP-01.
+    #[serde(default)]
+    pub challenge: Option<AcmeChallenge>,
+    /// Plain-HTTP listeners (port 80) that answer HTTP-01 challenges and
+    /// redirect everything else to HTTPS.
+    #[serde(default)]
+    pub http_listen: Vec<SocketAddr>,
+}
+
+impl Default for Acme {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            email: None,
+            directory: defaults::acme_directory(),
+            domains: Vec::new(),
+            ca_file: None,
+            renew_before: None,
+            challenge: None,
+            http_listen: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AcmeChallenge {
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+impl std::fmt::Display for AcmeChallenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Http01 => "http-01",
+        })
+    }
 }
 
 /// A fleet of turnd nodes that share only their secrets: each polls its
@@ -585,6 +654,11 @@ pub struct Tcp {
 mod defaults {
     use std::time::Duration;
 
+    /// Let's Encrypt's production directory.
+    pub fn acme_directory() -> String {
+        "https://acme-v02.api.letsencrypt.org/directory".into()
+    }
+
     pub fn xdp_max_channels() -> u32 {
         65536
     }
@@ -817,6 +891,18 @@ impl Config {
                 out.push(("tls.cert-file".into(), format!("{e:#}")));
             }
         }
+        if let (true, Some(f)) = (self.acme.enabled, &self.acme.ca_file) {
+            let root = std::fs::read(f).map_err(|e| e.to_string()).and_then(|pem| {
+                use rustls::pki_types::pem::PemObject;
+                rustls::pki_types::CertificateDer::from_pem_slice(&pem).map_err(|e| e.to_string())
+            });
+            if let Err(e) = root {
+                out.push((
+                    "acme.ca-file".into(),
+                    format!("cannot read a PEM certificate from {}: {e}", f.display()),
+                ));
+            }
+        }
         out
     }
 
@@ -963,6 +1049,33 @@ impl Config {
     /// `auto` listener.
     pub fn page_enabled(&self) -> bool {
         self.http.enabled() || self.listeners().0.iter().any(|(_, t)| *t == ListenTransport::Auto)
+    }
+
+    /// The names an ACME certificate covers: `acme.domains`, else
+    /// `public-host` when it is a DNS name.
+    pub fn acme_domains(&self) -> Vec<String> {
+        if !self.acme.domains.is_empty() {
+            return self.acme.domains.clone();
+        }
+        (self.public_host.iter())
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+            .filter(|h| h.parse::<IpAddr>().is_err() && !h.is_empty())
+            .collect()
+    }
+
+    /// How the CA's challenges are answered: as configured, else
+    /// TLS-ALPN-01 on a `tls`/`auto` listener, else HTTP-01 on
+    /// `acme.http-listen`; `None` when neither can be.
+    pub fn acme_challenge(&self) -> Option<AcmeChallenge> {
+        let tls = self.listeners().0.iter().any(|(_, t)| t.uses_tls()) || !self.http.https_listen.is_empty();
+        let http = !self.acme.http_listen.is_empty();
+        match self.acme.challenge {
+            Some(AcmeChallenge::TlsAlpn01) => tls.then_some(AcmeChallenge::TlsAlpn01),
+            Some(AcmeChallenge::Http01) => http.then_some(AcmeChallenge::Http01),
+            None if tls => Some(AcmeChallenge::TlsAlpn01),
+            None if http => Some(AcmeChallenge::Http01),
+            None => None,
+        }
     }
 
     /// Whether some listener serves TLS (HTTPS, `tls` or `auto`).
@@ -1164,5 +1277,32 @@ mod tests {
         assert!(e.contains("listener 192.0.2.1:3478"), "{e}");
         let e = err(&text.replace("203.0.113.10:3478", "127.0.0.1:8000-9000"));
         assert!(e.contains("http.listen 127.0.0.1:8080"), "{e}");
+    }
+
+    #[test]
+    fn acme_needs_a_name_a_way_to_answer_and_no_tls_files() {
+        let auto = "[[listener]]\naddress = \"0.0.0.0\"\nport = 443\ntransport = \"auto\"\n";
+        let c = Config::parse(
+            &format!("public-host = \"turn.example.org\"\n{auto}[acme]\nenabled = true\n"),
+            "t.toml",
+        )
+        .expect("valid");
+        assert_eq!(c.acme_domains(), ["turn.example.org"]);
+        assert_eq!(c.acme_challenge(), Some(AcmeChallenge::TlsAlpn01));
+        let e = err(&format!("public-host = \"203.0.113.10\"\n{auto}[acme]\nenabled = true\n"));
+        assert!(e.contains("key `acme.domains`") && e.contains("DNS name"), "{e}");
+        let e = err("public-host = \"turn.example.org\"\n[acme]\nenabled = true\n");
+        assert!(e.contains("key `acme.challenge`"), "{e}");
+        let http = "public-host = \"turn.example.org\"\n[[listener]]\naddress = \"0.0.0.0\"\nport = 5349\ntransport = \"tls\"\n[acme]\nenabled = true\nchallenge = \"http-01\"\n";
+        let e = err(http);
+        assert!(e.contains("http-01 needs acme.http-listen"), "{e}");
+        let c = Config::parse(&format!("{http}http-listen = [\"0.0.0.0:80\"]\n"), "t.toml").expect("valid");
+        assert_eq!(c.acme_challenge(), Some(AcmeChallenge::Http01));
+        let e = err(&format!(
+            "public-host = \"turn.example.org\"\n{auto}[tls]\ncert-file = \"/c\"\nkey-file = \"/k\"\n[acme]\nenabled = true\n"
+        ));
+        assert!(e.contains("key `acme.enabled`") && e.contains("remove one"), "{e}");
+        let e = err("[acme]\nchallenge = \"dns-01\"\n");
+        assert!(e.contains("key `acme.challenge`"), "{e}");
     }
 }

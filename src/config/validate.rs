@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{Config, ListenTransport};
+use super::{AcmeChallenge, Config, ListenTransport};
 
 /// A broken rule: the key (dotted path) and why.
 type Broken = (&'static str, String);
@@ -87,6 +87,7 @@ impl Config {
             || "at most one IPv4 and one IPv6 address".into(),
         );
         self.check_port_entries(&mut rules);
+        self.check_acme(&mut rules);
         rules.check(
             self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
             "tls.cert-file",
@@ -248,6 +249,48 @@ impl Rules {
 }
 
 impl Config {
+    /// `[acme]`: names to ask for, a way to answer the CA, no `[tls]` files
+    /// beside it.
+    fn check_acme(&self, rules: &mut Rules) {
+        let a = &self.acme;
+        if !a.enabled {
+            return;
+        }
+        let domains = self.acme_domains();
+        rules.check(!domains.is_empty(), "acme.domains", || {
+            "ACME needs a DNS name: set public-host to one (not an IP address) or list acme.domains".into()
+        });
+        for d in &domains {
+            rules.check(
+                d.parse::<IpAddr>().is_err() && d.contains('.') && !d.contains(['/', ':', ' ', '*']),
+                "acme.domains",
+                || format!("{d:?} is not a DNS name a CA can validate here (no IP addresses, no wildcards)"),
+            );
+        }
+        rules.check(
+            a.directory.starts_with("https://") || a.directory.starts_with("http://"),
+            "acme.directory",
+            || format!("{:?} is not a URL", a.directory),
+        );
+        rules.check(self.tls.cert_file.is_none(), "acme.enabled", || {
+            "tls.cert-file and ACME both name the certificate: remove one".into()
+        });
+        rules.check(self.acme_challenge().is_some(), "acme.challenge", || {
+            match a.challenge {
+                Some(AcmeChallenge::TlsAlpn01) => "tls-alpn-01 needs a `tls` or `auto` listener (port 443)".into(),
+                Some(AcmeChallenge::Http01) => "http-01 needs acme.http-listen (port 80)".into(),
+                None => {
+                    "nothing can answer the CA: add a `tls` or `auto` listener on 443, or acme.http-listen on 80".into()
+                }
+            }
+        });
+        rules.check(
+            self.needs_certificate() || !a.http_listen.is_empty(),
+            "acme.enabled",
+            || "no listener serves TLS: nothing would use the certificate".into(),
+        );
+    }
+
     /// A `[peers] allow` entry with ports never admits turnd's own sockets:
     /// on an address that may be turnd's (a listener's, a relay's, an
     /// advertised one, or any address of a family a wildcard listener

@@ -75,6 +75,8 @@ pub fn serve_listener(
                 match tls {
                     None => serve(tcp, remote, local, app, t, (slot, None)).await,
                     Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        // A CA's TLS-ALPN-01 validation ends with the handshake.
+                        Ok(Ok(s)) if crate::tls::is_acme_validation(s.get_ref().1.alpn_protocol()) => {}
                         Ok(Ok(s)) => serve(s, remote, local, app, t, (slot, None)).await,
                         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),

@@ -163,6 +163,8 @@ async fn connection(
     let deadline = Instant::now() + limits.handshake_timeout;
     let accept = |tls: Arc<rustls::ServerConfig>, io| async move {
         match tokio::time::timeout_at(deadline, TlsAcceptor::from(tls).accept(io)).await {
+            // A CA's TLS-ALPN-01 validation ends with the handshake.
+            Ok(Ok(s)) if crate::tls::is_acme_validation(s.get_ref().1.alpn_protocol()) => Err("ACME validation done"),
             Ok(Ok(s)) => Ok(s),
             Ok(Err(_)) => Err("TLS handshake failed"),
             Err(_) => Err("TLS handshake timed out"),

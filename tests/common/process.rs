@@ -49,7 +49,13 @@ impl Proc {
     /// Like [`Proc::spawn`], inside network namespace `ns` (`ip netns exec`
     /// runs turnd in its own place: the child is turnd).
     pub fn spawn_netns(ns: &str, config: &str) -> Self {
-        Self::spawn_with(tempfile::tempdir().expect("tempdir"), Some(config), &[], None, Some(ns))
+        Self::spawn_netns_in(tempfile::tempdir().expect("tempdir"), ns, config)
+    }
+
+    /// [`Proc::spawn_netns`] in `dir` (a restart: take the directory of a
+    /// stopped one).
+    pub fn spawn_netns_in(dir: tempfile::TempDir, ns: &str, config: &str) -> Self {
+        Self::spawn_with(dir, Some(config), &[], None, Some(ns))
     }
 
     /// Like [`Proc::spawn`], with at most `nofile` open file descriptors.

@@ -181,6 +181,25 @@ pub fn tls(addr: SocketAddr) -> Framed<Tls> {
     tls_with(addr, rustls::DEFAULT_VERSIONS)
 }
 
+/// A TLS connection to `addr` for `name`, the certificate verified against
+/// `config`'s roots; the handshake's error otherwise.
+pub fn tls_verified(
+    addr: SocketAddr,
+    name: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Framed<Tls>, String> {
+    let s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_nodelay(true).expect("nodelay");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    let mut t = rustls::StreamOwned::new(conn, s);
+    while t.conn.is_handshaking() {
+        t.conn.complete_io(&mut t.sock).map_err(|e| e.to_string())?;
+    }
+    Ok(Framed::new(t))
+}
+
 /// [`tls`] offering only the given TLS versions.
 pub fn tls_with(addr: SocketAddr, versions: &[&'static rustls::SupportedProtocolVersion]) -> Framed<Tls> {
     let s = TcpStream::connect(addr).expect("connect");
