@@ -36,7 +36,7 @@ const firefox = await puppeteer.launch({
 });
 const chromium = await launch({
   executablePath: chromiumB,
-  args: [`--unsafely-treat-insecure-origin-as-secure=${base}`, '--ignore-certificate-errors'],
+  args: [`--unsafely-treat-insecure-origin-as-secure=${base}`],
 });
 console.log(`firefox: ${await firefox.version()}`);
 
