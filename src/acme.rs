@@ -133,15 +133,41 @@ pub fn start(spec: AcmeSpec, certs: Arc<Certs>, tokens: Arc<Tokens>, tasks: &Tas
 }
 
 /// When the certificate in use should be replaced, Unix seconds: now if it
-/// is not one the CA issued, else `renew_before` (or a third of its
-/// lifetime) before it expires.
-pub fn due(certs: &Certs, renew_before: Option<Duration>) -> i64 {
+/// is not one the CA issued; else `renew_before` before it expires when
+/// the operator set it; else within the CA's suggested window (`ari`, RFC
+/// 9773: `pick` in 0..=1 chooses the moment, uniformly) when it gave one;
+/// else when a third of its lifetime is left.
+pub fn due(certs: &Certs, renew_before: Option<Duration>, ari: Option<(i64, i64)>, pick: f64) -> i64 {
     if certs.source() != Source::Acme {
         return 0;
     }
     let (not_before, not_after) = certs.validity();
-    let before = renew_before.map_or((not_after - not_before) / 3, |d| d.as_secs() as i64);
-    not_after - before
+    match (renew_before, ari) {
+        (Some(d), _) => not_after - d.as_secs() as i64,
+        (None, Some((start, end))) if start <= end => start + ((end - start) as f64 * pick.clamp(0.0, 1.0)) as i64,
+        _ => not_after - (not_after - not_before) / 3,
+    }
+}
+
+/// The CA's suggested renewal window for the certificate in use (RFC 9773
+/// ACME Renewal Information), Unix seconds, and when to ask again; `None`
+/// when the CA has none for it or cannot be asked.
+async fn renewal_window(spec: &AcmeSpec, certs: &Certs) -> Option<((i64, i64), Duration)> {
+    if spec.renew_before.is_some() || certs.source() != Source::Acme {
+        return None;
+    }
+    let leaf = certs.leaf()?;
+    let id = instant_acme::CertificateIdentifier::try_from(&leaf).ok()?;
+    let ask = async {
+        let account = account(spec).await.ok()?;
+        account.renewal_info(&id).await.ok()
+    };
+    let (info, again) = tokio::time::timeout(Duration::from_secs(15), ask).await.ok()??;
+    let w = info.suggested_window;
+    Some((
+        (w.start.unix_timestamp(), w.end.unix_timestamp()),
+        again.clamp(Duration::from_secs(3600), Duration::from_secs(24 * 3600)),
+    ))
 }
 
 fn unix_now() -> i64 {
@@ -152,19 +178,31 @@ fn unix_now() -> i64 {
 
 async fn run(spec: AcmeSpec, certs: Arc<Certs>, tokens: Arc<Tokens>) {
     let mut retry = FIRST_RETRY;
-    let mut first = true;
+    let mut last_order: Option<tokio::time::Instant> = None;
+    // Where in the CA's window to renew, drawn once per certificate.
+    let mut pick: f64 = rand::random();
     loop {
-        let wait = (due(&certs, spec.renew_before) - unix_now()).max(0) as u64;
-        let wait = Duration::from_secs(wait).max(if first { Duration::ZERO } else { MIN_PAUSE });
-        if !wait.is_zero() {
-            tracing::debug!(in_seconds = wait.as_secs(), "next ACME order");
+        let window = renewal_window(&spec, &certs).await;
+        let due_at = due(&certs, spec.renew_before, window.map(|(w, _)| w), pick);
+        let left = due_at - unix_now();
+        if left > 0 {
+            // Not due: sleep until it is, or until the CA's window should
+            // be asked for again.
+            let wait = Duration::from_secs(left as u64);
+            let wait = window.map_or(wait, |(_, again)| wait.min(again));
+            tracing::debug!(in_seconds = wait.as_secs(), ari = window.is_some(), "next ACME check");
             tokio::time::sleep(wait).await;
+            continue;
         }
-        first = false;
+        if let Some(at) = last_order {
+            tokio::time::sleep_until(at + MIN_PAUSE).await;
+        }
+        last_order = Some(tokio::time::Instant::now());
         match obtain(&spec, &certs, &tokens).await {
             Ok(fingerprint) => {
                 certs.orders[0].fetch_add(1, Ordering::Relaxed);
                 retry = FIRST_RETRY;
+                pick = rand::random();
                 let (_, not_after) = certs.validity();
                 tracing::info!(
                     domains = ?spec.domains,
@@ -176,6 +214,10 @@ async fn run(spec: AcmeSpec, certs: Arc<Certs>, tokens: Arc<Tokens>) {
             }
             Err(e) => {
                 certs.orders[1].fetch_add(1, Ordering::Relaxed);
+                // The CA's rate limit: no sooner than the longest pause.
+                if format!("{e:#}").contains("rateLimited") {
+                    retry = MAX_RETRY;
+                }
                 tracing::warn!(
                     domains = ?spec.domains,
                     ca = %spec.directory,
@@ -353,4 +395,61 @@ pub fn describe(spec: &AcmeSpec, stored: &Path) -> String {
         spec.domains.join(", "),
         spec.directory
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate from the CA valid 2026-01-01 to 2026-04-01 (90 days).
+    fn issued(dir: &Path) -> Arc<Certs> {
+        let mut params = rcgen::CertificateParams::new(vec!["turn.example.org".to_string()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(2026, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2026, 4, 1);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write");
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write");
+        Certs::acme(&dir.join("cert.pem"), &dir.join("key.pem"), dir, &[]).expect("loads")
+    }
+
+    #[test]
+    fn renewal_is_due_as_the_operator_the_ca_or_the_lifetime_says() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = issued(dir.path());
+        assert_eq!(certs.source(), Source::Acme);
+        let (not_before, not_after) = certs.validity();
+        assert_eq!(not_after - not_before, 90 * 86400);
+        // A third of the lifetime left.
+        assert_eq!(due(&certs, None, None, 0.5), not_after - 30 * 86400);
+        // The CA's window (RFC 9773), at the drawn point.
+        let window = (not_after - 20 * 86400, not_after - 10 * 86400);
+        assert_eq!(due(&certs, None, Some(window), 0.0), window.0);
+        assert_eq!(due(&certs, None, Some(window), 0.5), not_after - 15 * 86400);
+        assert_eq!(due(&certs, None, Some(window), 1.0), window.1);
+        // The operator's renew-before wins.
+        let week = Duration::from_secs(7 * 86400);
+        assert_eq!(due(&certs, Some(week), Some(window), 0.5), not_after - 7 * 86400);
+        // A certificate not from the CA: due now.
+        let other = Certs::self_signed(dir.path(), &["x.example".into()]).expect("self-signed");
+        assert_eq!(due(&other, None, None, 0.5), 0);
+    }
+
+    #[test]
+    fn the_challenge_certificate_carries_the_key_authorization() {
+        let digest = [7u8; 32];
+        let key = alpn_certificate("turn.example.org", &digest).expect("certificate");
+        let der = &key.cert[0];
+        let (_, c) = x509_parser::parse_x509_certificate(der).expect("parses");
+        // id-pe-acmeIdentifier (1.3.6.1.5.5.7.1.31), critical, OCTET STRING of the digest.
+        let ext = c
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .expect("acmeIdentifier");
+        assert!(ext.critical);
+        assert_eq!(&ext.value[2..], &digest);
+        let names = crate::tls::describe(der).expect("describe").2;
+        assert_eq!(names, ["turn.example.org"]);
+    }
 }

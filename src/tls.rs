@@ -158,6 +158,11 @@ impl Certs {
         (l.not_before, l.not_after)
     }
 
+    /// The leaf certificate in use, DER.
+    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
+        self.loaded().key.cert.first().cloned()
+    }
+
     /// The DNS names of the certificate in use.
     pub fn names(&self) -> Vec<String> {
         self.loaded().names

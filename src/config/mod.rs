@@ -1289,7 +1289,9 @@ mod tests {
         .expect("valid");
         assert_eq!(c.acme_domains(), ["turn.example.org"]);
         assert_eq!(c.acme_challenge(), Some(AcmeChallenge::TlsAlpn01));
-        let e = err(&format!("public-host = \"203.0.113.10\"\n{auto}[acme]\nenabled = true\n"));
+        let e = err(&format!(
+            "public-host = \"203.0.113.10\"\n{auto}[acme]\nenabled = true\n"
+        ));
         assert!(e.contains("key `acme.domains`") && e.contains("DNS name"), "{e}");
         let e = err("public-host = \"turn.example.org\"\n[acme]\nenabled = true\n");
         assert!(e.contains("key `acme.challenge`"), "{e}");
