@@ -12,11 +12,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::netns::within;
 use common::process::Proc;
 use common::server::{skip, REALM, SECRET};
 use common::streamc::{self, Framed, Tls};
@@ -25,23 +25,6 @@ use rustls::pki_types::pem::PemObject;
 use stun::message::*;
 
 const NAME: &str = "turn.acme.test";
-
-/// Runs `f` on a thread inside namespace `ns`.
-fn within<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("namespace file");
-        // SAFETY: a valid namespace descriptor; only this thread moves.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns {path}"
-        );
-        f()
-    })
-    .join()
-    .expect("thread in namespace")
-}
 
 fn sh(script: &str) {
     let out = Command::new("sh").arg("-ec").arg(script).output().expect("sh runs");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::netns::Topo;
+use super::netns::{enter, Topo};
 
 /// Offsets in an IPv4 frame (Ethernet, a 20-byte IP header, UDP).
 pub mod v4 {
@@ -157,15 +157,6 @@ fn packet_socket(dev: &str, protocol: u16) -> OwnedFd {
         assert_eq!(rc, 0, "bind to {dev}: {}", std::io::Error::last_os_error());
         fd
     }
-}
-
-/// Moves the calling thread into namespace `ns`.
-fn enter(ns: &str) {
-    let path = format!("/var/run/netns/{ns}");
-    let ns = std::fs::File::open(&path).expect("namespace file");
-    // SAFETY: a valid namespace descriptor; only this thread moves.
-    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
 /// Sends `frames` as they are out of `dev` in namespace `which`.

@@ -40,6 +40,27 @@ pub fn available() -> bool {
     true
 }
 
+/// Moves the calling thread into network namespace `ns`.
+pub fn enter(ns: &str) {
+    let path = format!("/var/run/netns/{ns}");
+    let file = std::fs::File::open(&path).expect("namespace file");
+    // SAFETY: a valid namespace descriptor; only this thread moves.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// Runs `f` on a thread inside namespace `ns` (sockets it opens stay in
+/// that namespace).
+pub fn within<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        enter(&ns);
+        f()
+    })
+    .join()
+    .expect("thread in namespace")
+}
+
 fn sh(script: &str) {
     let out = Command::new("sh").arg("-ec").arg(script).output().expect("sh runs");
     assert!(
@@ -187,16 +208,7 @@ ip netns exec {tag}x ethtool -K eth0 tx off >/dev/null
     /// Runs `f` on a thread inside namespace `which` (sockets it opens
     /// stay in that namespace).
     pub fn within<T: Send + 'static>(&self, which: char, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.ns(which));
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).expect("namespace file");
-            // SAFETY: a valid namespace descriptor; only this thread moves.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread in namespace")
+        within(&self.ns(which), f)
     }
 
     /// A UDP socket bound in namespace `which` on its address of the family.
