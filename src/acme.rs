@@ -208,7 +208,7 @@ async fn run(spec: AcmeSpec, certs: Arc<Certs>, tokens: Arc<Tokens>) {
                     domains = ?spec.domains,
                     ca = %spec.directory,
                     fingerprint,
-                    expires = %humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(not_after.max(0) as u64)),
+                    expires = %crate::tls::date(not_after),
                     "certificate issued: new TLS connections use it"
                 );
             }
@@ -258,7 +258,7 @@ async fn account(spec: &AcmeSpec) -> anyhow::Result<Account> {
         .await
         .with_context(|| format!("cannot create an account at {}", spec.directory))?;
     std::fs::create_dir_all(&spec.dir).with_context(|| format!("cannot create {}", spec.dir.display()))?;
-    crate::serve::write_private(&path, &serde_json::to_string(&creds)?)?;
+    crate::secret::write_private(&path, &serde_json::to_string(&creds)?)?;
     Ok(account)
 }
 
@@ -279,7 +279,7 @@ async fn obtain(spec: &AcmeSpec, certs: &Certs, tokens: &Tokens) -> anyhow::Resu
     let (cert_path, key_path) = (spec.cert_path(), spec.key_path());
     let (cert_new, key_new) = (cert_path.with_extension("pem.new"), key_path.with_extension("pem.new"));
     let _ = std::fs::remove_file(&key_new);
-    crate::serve::write_private(&key_new, &key)?;
+    crate::secret::write_private(&key_new, &key)?;
     std::fs::write(&cert_new, chain).with_context(|| format!("cannot write {}", cert_new.display()))?;
     // Checked before it replaces anything.
     let fingerprint = certs

@@ -229,7 +229,7 @@ fn serve_forever(path: Option<&Path>) -> anyhow::Result<ExitCode> {
             crate::tls::Source::Files => "",
         };
         let (_, until) = c.validity();
-        let until = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(until.max(0) as u64));
+        let until = crate::tls::date(until);
         println!(
             "turnd: TLS {kind}certificate SHA-256 {}, valid until {until}",
             c.fingerprint()

@@ -439,8 +439,7 @@ fn probe(
     if let Conn::Tls(s, _) = &clients[0].conn {
         if let Some(leaf) = s.conn.peer_certificates().and_then(|c| c.first()) {
             let until = crate::tls::describe(leaf).map_or(0, |(_, until, _)| until);
-            let until =
-                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(until.max(0) as u64));
+            let until = crate::tls::date(until);
             let how = if args.insecure {
                 "not verified (--insecure)"
             } else {

@@ -1,9 +1,13 @@
 //! Values that must never be printed: shared secrets, static passwords,
 //! tokens, the page's access key. `Debug` shows only that one is there, so a
 //! config or a credential set can be logged or compared whole; equality is
-//! by value, in constant time.
+//! by value, in constant time. Files holding them (the generated secret,
+//! keys, the ACME account) are written with [`write_private`].
 
 use std::fmt;
+use std::path::Path;
+
+use anyhow::Context;
 
 /// A secret string from the configuration or the data dir.
 #[derive(Clone, Default, serde::Deserialize)]
@@ -62,6 +66,20 @@ impl From<String> for Secret {
     fn from(s: String) -> Self {
         Self(s)
     }
+}
+
+/// Creates `path` with mode 0600 and writes `contents`; fails if it exists.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(contents.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

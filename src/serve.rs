@@ -71,22 +71,8 @@ pub fn load_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Res
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
     }
     let value = make();
-    write_private(path, &format!("{value}\n"))?;
+    crate::secret::write_private(path, &format!("{value}\n"))?;
     Ok((value, true))
-}
-
-/// Creates `path` with mode 0600 and writes `contents`; fails if it exists.
-pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(contents.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The secrets to run with, and where the generated one lives.

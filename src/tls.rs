@@ -99,7 +99,7 @@ impl Certs {
                 rcgen::generate_simple_self_signed(hosts.to_vec()).context("cannot generate a certificate")?;
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
             let _ = std::fs::remove_file(&key);
-            crate::serve::write_private(&key, &generated.signing_key.serialize_pem())?;
+            crate::secret::write_private(&key, &generated.signing_key.serialize_pem())?;
             std::fs::write(&cert, generated.cert.pem()).with_context(|| format!("cannot write {}", cert.display()))?;
         }
         Ok(Self::new(read(&cert, &key, Source::SelfSigned)?))
@@ -144,11 +144,6 @@ impl Certs {
     /// Where the certificate in use comes from.
     pub fn source(&self) -> Source {
         self.loaded().source
-    }
-
-    /// Whether this is the generated self-signed certificate.
-    pub fn is_self_signed(&self) -> bool {
-        self.source() == Source::SelfSigned
     }
 
     /// The validity of the certificate in use: notBefore, notAfter (Unix
@@ -243,6 +238,13 @@ fn read(cert: &Path, key: &Path, source: Source) -> anyhow::Result<Loaded> {
         not_after,
         names,
     })
+}
+
+/// Unix seconds as an RFC 3339 date, for a certificate's validity.
+pub fn date(unix_seconds: i64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds.max(0) as u64),
+    )
 }
 
 /// A DER certificate's notBefore and notAfter (Unix seconds) and DNS names.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::within;
+use common::netns::{metrics_in, sh, within};
 use common::process::Proc;
 use common::server::{skip, REALM, SECRET};
 use common::streamc::{self, Framed, Tls};
@@ -25,15 +25,6 @@ use rustls::pki_types::pem::PemObject;
 use stun::message::*;
 
 const NAME: &str = "turn.acme.test";
-
-fn sh(script: &str) {
-    let out = Command::new("sh").arg("-ec").arg(script).output().expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// pebble and dnsmasq in namespace `acme{n}`, with turnd's address
 /// 10.n.0.1 and a peer's 10.n.0.2 on one end of a veth pair; `turn.acme.test`
@@ -350,14 +341,7 @@ fn tls_alpn_01_issues_renews_survives_the_ca_and_restarts() {
     let text = String::from_utf8_lossy(&probe.stdout).to_string() + &String::from_utf8_lossy(&probe.stderr);
     assert!(probe.status.success() && text.contains(", verified"), "{text}");
     // The metrics say so.
-    let metrics = within(&ca.ns, || {
-        let mut s = TcpStream::connect("127.0.0.1:9478").expect("metrics");
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .expect("request");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    });
+    let metrics = metrics_in(&ca.ns, 9478);
     assert!(
         metrics.contains(&format!(
             "turnd_certificate_expiry_timestamp_seconds{{name=\"{NAME}\"}}"

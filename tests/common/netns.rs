@@ -49,6 +49,22 @@ pub fn enter(ns: &str) {
     assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
+/// `/metrics` from namespace `ns`'s loopback at `port` (empty when nothing
+/// answers).
+pub fn metrics_in(ns: &str, port: u16) -> String {
+    within(ns, move || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+}
+
 /// Runs `f` on a thread inside namespace `ns` (sockets it opens stay in
 /// that namespace).
 pub fn within<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -61,7 +77,8 @@ pub fn within<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'stati
     .expect("thread in namespace")
 }
 
-fn sh(script: &str) {
+/// Runs `script` with `sh -e`; fails the test with its output otherwise.
+pub fn sh(script: &str) {
     let out = Command::new("sh").arg("-ec").arg(script).output().expect("sh runs");
     assert!(
         out.status.success(),
@@ -226,17 +243,7 @@ ip netns exec {tag}x ethtool -K eth0 tx off >/dev/null
 
     /// turnd's /metrics, from its namespace's loopback at `port`.
     pub fn metrics(&self, port: u16) -> String {
-        self.within('t', move || {
-            use std::io::{Read, Write};
-            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-                return String::new();
-            };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            out
-        })
+        metrics_in(&self.ns('t'), port)
     }
 
     /// One series of turnd's /metrics (0 when absent).

@@ -27,7 +27,7 @@ pub enum Counter {
     Aborted,
 }
 
-pub const COUNTERS: usize = 17;
+pub const COUNTERS: usize = Counter::Aborted as usize + 1;
 
 fn v4(a: &SocketAddrV4) -> (u32, u16) {
     (u32::from_ne_bytes(a.ip().octets()), a.port().to_be())

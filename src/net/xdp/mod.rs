@@ -406,7 +406,7 @@ fn forwarding(interfaces: &[String], families: Families) -> Result<(), String> {
     for iface in interfaces {
         for (used, family) in [(families.v4, "ipv4"), (families.v6, "ipv6")] {
             let key = format!("net/{family}/conf/{iface}/forwarding");
-            let on = std::fs::read_to_string(format!("/proc/sys/{key}")).is_ok_and(|v| v.trim() != "0");
+            let on = sysctl(&key).is_some_and(|v| v != 0);
             if used && !on {
                 off.push(format!("{}=1", key.replace('/', ".")));
             }
