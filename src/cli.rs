@@ -507,21 +507,27 @@ fn admin_call(
 fn print_sessions(v: &serde_json::Value) {
     let list = v["sessions"].as_array().cloned().unwrap_or_default();
     println!(
-        "{:<28} {:<5} {:<24} {:<24} {:>7} {:>12} {:>12}  peers",
-        "user", "via", "client", "relayed", "age", "to peer", "to client"
+        "{:<28} {:<5} {:<24} {:<24} {:>7} {:>10} {:>12} {:>12}  peers",
+        "user", "via", "client", "relayed", "age", "state", "to peer", "to client"
     );
     for s in &list {
         let peers: Vec<&str> = s["peers"]
             .as_array()
             .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
             .unwrap_or_default();
+        // "idle 42s": its client has sent nothing for that long.
+        let state = match s["idle"].as_bool() {
+            Some(true) => format!("idle {}s", s["silent_secs"]),
+            _ => "active".to_string(),
+        };
         println!(
-            "{:<28} {:<5} {:<24} {:<24} {:>6}s {:>12} {:>12}  {}",
+            "{:<28} {:<5} {:<24} {:<24} {:>6}s {:>10} {:>12} {:>12}  {}",
             s["user"].as_str().unwrap_or("?"),
             s["transport"].as_str().unwrap_or("?"),
             s["client"].as_str().unwrap_or("?"),
             s["relayed"].as_str().unwrap_or("?"),
             s["age_secs"],
+            state,
             format!("{} B", s["to_peer_bytes"]),
             format!("{} B", s["to_client_bytes"]),
             peers.join(" ")

@@ -715,6 +715,70 @@ fn quotas_486_and_508_and_release() {
     assert!(is_success(&r));
 }
 
+/// A client that went away (a phone that changed networks) leaves its
+/// allocation behind: once silent for `replace_idle_after`, a new
+/// allocation of the same user replaces it instead of getting 486. One
+/// whose client still speaks (requests, or data relayed in the kernel) is
+/// never replaced.
+#[test]
+fn a_full_quota_replaces_an_allocation_whose_client_went_silent() {
+    let mut cfg = base_config(); // 3 per user
+    cfg.replace_idle_after = Duration::from_secs(10);
+    let mut h = H::new(cfg);
+    // 1 speaks through the kernel, 2 with requests, 3 not at all (listed
+    // first if 1's kernel traffic went unseen).
+    let (_, kernel) = h.allocate(client(1));
+    h.allocate(client(2));
+    h.allocate(client(3));
+    let speak = |h: &mut H| {
+        assert!(is_success(&h.authed(
+            client(2),
+            METHOD_REFRESH,
+            vec![lifetime_attr(600)]
+        )));
+        let now = h.sim.now.mono;
+        let sent = turnd::proto::Relayed {
+            to_peer_packets: 1,
+            to_peer_bytes: 100,
+            ..Default::default()
+        };
+        assert!(h.sim.core.credit_offloaded(kernel, &sent, now));
+    };
+    h.advance(5);
+    speak(&mut h);
+    assert_eq!(
+        error_code(&h.authed(client(4), METHOD_ALLOCATE, vec![transport_udp()])),
+        Some(486),
+        "nobody silent for 10 s yet"
+    );
+    h.advance(6);
+    speak(&mut h);
+    h.advance(1);
+    h.allocate(client(4));
+    // Client 3's allocation is gone; 1 and 2 are not.
+    assert_eq!(error_code(&h.authed(client(3), METHOD_REFRESH, vec![])), Some(437));
+    assert!(is_success(&h.authed(client(1), METHOD_REFRESH, vec![])));
+    assert!(is_success(&h.authed(client(2), METHOD_REFRESH, vec![])));
+    assert_eq!(h.sim.core.allocation_count(), 3);
+    // Nothing idle left: the quota holds.
+    assert_eq!(
+        error_code(&h.authed(client(5), METHOD_ALLOCATE, vec![transport_udp()])),
+        Some(486)
+    );
+    // Replacing off: silent allocations count for their whole lifetime.
+    let mut cfg = base_config();
+    cfg.replace_idle_after = Duration::ZERO;
+    let mut h = H::new(cfg);
+    for p in 1..=3 {
+        h.allocate(client(p));
+    }
+    h.advance(60);
+    assert_eq!(
+        error_code(&h.authed(client(4), METHOD_ALLOCATE, vec![transport_udp()])),
+        Some(486)
+    );
+}
+
 #[test]
 fn relay_port_range_exhaustion_is_508() {
     let mut cfg = base_config();

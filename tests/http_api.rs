@@ -239,10 +239,24 @@ async fn silent(ws: &mut Ws) {
 }
 
 async fn join(ws: &mut Ws, room: &str) -> String {
+    join_with_token(ws, room).await.0
+}
+
+/// Joins `room`; the id and the resume token.
+async fn join_with_token(ws: &mut Ws, room: &str) -> (String, String) {
     send(ws, json!({"type": "join", "room": room})).await;
     let v = recv(ws).await;
     assert_eq!(v["type"], "peers", "{v}");
-    v["you"].as_str().expect("id").to_string()
+    let token = v["token"].as_str().expect("a resume token");
+    assert!(token.len() >= 32, "{token}");
+    (v["you"].as_str().expect("id").to_string(), token.to_string())
+}
+
+/// A relayed message without its `seq` (which must be there).
+fn unseq(mut v: Value) -> Value {
+    let seq = v.as_object_mut().and_then(|o| o.remove("seq"));
+    assert!(seq.as_ref().is_some_and(Value::is_u64), "no seq in {v}");
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +345,10 @@ async fn rooms_route_limit_and_clean_up() {
     )
     .await;
     let v = recv(&mut m[2]).await;
-    assert_eq!(v, json!({"type": "offer", "from": ids[0], "payload": {"sdp": "v=0"}}));
+    assert_eq!(
+        unseq(v),
+        json!({"type": "offer", "from": ids[0], "payload": {"sdp": "v=0"}})
+    );
     silent(&mut m[1]).await;
     silent(&mut m[3]).await;
     // Nothing crosses rooms.
@@ -360,21 +377,86 @@ async fn rooms_route_limit_and_clean_up() {
     send(&mut other, json!({"type": "join", "room": "other"})).await;
     assert_eq!(recv(&mut other).await["code"], "already-joined");
 
-    // Leaving: the others hear it, then a socket that just closes.
+    // Leaving: the others hear it, then a page that closes its socket
+    // (a close frame: the tab was closed).
     send(&mut m[3], json!({"type": "leave"})).await;
     for w in m.iter_mut().take(3) {
-        assert_eq!(recv(w).await, json!({"type": "leave", "from": ids[3]}));
+        assert_eq!(unseq(recv(w).await), json!({"type": "leave", "from": ids[3]}));
     }
-    let gone = m.remove(2);
-    drop(gone);
+    let mut gone = m.remove(2);
+    gone.close(None).await.expect("close");
     for w in m.iter_mut().take(2) {
-        assert_eq!(recv(w).await, json!({"type": "leave", "from": ids[2]}));
+        assert_eq!(unseq(recv(w).await), json!({"type": "leave", "from": ids[2]}));
     }
     // The room has space again.
     let mut late = ws(a).await;
     send(&mut late, json!({"type": "join", "room": "room"})).await;
     let v = recv(&mut late).await;
     assert_eq!(v["peers"].as_array().map(Vec::len), Some(2), "{v}");
+}
+
+/// A page whose connection drops (the phone changed networks) resumes as
+/// the same participant on a new connection: the others see no leave and
+/// no join, and what was sent to it meanwhile arrives. A connection closed
+/// with the page's "reconnecting" code (4000) may be resumed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_participant_resumes_as_itself() {
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    let s = keyed("");
+    let a = s.http_addr();
+    let mut x = ws(a).await;
+    let mut y = ws(a).await;
+    let (xid, token) = join_with_token(&mut x, "r").await;
+    let yid = join(&mut y, "r").await;
+    let joined = recv(&mut x).await;
+    assert_eq!(joined["seq"], 1);
+    send(&mut x, json!({"type": "ping", "ack": 1})).await;
+    assert_eq!(recv(&mut x).await, json!({"type": "pong", "ack": 0}));
+    // x's socket goes away without a close frame; y's offer is kept for x.
+    drop(x);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(
+        &mut y,
+        json!({"type": "offer", "to": xid, "payload": "restart", "seq": 1}),
+    )
+    .await;
+    silent(&mut y).await;
+    let mut x = ws(a).await;
+    send(&mut x, json!({"type": "join", "room": "r", "resume": token, "ack": 1})).await;
+    let v = recv(&mut x).await;
+    assert_eq!(
+        (v["type"].as_str(), v["you"].as_str(), v["peers"].clone()),
+        (Some("resumed"), Some(xid.as_str()), json!([yid]))
+    );
+    let v = recv(&mut x).await;
+    assert_eq!((v["payload"].as_str(), v["seq"].as_u64()), (Some("restart"), Some(2)));
+    silent(&mut y).await;
+    // Closed with 4000: resumable as well.
+    x.close(Some(CloseFrame {
+        code: CloseCode::from(4000),
+        reason: "reconnecting".into(),
+    }))
+    .await
+    .expect("close");
+    let mut x = ws(a).await;
+    send(&mut x, json!({"type": "join", "room": "r", "resume": token, "ack": 2})).await;
+    assert_eq!(recv(&mut x).await["type"], "resumed");
+    silent(&mut y).await;
+    // The same token on a third connection takes over; the second is closed.
+    let mut x3 = ws(a).await;
+    send(&mut x3, json!({"type": "join", "room": "r", "resume": token, "ack": 2})).await;
+    assert_eq!(recv(&mut x3).await["type"], "resumed");
+    let end = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match x.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    });
+    end.await.expect("the replaced connection is closed");
+    send(&mut y, json!({"type": "answer", "to": xid, "payload": "a", "seq": 2})).await;
+    assert_eq!(recv(&mut x3).await["payload"], "a");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,7 +104,7 @@ fn turnd(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn metrics_follow_traffic_and_admin_lists_and_kills_sessions() {
-    let (d, p) = start("[peers]\nallow = [\"127.0.0.0/8\"]");
+    let (d, p) = start("[peers]\nallow = [\"127.0.0.0/8\"]\n[relay]\nreplace-idle-after = \"1s\"");
     let (peer, _echo) = echo_peer();
     let mut c = streamc::tcp(SocketAddr::from(([127, 0, 0, 1], p.tcp)));
     let (cred, relayed) = c.allocate("alice");
@@ -159,6 +159,8 @@ fn metrics_follow_traffic_and_admin_lists_and_kills_sessions() {
     // The admin API through the CLI.
     let cfg = d.path("turnd.toml");
     let cfg = cfg.to_str().expect("utf8");
+    c.send(&channel_data(0x4000, &[7u8; 100], true));
+    assert_eq!(c.recv(), Some(Item::Channel(0x4000, vec![7u8; 100])));
     let (ok, out) = turnd(&["sessions", "-c", cfg]);
     assert!(ok, "{out}");
     assert!(
@@ -166,6 +168,11 @@ fn metrics_follow_traffic_and_admin_lists_and_kills_sessions() {
         "{out}"
     );
     assert!(out.contains("1 allocation(s)") && out.contains("127.0.0.1"), "{out}");
+    assert!(out.contains(" active "), "{out}");
+    // Its client silent for longer than replace-idle-after: idle.
+    std::thread::sleep(Duration::from_millis(2200));
+    let (_, out) = turnd(&["sessions", "-c", cfg]);
+    assert!(out.contains(" idle 2s ") || out.contains(" idle 3s "), "{out}");
     let denied = ureq::get(&format!("http://127.0.0.1:{}/admin/sessions", p.admin)).call();
     assert!(
         matches!(denied, Err(ureq::Error::StatusCode(401))),

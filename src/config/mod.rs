@@ -478,6 +478,12 @@ pub struct Relay {
     pub max_allocations_per_user: u32,
     #[serde(default = "defaults::max_total")]
     pub max_allocations: u32,
+    /// An allocation whose client has sent nothing for this long may be
+    /// replaced by a new one of the same user when its quota is full (a
+    /// phone that changed networks allocates again from its new address).
+    /// "0s": never.
+    #[serde(default = "defaults::replace_idle_after", with = "humantime_serde")]
+    pub replace_idle_after: Duration,
     /// Bytes per second one allocation may relay in each direction
     /// (coturn's `max-bps`); beyond, packets are dropped. 0: no limit.
     #[serde(default)]
@@ -752,6 +758,10 @@ mod defaults {
     pub fn max_port() -> u16 {
         65535
     }
+    pub fn replace_idle_after() -> Duration {
+        Duration::from_secs(10)
+    }
+
     pub fn default_lifetime() -> Duration {
         Duration::from_secs(600)
     }
@@ -960,6 +970,7 @@ impl Config {
         c.rfc5766_channels = r.rfc5766_channels;
         c.max_allocations_per_user = r.max_allocations_per_user;
         c.max_allocations = r.max_allocations;
+        c.replace_idle_after = r.replace_idle_after;
         c.relay_ipv4 = r.relay_ipv4;
         c.relay_ipv6 = r.relay_ipv6;
         c.alternate_server = self.alternate_server;

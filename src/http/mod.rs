@@ -146,6 +146,14 @@ pub fn start(spec: PageSpec, tasks: &Tasks) -> anyhow::Result<Page> {
             limiter_state.ice_limiter.retain_recent();
         }
     });
+    let hub_state = state.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            hub_state.hub.expire();
+        }
+    });
     drop(guard);
     Ok(Page {
         http: bound.0,

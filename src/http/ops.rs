@@ -159,6 +159,8 @@ async fn sessions(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Respon
                 "channels": s.channels,
                 "age_secs": s.age.as_secs(),
                 "expires_in_secs": s.expires_in.as_secs(),
+                "silent_secs": s.silent.as_secs(),
+                "idle": s.idle,
                 "to_peer_bytes": s.to_peer.bytes,
                 "to_peer_packets": s.to_peer.packets,
                 "to_client_bytes": s.to_client.bytes,

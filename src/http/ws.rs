@@ -1,7 +1,8 @@
 //! The WebSocket driver for [`super::rooms`]: one task per connection, an
 //! outbox per connection, a message rate limit, keepalive pings and an idle
-//! deadline. A connection whose outbox overflows (it stopped reading) is cut
-//! rather than allowed to grow memory.
+//! deadline (short once the client shows it sends heartbeats). A connection
+//! whose outbox overflows (it stopped reading) is cut rather than allowed
+//! to grow memory.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message, WebSocket};
 use tokio::sync::mpsc;
 
-use super::rooms::{self, ConnId, Rooms};
+use rand::Rng;
+
+use super::rooms::{self, ConnId, Out, Rooms};
 use super::AppState;
 
 /// Protocol-level frame limit; [`rooms::MAX_MESSAGE`] is the one clients see
@@ -31,6 +34,12 @@ pub fn ping_interval(idle: Duration) -> Duration {
 }
 /// Rate-limited messages tolerated before the connection is closed.
 const STRIKES: u32 = 200;
+/// A client that sends heartbeats (the page: every 2 s) and is silent this
+/// long has lost its connection, whatever TCP says.
+const HEARTBEAT_LOST: Duration = Duration::from_secs(10);
+/// The close code a page uses when it drops a connection to open another
+/// (it suspects the network changed): its participant stays, to resume.
+const CLOSE_RECONNECTING: u16 = 4000;
 
 /// Rooms plus the outbox of every connection.
 pub struct Hub {
@@ -47,7 +56,7 @@ impl Hub {
     pub fn new(room_size: usize) -> Self {
         Self {
             inner: Mutex::new(HubInner {
-                rooms: Rooms::new(room_size),
+                rooms: Rooms::new(room_size, || format!("{:032x}", rand::rng().random::<u128>())),
                 outboxes: HashMap::new(),
                 next: 1,
             }),
@@ -72,30 +81,38 @@ impl Hub {
         h.deliver(out);
     }
 
-    fn disconnect(&self, id: ConnId) {
+    fn disconnect(&self, id: ConnId, clean: bool) {
         let mut h = self.lock();
         h.outboxes.remove(&id);
-        let out = h.rooms.disconnect(id);
+        let out = h.rooms.disconnect(id, clean, Instant::now());
+        h.deliver(out);
+    }
+
+    /// Participants whose connection dropped and who did not resume in
+    /// time leave (their rooms are told). Call every second or so.
+    pub fn expire(&self) {
+        let mut h = self.lock();
+        let out = h.rooms.expire(Instant::now());
         h.deliver(out);
     }
 
     /// Sends `text` to `id` alone.
     fn tell(&self, id: ConnId, text: String) {
-        self.lock().deliver(vec![(id, text)]);
+        self.lock().deliver(vec![Out::Send(id, text)]);
     }
 }
 
 impl HubInner {
-    fn deliver(&mut self, out: Vec<(ConnId, String)>) {
-        for (to, text) in out {
-            let stuck = match self.outboxes.get(&to) {
-                Some(tx) => tx.try_send(text).is_err(),
-                None => false,
+    fn deliver(&mut self, out: Vec<Out>) {
+        for o in out {
+            let (to, stuck) = match o {
+                Out::Send(to, text) => (to, self.outboxes.get(&to).is_some_and(|tx| tx.try_send(text).is_err())),
+                Out::Close(to) => (to, true),
             };
             if stuck {
-                // Dropping the only sender ends that connection's task,
-                // which then leaves its room.
-                tracing::debug!(conn = to, "signaling connection not reading; closing it");
+                // Dropping the only sender ends that connection's task
+                // (its participant, if it still has one, may resume).
+                tracing::debug!(conn = to, "closing a signaling connection (not reading, or replaced)");
                 self.outboxes.remove(&to);
             }
         }
@@ -112,9 +129,12 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr
     let limiter = governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst));
     let mut strikes = 0u32;
     let mut last_heard = Instant::now();
-    let mut ping = tokio::time::interval(state.ws_ping);
+    let mut last_ping = Instant::now();
+    let mut heartbeats = false;
+    let mut check = tokio::time::interval(Duration::from_secs(1));
     let idle_limit = state.ws_ping * 3;
-    ping.tick().await;
+    let mut clean = false;
+    check.tick().await;
     loop {
         tokio::select! {
             m = socket.recv() => {
@@ -133,10 +153,14 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr
                             state.hub.tell(id, rooms::error("rate-limited", "too many messages; this one was dropped"));
                             continue;
                         }
+                        heartbeats |= t.as_str().starts_with(r#"{"type":"ping""#);
                         state.hub.handle(id, t.as_str());
                     }
                     Message::Binary(_) => state.hub.tell(id, rooms::error("bad-json", "text messages only")),
-                    Message::Close(_) => break,
+                    Message::Close(frame) => {
+                        clean = frame.is_none_or(|f| f.code != CLOSE_RECONNECTING);
+                        break;
+                    }
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
@@ -146,13 +170,21 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr
                     break;
                 }
             }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > idle_limit || socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+            _ = check.tick() => {
+                let limit = if heartbeats { HEARTBEAT_LOST } else { idle_limit };
+                if last_heard.elapsed() > limit {
+                    tracing::debug!(%peer, conn = id, "signaling connection silent; closing it");
                     break;
+                }
+                if last_ping.elapsed() >= state.ws_ping {
+                    last_ping = Instant::now();
+                    if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        break;
+                    }
                 }
             }
         }
     }
-    state.hub.disconnect(id);
+    state.hub.disconnect(id, clean);
     tracing::debug!(%peer, conn = id, "signaling connection closed");
 }

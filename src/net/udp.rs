@@ -605,7 +605,7 @@ impl Worker {
     /// Adds what the kernel relayed for `relay` to the core's counters (or,
     /// the allocation being gone, keeps it for its deletion's log line).
     fn credit(&mut self, relay: RelayId, d: Relayed) {
-        if !self.core.credit_offloaded(relay, &d) {
+        if !self.core.credit_offloaded(relay, &d, Instant::now()) {
             self.late.push((relay, d));
         }
     }
@@ -617,8 +617,9 @@ impl Worker {
         };
         let mut synced = std::mem::take(&mut self.synced);
         routes.sync(&mut synced);
+        let now = Instant::now();
         for (relay, d) in &synced {
-            self.core.credit_offloaded(*relay, d);
+            self.core.credit_offloaded(*relay, d, now);
         }
         self.synced = synced;
     }

@@ -72,6 +72,11 @@ pub struct Allocation {
     /// The last peers a permission or channel was refused for (403), most
     /// recent last: what the page shows when a call fails.
     pub refused: Vec<SocketAddr>,
+    /// When its client last sent anything (a request, data, or data the
+    /// kernel relayed for it).
+    pub heard: Instant,
+    /// Marked idle in the shared pool (silent for `replace_idle_after`).
+    pub idle: bool,
 }
 
 /// Refused peers an allocation remembers.

@@ -377,12 +377,17 @@ impl Server {
                 Some(relay) if self.allocs.get(relay.index()).is_none_or(|a| a.opening.is_some()) => {
                     Err(Refused::Silent)
                 }
-                Some(relay) => match other {
-                    Request::Refresh(r) => self.on_refresh(relay, r, now),
-                    Request::CreatePermission(p) => self.on_create_permission(relay, &p, now),
-                    Request::ChannelBind(c) => self.on_channel_bind(relay, c, now),
-                    Request::Allocate(_) => Err(ErrorCode::BadRequest.into()),
-                },
+                Some(relay) => {
+                    if let Some(a) = self.allocs.get_mut(relay.index()) {
+                        a.heard = now.mono; // its client speaks
+                    }
+                    match other {
+                        Request::Refresh(r) => self.on_refresh(relay, r, now),
+                        Request::CreatePermission(p) => self.on_create_permission(relay, &p, now),
+                        Request::ChannelBind(c) => self.on_channel_bind(relay, c, now),
+                        Request::Allocate(_) => Err(ErrorCode::BadRequest.into()),
+                    }
+                }
             },
         };
         (outcome, key)
@@ -452,7 +457,7 @@ impl Server {
         let shared = self.shared.clone();
         let (rng, timers) = (&mut self.rng, &mut self.timers);
         let taken = shared.with(|g| {
-            let budget = g
+            let admitted = g
                 .admit(&quota_user, max_user, max_total, now.mono)
                 .map_err(|full| match full {
                     QuotaFull::User => (ErrorCode::AllocationQuotaReached, Refusal::UserQuota),
@@ -475,14 +480,14 @@ impl Server {
                 (None, None) => (None, None),
             };
             let Some(addr) = addr else {
-                g.release(&quota_user);
+                g.unadmit(&quota_user, &admitted);
                 return Err((ErrorCode::InsufficientCapacity, Refusal::NoRelayPort));
             };
             let hold = reserve_next.then(|| reserve_after(rng, timers, g, addr, &mut opening, now));
             let second = v6_ip.map(|ip| g.ports.take(rng, false, false).map(|p| SocketAddr::new(ip, p)));
-            Ok((budget, addr, hold, reserved, second))
+            Ok((admitted, addr, hold, reserved, second))
         });
-        let (budget, addr, hold, reserved, second) = match taken {
+        let (admitted, addr, hold, reserved, second) = match taken {
             Ok(t) => t,
             Err((code, why)) => {
                 self.stats.refused[why as usize] += 1;
@@ -513,7 +518,7 @@ impl Server {
             second,
             second_refused,
             username: auth.username,
-            quota_user,
+            quota_user: quota_user.clone(),
             key: auth.key,
             expires: now.mono + lifetime,
             opening: Some(opening),
@@ -523,11 +528,20 @@ impl Server {
             created: now.mono,
             to_peer: Default::default(),
             to_client: Default::default(),
-            budget,
+            budget: admitted.budget,
             refused: Vec::new(),
+            heard: now.mono,
+            idle: false,
         });
         self.by_client.insert(client, relay);
         self.channels.open(relay, client);
+        if let Some(old) = admitted.replaces {
+            tracing::info!(%client, user = %quota_user, "quota full: this allocation replaces an idle one of the same user");
+            if old.worker == self.worker {
+                self.delete_replaced(now.mono);
+            }
+        }
+        self.keep_sweeping(now.mono);
         self.push(Command::OpenRelay {
             relay,
             addr,

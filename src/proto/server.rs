@@ -87,6 +87,11 @@ pub struct CoreConfig {
     pub max_bps_per_user: u64,
     /// Accept ChannelBind for 0x5000–0x7FFF too (RFC 5766 clients).
     pub rfc5766_channels: bool,
+    /// An allocation whose client has sent nothing for this long is idle:
+    /// when its user's quota is full, a new allocation of the same user
+    /// replaces it (a phone that changed networks allocates again from its
+    /// new address). Zero: never.
+    pub replace_idle_after: Duration,
     /// RFC 5780 (`stun.other-address`): a UDP listener's address and the
     /// other address paired with it, at most one pair per family. The
     /// driver listens on all four combinations of their IPs and ports.
@@ -115,6 +120,7 @@ impl CoreConfig {
             max_bps: 0,
             max_bps_per_user: 0,
             rfc5766_channels: false,
+            replace_idle_after: Duration::from_secs(10),
             discovery: Vec::new(),
         }
     }
@@ -370,13 +376,30 @@ pub struct Session {
     pub to_client: super::allocation::Counter,
     /// The last peers a permission was refused for (403).
     pub refused: Vec<SocketAddr>,
+    /// How long since its client last sent anything.
+    pub silent: Duration,
+    /// Silent for `replace_idle_after` (10 s when replacing is off): a
+    /// client that went away (a phone that changed networks) leaves
+    /// such an allocation behind until it expires.
+    pub idle: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
-    Allocation { relay: RelayId, serial: u64 },
-    Reservation { token: u64 },
+    Allocation {
+        relay: RelayId,
+        serial: u64,
+    },
+    Reservation {
+        token: u64,
+    },
+    /// Marks idle allocations, and deletes the replaced ones, once a
+    /// second while there are allocations.
+    Sweep,
 }
+
+/// How often [`Timer::Sweep`] runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Server {
     /// Which worker's core this is, in the [`RelayHandle`]s it hands out.
@@ -393,6 +416,8 @@ pub struct Server {
     pub(super) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     pub(super) commands: VecDeque<Command>,
     pub(super) next_serial: u64,
+    /// A [`Timer::Sweep`] is scheduled.
+    pub(super) sweeping: bool,
     pub stats: Stats,
 }
 
@@ -437,6 +462,7 @@ impl Server {
             timers: BinaryHeap::new(),
             commands: VecDeque::new(),
             next_serial: 1,
+            sweeping: false,
             stats: Stats::default(),
         }
     }
@@ -459,6 +485,10 @@ impl Server {
 
     /// This core's allocations, for the admin API.
     pub fn sessions(&self, now: Now) -> Vec<Session> {
+        let idle_after = match self.cfg.replace_idle_after {
+            d if d.is_zero() => Duration::from_secs(10),
+            d => d,
+        };
         self.allocs
             .iter()
             .filter(|(_, a)| a.opening.is_none())
@@ -473,6 +503,8 @@ impl Server {
                 expires_in: a.expires.saturating_duration_since(now.mono),
                 to_peer: a.to_peer,
                 to_client: a.to_client,
+                silent: now.mono.saturating_duration_since(a.heard),
+                idle: now.mono.saturating_duration_since(a.heard) >= idle_after,
                 refused: a.refused.clone(),
             })
             .collect()
@@ -607,6 +639,7 @@ impl Server {
             self.stats.dropped += 1;
             return None;
         };
+        a.heard = now.mono;
         if !a.pass_to_peer(payload.len(), limits, now.mono) {
             self.stats.over_bandwidth += 1;
             return None;
@@ -812,11 +845,14 @@ impl Server {
     /// when each ends (the allocation may be gone by then: the totals
     /// still count it).
     /// Returns whether the allocation is still there to take it.
-    pub fn credit_offloaded(&mut self, relay: RelayId, r: &Relayed) -> bool {
+    pub fn credit_offloaded(&mut self, relay: RelayId, r: &Relayed, now: Instant) -> bool {
         self.stats.credit(Transport::Udp, r);
         let Some(a) = self.allocs.get_mut(relay.index()) else {
             return false;
         };
+        if r.to_peer_packets > 0 {
+            a.heard = now; // the client sends, through the kernel
+        }
         a.to_peer.packets += r.to_peer_packets;
         a.to_peer.bytes += r.to_peer_bytes;
         a.to_client.packets += r.to_client_packets;
@@ -853,6 +889,67 @@ impl Server {
                     });
                     drop(expired);
                 }
+                Timer::Sweep => {
+                    self.sweeping = false;
+                    self.sweep(now.mono);
+                }
+            }
+        }
+    }
+
+    /// Schedules the idle sweep if it is not, while there are allocations.
+    pub(super) fn keep_sweeping(&mut self, now: Instant) {
+        if !self.sweeping && !self.allocs.is_empty() {
+            self.sweeping = true;
+            self.timers.push(Reverse((now + SWEEP_EVERY, Timer::Sweep)));
+        }
+    }
+
+    /// Marks in the pool the allocations that became idle or active again,
+    /// and deletes those another allocation of their user replaced.
+    fn sweep(&mut self, now: Instant) {
+        let after = self.cfg.replace_idle_after;
+        let mut changed = Vec::new();
+        if !after.is_zero() {
+            for (i, a) in self.allocs.iter_mut() {
+                let idle = a.opening.is_none() && now.saturating_duration_since(a.heard) >= after;
+                if idle != a.idle {
+                    a.idle = idle;
+                    changed.push((RelayId(i as u32), a.serial, idle));
+                }
+            }
+        }
+        if !changed.is_empty() {
+            let marks: Vec<_> = changed
+                .into_iter()
+                .filter_map(|(relay, serial, idle)| {
+                    let user = self.allocs.get(relay.index())?.quota_user.clone();
+                    Some((user, self.handle(relay, serial), idle))
+                })
+                .collect();
+            self.shared.with(|g| {
+                for (user, h, idle) in &marks {
+                    g.set_idle(user, *h, *idle);
+                }
+            });
+        }
+        self.delete_replaced(now);
+        self.keep_sweeping(now);
+    }
+
+    /// Deletes this core's allocations that newer ones replaced, unless
+    /// their client spoke again meanwhile (then the user is one over its
+    /// quota until an allocation goes: a live one is never cut).
+    pub(super) fn delete_replaced(&mut self, now: Instant) {
+        let worker = self.worker;
+        let mine = self.shared.with(|g| g.take_replaced(worker));
+        for h in mine {
+            let idle = self.allocs.get(h.relay.index()).is_some_and(|a| {
+                a.serial == h.serial && now.saturating_duration_since(a.heard) >= self.cfg.replace_idle_after
+            });
+            if idle {
+                self.stats.allocations_deleted += 1;
+                self.delete_allocation(h.relay, "replaced by a newer allocation of its user", now);
             }
         }
     }
@@ -913,7 +1010,7 @@ impl Server {
         let handle = self.handle(relay, a.serial);
         self.shared.with(|g| {
             g.ports.release(a.relay.port());
-            g.release(&a.quota_user);
+            g.release(&a.quota_user, Some(handle));
             if a.opening.is_none() {
                 g.unregister_relay(a.relay, a.advertised, handle);
             }

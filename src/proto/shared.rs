@@ -157,6 +157,23 @@ pub struct Pool {
     /// allocation of this process, reached without a trip through the
     /// kernel (and whatever the peer policy says of its address).
     relays: HashMap<SocketAddr, RelayHandle>,
+    /// Allocations whose client has been silent for
+    /// `relay.replace-idle-after`, by quota user, longest silent first
+    /// (their own worker marks and unmarks them).
+    idle: HashMap<String, Vec<RelayHandle>>,
+    /// Idle allocations a newer one of the same user replaced, for their
+    /// own worker to delete.
+    replaced: Vec<RelayHandle>,
+}
+
+/// What [`Pool::admit`] grants.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The user's bandwidth budget, shared by its allocations.
+    pub budget: Arc<UserBudget>,
+    /// An idle allocation of the same user this one replaces (the quota
+    /// was full): its worker deletes it.
+    pub replaces: Option<RelayHandle>,
 }
 
 /// How a core reaches the [`Pool`] it shares with the other workers' cores.
@@ -200,6 +217,8 @@ impl Pool {
             total: 0,
             reservations: HashMap::new(),
             relays: HashMap::new(),
+            idle: HashMap::new(),
+            replaced: Vec::new(),
         }
     }
 
@@ -212,27 +231,81 @@ impl Pool {
 impl Pool {
     /// Counts one more allocation for `user` and hands out the user's
     /// bandwidth budget (shared by all its allocations on every worker), or
-    /// says which quota is full.
+    /// says which quota is full. A full quota with an idle allocation of
+    /// the same user still admits: the idle one is replaced (see
+    /// [`Admitted::replaces`]), so the count is back within the quota once
+    /// it is deleted.
     pub fn admit(
         &mut self,
         user: &str,
         per_user_max: u32,
         total_max: u32,
         now: Instant,
-    ) -> Result<Arc<UserBudget>, QuotaFull> {
-        if self.total >= total_max {
-            return Err(QuotaFull::Total);
-        }
-        if self.per_user.get(user).is_some_and(|(n, _)| *n >= per_user_max) {
-            return Err(QuotaFull::User);
-        }
+    ) -> Result<Admitted, QuotaFull> {
+        let full = if self.total >= total_max {
+            Some(QuotaFull::Total)
+        } else if self.per_user.get(user).is_some_and(|(n, _)| *n >= per_user_max) {
+            Some(QuotaFull::User)
+        } else {
+            None
+        };
+        let replaces = match full {
+            None => None,
+            Some(full) => match self.idle.get_mut(user).filter(|l| !l.is_empty()) {
+                Some(list) => {
+                    let h = list.remove(0);
+                    self.replaced.push(h);
+                    Some(h)
+                }
+                None => return Err(full),
+            },
+        };
         let entry = self
             .per_user
             .entry(user.to_owned())
             .or_insert_with(|| (0, Arc::new(UserBudget::new(now))));
         entry.0 += 1;
         self.total += 1;
-        Ok(entry.1.clone())
+        Ok(Admitted {
+            budget: entry.1.clone(),
+            replaces,
+        })
+    }
+
+    /// Takes back an admission whose allocation could not be made: the
+    /// idle allocation it would have replaced stays.
+    pub fn unadmit(&mut self, user: &str, admitted: &Admitted) {
+        self.release(user, None);
+        if let Some(h) = admitted.replaces {
+            self.replaced.retain(|r| *r != h);
+            self.set_idle(user, h, true);
+        }
+    }
+
+    /// An allocation of `user` became idle (its client silent for the
+    /// configured time) or active again.
+    pub fn set_idle(&mut self, user: &str, relay: RelayHandle, idle: bool) {
+        let list = self.idle.entry(user.to_owned()).or_default();
+        list.retain(|h| *h != relay);
+        if idle {
+            list.push(relay);
+        }
+        if list.is_empty() {
+            self.idle.remove(user);
+        }
+    }
+
+    /// Replaced allocations of `worker`, handed over for deletion.
+    pub fn take_replaced(&mut self, worker: u16) -> Vec<RelayHandle> {
+        let mut mine = Vec::new();
+        self.replaced.retain(|h| {
+            let m = h.worker == worker;
+            if m {
+                mine.push(*h);
+            }
+            !m
+        });
+        mine
     }
 
     /// Makes `relay` reachable as a peer at its bound and advertised
@@ -260,7 +333,13 @@ impl Pool {
         }
     }
 
-    pub fn release(&mut self, user: &str) {
+    /// An allocation of `user` is gone (`relay`: it was live, and may have
+    /// been marked idle or replaced).
+    pub fn release(&mut self, user: &str, relay: Option<RelayHandle>) {
+        if let Some(h) = relay {
+            self.set_idle(user, h, false);
+            self.replaced.retain(|r| *r != h);
+        }
         if let Some((n, _)) = self.per_user.get_mut(user) {
             *n -= 1;
             if *n == 0 {
@@ -366,16 +445,63 @@ mod tests {
         assert_eq!(g.admit("a", 1, 2, Instant::now()).err(), Some(QuotaFull::User));
         assert!(g.admit("b", 1, 2, Instant::now()).is_ok());
         assert_eq!(g.admit("c", 1, 2, Instant::now()).err(), Some(QuotaFull::Total));
-        g.release("a");
+        g.release("a", None);
         assert!(g.admit("a", 1, 2, Instant::now()).is_ok());
+    }
+
+    /// A full quota admits one more when the user has an idle allocation,
+    /// which is handed to its worker as replaced; one per idle allocation.
+    #[test]
+    fn a_full_quota_replaces_an_idle_allocation_of_the_same_user() {
+        use super::super::addr::RelayId;
+        let h = |worker, id| RelayHandle {
+            worker,
+            relay: RelayId(id),
+            serial: u64::from(id),
+        };
+        let now = Instant::now();
+        let mut g = Pool::new(1, 9);
+        g.admit("a", 2, 9, now).expect("first");
+        g.admit("a", 2, 9, now).expect("second");
+        g.admit("b", 2, 9, now).expect("b");
+        g.set_idle("b", h(0, 3), true);
+        assert_eq!(
+            g.admit("a", 2, 9, now).err(),
+            Some(QuotaFull::User),
+            "b's idle one is not a's"
+        );
+        g.set_idle("a", h(1, 1), true);
+        g.set_idle("a", h(0, 2), true);
+        g.set_idle("a", h(0, 2), false);
+        let third = g.admit("a", 2, 9, now).expect("replaces the idle one");
+        assert_eq!(third.replaces, Some(h(1, 1)));
+        assert_eq!(
+            g.admit("a", 2, 9, now).err(),
+            Some(QuotaFull::User),
+            "nothing idle left"
+        );
+        assert!(g.take_replaced(0).is_empty());
+        assert_eq!(g.take_replaced(1), [h(1, 1)]);
+        // Deleted: counted out, and forgotten wherever it was listed.
+        g.set_idle("a", h(0, 2), true);
+        g.release("a", Some(h(0, 2)));
+        g.release("a", Some(h(1, 1)));
+        assert_eq!(g.per_user.get("a").map(|(n, _)| *n), Some(1));
+        assert!(!g.idle.contains_key("a") && g.replaced.is_empty());
+        // The total quota too: a's idle allocation makes room for a, not c.
+        let mut g = Pool::new(1, 9);
+        g.admit("a", 5, 1, now).expect("a");
+        g.set_idle("a", h(0, 1), true);
+        assert_eq!(g.admit("c", 5, 1, now).err(), Some(QuotaFull::Total));
+        assert!(g.admit("a", 5, 1, now).is_ok_and(|a| a.replaces == Some(h(0, 1))));
     }
 
     #[test]
     fn a_user_budget_holds_one_second_and_refills() {
         let t0 = Instant::now();
         let mut s = Pool::new(1, 9);
-        let a = s.admit("u", 5, 5, t0).expect("admitted");
-        let b = s.admit("u", 5, 5, t0).expect("admitted");
+        let a = s.admit("u", 5, 5, t0).expect("admitted").budget;
+        let b = s.admit("u", 5, 5, t0).expect("admitted").budget;
         assert!(Arc::ptr_eq(&a, &b), "one budget per user");
         // 1000 B/s: ten 100-byte packets from either allocation, then none.
         let passed = (0..20).filter(|i| [&a, &b][i % 2].to_peer(100, 1000, t0)).count();
@@ -390,9 +516,9 @@ mod tests {
         assert!(a.to_peer(65535, 0, t1));
         // The last allocation gone, a new one starts a fresh budget.
         for _ in 0..2 {
-            s.release("u");
+            s.release("u", None);
         }
-        let c = s.admit("u", 5, 5, t1).expect("admitted");
+        let c = s.admit("u", 5, 5, t1).expect("admitted").budget;
         assert!(!Arc::ptr_eq(&a, &c));
         assert!(c.to_peer(1000, 1000, t1));
     }

@@ -10,7 +10,6 @@ const accessKey = document.querySelector('meta[name="turnd-key"]').content;
 const serverMode = params.get('servers') === 'stun' ? 'stun' : 'turn';
 
 const call = {
-  ws: null,
   me: null,
   room: null,
   ice: null, // {iceServers, ttl}
@@ -69,7 +68,8 @@ showCode($('lobby-qr'), (() => {
 // participants of one room are sent to the same node.
 async function fetchIce(room = call.room) {
   const path = room ? `/api/ice?room=${encodeURIComponent(room)}` : '/api/ice';
-  const r = await fetch(withKey(path), { cache: 'no-store' });
+  // Bounded: on a network that just went away a request can hang for long.
+  const r = await fetch(withKey(path), { cache: 'no-store', signal: AbortSignal.timeout(4000) });
   if (r.status === 401) throw new Error('The access key is wrong or has changed: ask for a new join link.');
   if (r.status === 429) throw new Error('Too many attempts from this address; wait a minute and try again.');
   if (!r.ok) throw new Error(`turnd answered ${r.status} for credentials.`);
@@ -265,6 +265,8 @@ class Peer {
     this.stalled = 0; // seconds in a row the selected pair received nothing
     this.everConnected = false; // only a connection that worked is "lost"
     this.attempts = 0; // restarts since the connection last worked
+    this.lostAt = null; // when this page noticed the connection was lost (performance.now())
+    this.recoveries = []; // how long each loss took to recover, ms (for the panel and tests)
     // ICE takes up to 30 s to give up; say what is likely wrong sooner.
     this.slow = setTimeout(async () => {
       if (!['connected', 'completed'].includes(this.pc.iceConnectionState)) {
@@ -359,33 +361,58 @@ class Peer {
       this.attempts = 0;
       this.failure = null;
       clearNotice('ice');
+      if (this.lostAt !== null) {
+        const ms = performance.now() - this.lostAt;
+        this.lostAt = null;
+        this.recoveries.push(Math.round(ms));
+        this.announceRecovery(ms);
+      }
     }
     this.render();
   }
 
+  // Says, once the new path is known, how long the reconnection took.
+  async announceRecovery(ms) {
+    await new Promise((r) => setTimeout(r, 1200)); // the next stats read names the new pair
+    const p = this.path;
+    const via = p.local ? `: ${p.local} → ${p.remote} over ${p.protocol}${p.local === 'relay' && p.url ? ` via ${p.url}` : ''}` : '';
+    notice(`Reconnected to ${this.id} in ${(ms / 1000).toFixed(1)} s${via}.`, 'info', 'ice');
+  }
+
   // A connection that never connected is not lost: its failure is
   // explained instead (explainFailure). Six restarts (30 s) at most, then
-  // the failure is explained too.
-  async recover(stalled = false) {
+  // the failure is explained too. `why`: 'ice' (disconnected or failed),
+  // 'stalled' (nothing received while media was flowing) or 'network'
+  // (this device's network changed: restart whatever ICE says).
+  async recover(why = 'ice') {
     const s = this.pc.iceConnectionState;
-    if (!this.everConnected || this.attempts >= 6) return;
-    if (this.recovering || !(stalled || ['disconnected', 'failed'].includes(s))) return;
+    if (!this.everConnected || this.attempts >= 6 || this.pc.connectionState === 'closed') return;
+    if (this.recovering || (why === 'ice' && !['disconnected', 'failed'].includes(s))) return;
     this.stalled = 0;
     this.recovering = true;
+    if (this.lostAt === null) this.lostAt = performance.now();
+    notice(why === 'network' ? 'Network changed; reconnecting…' : `Connection to ${this.id} lost; reconnecting…`, 'info', 'ice');
     try {
-      call.ice = await fetchIce();
-      for (const p of call.peers.values()) p.pc.setConfiguration(rtcConfig());
+      // Fresh credentials (in a fleet they may name another node); the
+      // ones in hand still work if turnd cannot be asked right now.
+      try {
+        call.ice = await fetchIce();
+        for (const p of call.peers.values()) p.pc.setConfiguration(rtcConfig());
+      } catch (e) {
+        console.warn('no fresh credentials; restarting with the current ones', e);
+      }
       this.restarts += 1;
       this.attempts += 1;
+      // Perfect negotiation settles it when the other side restarts too.
       this.pc.restartIce();
-      notice(`Connection to ${this.id} lost; reconnecting${call.ice.node ? ` via ${call.ice.node}` : ''}.`, 'info', 'ice');
-    } catch (e) {
-      console.warn('ICE restart failed', e);
+      if (call.ice.node) notice(`Connection to ${this.id} lost; reconnecting via ${call.ice.node}…`, 'info', 'ice');
     } finally {
       // One restart at a time; another after 5 s if this one did not help.
       setTimeout(() => {
         this.recovering = false;
-        if (['disconnected', 'failed'].includes(this.pc.iceConnectionState)) this.recover();
+        if (this.lostAt !== null && ['disconnected', 'failed', 'new', 'checking'].includes(this.pc.iceConnectionState)) {
+          this.recover('network');
+        }
       }, 5000);
     }
   }
@@ -486,7 +513,7 @@ class Peer {
       // media, chat only, is left to ICE's own verdict.)
       const still = prev && rtpIn > 0 && bytes.received === prev.received;
       this.stalled = still ? this.stalled + 1 : 0;
-      if (this.stalled >= 3) this.recover(true);
+      if (this.stalled >= 3) this.recover('stalled');
       Object.assign(path, {
         local: local.candidateType,
         remote: remote.candidateType,
@@ -512,6 +539,7 @@ class Peer {
       ['rtt', p.rttMs != null ? `${p.rttMs} ms` : '—'],
       ['rate', p.kbpsIn != null ? `↓ ${p.kbpsIn} kbit/s ↑ ${p.kbpsOut} kbit/s` : '—'],
       ['chat', this.dc.readyState],
+      ['recovered', this.recoveries.length ? `in ${(this.recoveries.at(-1) / 1000).toFixed(1)} s (${this.recoveries.length}×)` : '—'],
     ];
     this.panel.replaceChildren(
       ...rows.flatMap(([k, v]) => {
@@ -536,9 +564,41 @@ class Peer {
 }
 
 // ---- signaling -------------------------------------------------------------------
+//
+// One WebSocket to turnd at a time, outliving networks: a heartbeat every
+// 2 s (a connection silent for 5 s is dead, whatever TCP says), a new
+// connection with backoff when one is lost or the network changes, and a
+// resume token so the page comes back as the same participant (the others
+// keep their connection to it). What each side relays carries a `seq`;
+// whatever the other end has not acknowledged is sent again on resume, so
+// an offer made while the network was away is not lost.
+
+const sig = {
+  ws: null,
+  live: false, // joined or resumed on this socket
+  token: null, // resumes this participant
+  heard: 0, // the last seq received
+  sent: 0, // the last seq given to one of ours
+  unacked: [], // ours, not yet acknowledged
+  lastHeard: 0,
+  openedAt: 0,
+  retries: 0, // connections tried since the last one that worked
+  retry: null,
+  heartbeat: null,
+  lostAt: null, // when the connection was found lost
+  reconnects: 0, // for tests
+};
+call.sig = sig;
+
+const RELAYED = ['offer', 'answer', 'candidate'];
 
 function send(msg) {
-  if (call.ws?.readyState === WebSocket.OPEN) call.ws.send(JSON.stringify(msg));
+  if (RELAYED.includes(msg.type)) {
+    msg.seq = ++sig.sent;
+    sig.unacked.push(msg);
+    if (sig.unacked.length > 256) sig.unacked.shift();
+  }
+  if (sig.live && sig.ws?.readyState === WebSocket.OPEN) sig.ws.send(JSON.stringify(msg));
 }
 
 function peer(id) {
@@ -550,13 +610,41 @@ function peer(id) {
   return p;
 }
 
+function dropPeer(id) {
+  const p = call.peers.get(id);
+  if (p) {
+    p.close();
+    call.peers.delete(id);
+  }
+  return p;
+}
+
 function onSignal(msg) {
+  if (msg.seq) {
+    if (msg.seq <= sig.heard) return; // sent again after a resume
+    sig.heard = msg.seq;
+  }
   switch (msg.type) {
     case 'peers':
-      call.me = msg.you;
-      status(`in room ${msg.room} as ${msg.you}`);
+      // A fresh participant (the first join, or a resume that came too
+      // late): whatever connections this page had belong to its old self.
+      if (call.me && call.me !== msg.you) {
+        for (const id of [...call.peers.keys()]) dropPeer(id);
+        sig.heard = 0;
+        sig.sent = 0;
+        sig.unacked = [];
+      }
+      signalingBack(msg);
       // The newcomer calls everyone already there; they answer.
       for (const id of msg.peers) peer(id).attachMedia();
+      break;
+    case 'resumed':
+      signalingBack(msg);
+      sig.unacked = sig.unacked.filter((m) => m.seq > msg.ack);
+      for (const m of sig.unacked) sig.ws.send(JSON.stringify(m));
+      break;
+    case 'pong':
+      sig.unacked = sig.unacked.filter((m) => m.seq > msg.ack);
       break;
     case 'join':
       chatLine(null, `${msg.from} joined`);
@@ -566,15 +654,9 @@ function onSignal(msg) {
     case 'candidate':
       peer(msg.from).receive(msg);
       break;
-    case 'leave': {
-      const p = call.peers.get(msg.from);
-      if (p) {
-        p.close();
-        call.peers.delete(msg.from);
-        chatLine(null, `${msg.from} left`);
-      }
+    case 'leave':
+      if (dropPeer(msg.from)) chatLine(null, `${msg.from} left`);
       break;
-    }
     case 'error':
       if (msg.code === 'room-full') {
         notice(`${msg.message}. Pick another room name.`, 'error');
@@ -586,17 +668,40 @@ function onSignal(msg) {
   }
 }
 
-function connect(room) {
+function signalingBack(msg) {
+  call.me = msg.you;
+  sig.token = msg.token;
+  sig.live = true;
+  sig.retries = 0;
+  status(`in room ${msg.room} as ${msg.you}`);
+  if (sig.lostAt !== null) {
+    console.info(`signaling ${msg.type} after ${Math.round(performance.now() - sig.lostAt)} ms`);
+    sig.lostAt = null;
+    clearNotice('signaling');
+  }
+}
+
+// Opens a signaling connection and joins (or resumes in) the room.
+// Resolves once the socket is open; rejects if the very first one cannot.
+function openSignaling() {
   return new Promise((resolve, reject) => {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(`${proto}//${location.host}${withKey('/ws')}`);
+    sig.ws = ws;
+    sig.live = false;
+    sig.openedAt = performance.now();
     let opened = false;
     ws.onopen = () => {
       opened = true;
-      ws.send(JSON.stringify({ type: 'join', room }));
+      sig.lastHeard = performance.now();
+      const join = { type: 'join', room: call.room };
+      if (sig.token) Object.assign(join, { resume: sig.token, ack: sig.heard });
+      ws.send(JSON.stringify(join));
       resolve(ws);
     };
     ws.onmessage = (e) => {
+      if (sig.ws !== ws) return;
+      sig.lastHeard = performance.now();
       try {
         onSignal(JSON.parse(e.data));
       } catch (err) {
@@ -604,13 +709,62 @@ function connect(room) {
       }
     };
     ws.onclose = () => {
-      if (!opened) reject(new Error('Cannot reach the signaling server (or the access key was refused).'));
-      else if (call.ws === ws) {
-        notice('Lost the connection to the signaling server; calls already connected go on.', 'error');
+      if (sig.ws !== ws) return;
+      if (!opened && !call.me) {
+        sig.ws = null;
+        reject(new Error('Cannot reach the signaling server (or the access key was refused).'));
+      } else {
+        reconnect('closed');
       }
     };
   });
 }
+
+// The connection is lost (or suspect): drop it and open another, at once
+// the first time, then after 0.5, 1, 2 and 4 s.
+function reconnect(why) {
+  if (!call.room) return;
+  const old = sig.ws;
+  sig.ws = null;
+  sig.live = false;
+  if (old) {
+    old.onclose = null;
+    // 4000: "reconnecting", so turnd keeps this participant for a resume.
+    if (old.readyState <= WebSocket.OPEN) old.close(4000, 'reconnecting');
+  }
+  if (sig.lostAt === null) {
+    sig.lostAt = performance.now();
+    notice(why === 'network' ? 'Network changed; reconnecting…' : 'Lost the connection to turnd; reconnecting…', 'info', 'signaling');
+  }
+  sig.reconnects += 1;
+  clearTimeout(sig.retry);
+  const delay = sig.retries === 0 ? 0 : Math.min(4000, 250 * 2 ** sig.retries);
+  sig.retries += 1;
+  sig.retry = setTimeout(() => call.room && openSignaling().catch(() => {}), delay);
+}
+
+function heartbeat() {
+  const ws = sig.ws;
+  const now = performance.now();
+  if (!ws) return;
+  if (ws.readyState === WebSocket.CONNECTING) {
+    if (now - sig.openedAt > 5000) reconnect('timeout');
+  } else if (ws.readyState === WebSocket.OPEN) {
+    if (now - sig.lastHeard > 5000) reconnect('heartbeat');
+    else ws.send(JSON.stringify({ type: 'ping', ack: sig.heard }));
+  }
+}
+
+// This device's network changed (the browser says so where it can): new
+// signaling connection and an ICE restart on every connection now, rather
+// than waiting for either to time out.
+function networkChanged() {
+  if (!call.room) return;
+  reconnect('network');
+  for (const p of call.peers.values()) p.recover('network');
+}
+window.addEventListener('online', networkChanged);
+navigator.connection?.addEventListener?.('change', networkChanged);
 
 // ---- joining and leaving -------------------------------------------------------
 
@@ -637,7 +791,9 @@ async function join(room) {
     history.replaceState(null, '', roomLink(room));
     $('lobby').hidden = true;
     $('call').hidden = false;
-    call.ws = await connect(room);
+    await openSignaling();
+    clearInterval(sig.heartbeat);
+    sig.heartbeat = setInterval(heartbeat, 2000);
   } catch (e) {
     notice(e.message, 'error');
     leave();
@@ -649,9 +805,16 @@ async function join(room) {
 function leave() {
   clearTimeout(call.iceTimer);
   send({ type: 'leave' });
-  const ws = call.ws;
-  call.ws = null;
-  ws?.close();
+  call.room = null;
+  clearInterval(sig.heartbeat);
+  clearTimeout(sig.retry);
+  const ws = sig.ws;
+  Object.assign(sig, { ws: null, live: false, token: null, heard: 0, sent: 0, unacked: [], lostAt: null, retries: 0 });
+  call.me = null;
+  if (ws) {
+    ws.onclose = null;
+    ws.close(1000, 'left');
+  }
   for (const p of call.peers.values()) p.close();
   call.peers.clear();
   call.screen?.stop();
