@@ -867,6 +867,21 @@ fn allocation_expires_exactly_at_its_lifetime() {
 }
 
 #[test]
+fn no_timer_outlives_the_last_allocation() {
+    // Two allocations half a second apart, then one jump of the clock past
+    // both lifetimes (a driver that slept): the idle sweep, due long before
+    // and re-armed from the time it ran while the second allocation was
+    // still there, must go with the last allocation.
+    let mut h = H::new(base_config());
+    h.allocate(client(1));
+    h.advance_ms(500);
+    h.allocate(client(2));
+    h.advance(601);
+    assert_eq!(h.core.allocation_count(), 0);
+    assert_eq!(h.core.pending_timers(), 0, "timers left after the last allocation");
+}
+
+#[test]
 fn refresh_family_mismatch_is_443() {
     let mut h = H::new(base_config());
     let c = client(1);

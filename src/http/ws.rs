@@ -34,7 +34,7 @@ pub fn ping_interval(idle: Duration) -> Duration {
 }
 /// Rate-limited messages tolerated before the connection is closed.
 const STRIKES: u32 = 200;
-/// A client that sends heartbeats (the page: every 2 s) and is silent this
+/// A client that sends heartbeats (the page: every second) and is silent this
 /// long has lost its connection, whatever TCP says.
 const HEARTBEAT_LOST: Duration = Duration::from_secs(10);
 /// The close code a page uses when it drops a connection to open another
@@ -129,11 +129,15 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr
     let limiter = governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst));
     let mut strikes = 0u32;
     let mut last_heard = Instant::now();
-    let mut last_ping = Instant::now();
     let mut heartbeats = false;
+    // Pings on their own clock (the byte stream's idle timeout is twice
+    // the interval: a ping late by one check could let it fire), the
+    // silence check every second.
+    let mut ping = tokio::time::interval(state.ws_ping);
     let mut check = tokio::time::interval(Duration::from_secs(1));
     let idle_limit = state.ws_ping * 3;
     let mut clean = false;
+    ping.tick().await;
     check.tick().await;
     loop {
         tokio::select! {
@@ -176,11 +180,10 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, peer: SocketAddr
                     tracing::debug!(%peer, conn = id, "signaling connection silent; closing it");
                     break;
                 }
-                if last_ping.elapsed() >= state.ws_ping {
-                    last_ping = Instant::now();
-                    if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                        break;
-                    }
+            }
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
                 }
             }
         }

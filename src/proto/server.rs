@@ -1006,6 +1006,11 @@ impl Server {
         }
         let a = self.allocs.remove(relay.index());
         self.by_client.remove(&a.client);
+        if self.allocs.is_empty() && self.sweeping {
+            // Nothing left to sweep: no timer outlives the last allocation.
+            self.timers.retain(|Reverse((_, t))| !matches!(t, Timer::Sweep));
+            self.sweeping = false;
+        }
         self.channels.close(relay);
         let handle = self.handle(relay, a.serial);
         self.shared.with(|g| {

@@ -180,6 +180,74 @@ await runChecks(timer, [browser], async () => {
   await chat(a, b, 'still here after the restart');
   check(true, `both restarted ICE at once and the call went on (now ${(await path(a)).local} path)`);
 
+  // 7b. Glare in a recovery: both pages find the connection lost in the
+  // same second and restart at once, as both do after a network change,
+  // A while its signaling is also down and coming back (closed as
+  // "reconnecting", so it resumes as the same participant and what it sent
+  // meanwhile is replayed). The recovery path (`recover`), not the
+  // relay-only switch: one negotiation must win, both ends with new ICE
+  // credentials, the same ids, media and chat going on.
+  const ids7b = await Promise.all([a, b].map((p) => p.evaluate(() => window.turnd.me)));
+  const before7b = await Promise.all([ufrags(a), ufrags(b)]);
+  const resumes = await a.evaluate(() => window.turnd.sig.reconnects);
+  await Promise.all([
+    a.evaluate(() => {
+      reconnect('test'); // eslint-disable-line no-undef
+      [...window.turnd.peers.values()][0].recover('network', true);
+    }),
+    b.evaluate(() => [...window.turnd.peers.values()][0].recover('network', true)),
+  ]);
+  for (const [i, p] of [a, b].entries()) {
+    await waitOr(
+      p,
+      20000,
+      (old) => {
+        const pc = [...window.turnd.peers.values()][0].pc;
+        const u = (d) => /a=ice-ufrag:(\S+)/.exec(d?.sdp || '')?.[1];
+        return (
+          window.turnd.sig.live &&
+          pc.signalingState === 'stable' &&
+          u(pc.localDescription) !== old.local &&
+          u(pc.remoteDescription) !== old.remote
+        );
+      },
+      before7b[i]
+    );
+  }
+  const logs7b = await Promise.all([a, b].map((p) => p.evaluate(() => window.turnd.log.map(([, w]) => w))));
+  const glare = logs7b.flat().filter((w) => w.includes('glare'));
+  console.log(`    glare seen: ${glare.join('; ') || 'none (one offer was answered before the other was made)'}`);
+  check(
+    (await a.evaluate(() => window.turnd.sig.reconnects)) > resumes,
+    'A\'s signaling reconnected during the restart'
+  );
+  const ids7bAfter = await Promise.all([a, b].map((p) => p.evaluate(() => window.turnd.me)));
+  check(
+    ids7bAfter[0] === ids7b[0] && ids7bAfter[1] === ids7b[1],
+    `both kept their ids (${ids7bAfter.join(', ')}): A resumed, no leave and join`
+  );
+  check(
+    (await Promise.all([a, b].map((p) => p.evaluate(() => window.turnd.peers.size)))).every((n) => n === 1),
+    'each still has exactly one peer connection'
+  );
+  const frames7b = await framesDecoded(b);
+  await b.waitForFunction(
+    (n) => {
+      const p = [...window.turnd.peers.values()][0];
+      return p.pc.connectionState === 'connected' && p.path.framesDecoded > n + 20;
+    },
+    frames7b,
+    { timeout: 20000 }
+  );
+  const framesA7b = await framesDecoded(a);
+  await a.waitForFunction(
+    (n) => [...window.turnd.peers.values()][0].path.framesDecoded > n + 20,
+    framesA7b,
+    { timeout: 20000 }
+  );
+  await chat(a, b, 'still here after both recovered at once');
+  check(true, 'both restarted from the recovery path at once, one negotiation won, video and chat both ways');
+
   // 8. Hang up: the other side closes its connection and removes the tile.
   await a.click('#hangup');
   await b.waitForFunction(() => window.turnd.peers.size === 0 && !document.querySelector('.tile.remote'), null, {

@@ -23,6 +23,15 @@ const call = {
 };
 window.turnd = call; // for the browser tests and for curious users in the console
 
+// What happened to the call and when (wall clock, ms): network changes,
+// signaling connections, restarts, ICE states. The last 200 entries, for
+// the tests and for anyone asking why a call stalled.
+call.log = [];
+function logEvent(what) {
+  call.log.push([Date.now(), what]);
+  if (call.log.length > 200) call.log.shift();
+}
+
 // ---- notices and status ----------------------------------------------------
 
 // One notice at a time; `topic` lets a later event clear only its own
@@ -80,6 +89,29 @@ async function fetchIce(room = call.room) {
       .filter((s) => s.urls.length);
   }
   return ice;
+}
+
+// Fresh credentials for an ICE restart, handed to every connection when
+// they arrive; one request at a time, shared by the connections restarting
+// together. Waits at most `waitMs` (a later answer still applies to the
+// next restart); a failure leaves the credentials in hand.
+let iceRequest = null;
+async function freshIce(waitMs) {
+  if (!iceRequest) {
+    iceRequest = fetchIce()
+      .then((ice) => {
+        call.ice = ice;
+        for (const p of call.peers.values()) p.pc.setConfiguration(rtcConfig());
+      })
+      .catch((e) => console.warn('no fresh credentials; restarting with the current ones', e))
+      .finally(() => {
+        iceRequest = null;
+      });
+  }
+  const req = iceRequest;
+  let timer;
+  await Promise.race([req, new Promise((r) => (timer = setTimeout(r, waitMs)))]);
+  clearTimeout(timer);
 }
 
 // Credentials expire after `ttl`: fetch fresh ones before that, so an ICE
@@ -232,6 +264,7 @@ class Peer {
     this.pc.onnegotiationneeded = () => this.offer();
     this.pc.onicecandidate = ({ candidate }) => {
       if (candidate?.type) this.gathered[candidate.type] += 1;
+      logEvent(`${this.id}: gathered ${candidate ? `${candidate.type} ${candidate.protocol} ${candidate.address}:${candidate.port}` : 'all'}`);
       send({ type: 'candidate', to: this.id, payload: candidate ? candidate.toJSON() : null });
     };
     this.pc.onicecandidateerror = (e) => {
@@ -266,6 +299,13 @@ class Peer {
     this.everConnected = false; // only a connection that worked is "lost"
     this.attempts = 0; // restarts since the connection last worked
     this.lostAt = null; // when this page noticed the connection was lost (performance.now())
+    this.restartedAt = -Infinity; // the last ICE restart, this side's or the other's
+    this.restartSerial = 0;
+    this.rebuilt = 0; // times this connection was replaced by a new one
+    this.videoSeen = false; // video from the other side decoded at some point
+    this.undecoded = 0; // seconds of video arriving without decoding
+    this.deferred = false; // a polite restart waiting a second for the other side's
+    this.resetting = false; // the next offer replaces a failed connection
     this.recoveries = []; // how long each loss took to recover, ms (for the panel and tests)
     // ICE takes up to 30 s to give up; say what is likely wrong sooner.
     this.slow = setTimeout(async () => {
@@ -306,11 +346,15 @@ class Peer {
   }
 
   async offer() {
+    logEvent(`${this.id}: offer`);
     try {
       this.makingOffer = true;
       call.negotiations += 1;
       await this.pc.setLocalDescription();
-      send({ type: 'offer', to: this.id, payload: this.pc.localDescription.toJSON() });
+      // `reset`: this is a new connection replacing one that failed; the
+      // other side starts over too.
+      send({ type: 'offer', to: this.id, payload: { ...this.pc.localDescription.toJSON(), reset: this.resetting } });
+      this.resetting = false;
     } catch (e) {
       console.warn('offer failed', e);
     } finally {
@@ -334,7 +378,15 @@ class Peer {
     }
     const collision = type === 'offer' && (this.makingOffer || this.pc.signalingState !== 'stable');
     this.ignoreOffer = !this.polite && collision;
+    logEvent(`${this.id}: got ${type}${this.ignoreOffer ? ' (ignored: glare, impolite)' : collision ? ' (glare: rolling back ours)' : ''}`);
     if (this.ignoreOffer) return;
+    // The other side restarting ICE (new credentials): a recovery is under
+    // way, so this side's stall detector waits for it instead of starting
+    // over with a restart of its own.
+    const ufrag = (d) => /a=ice-ufrag:(\S+)/.exec(d?.sdp || '')?.[1];
+    if (type === 'offer' && this.pc.remoteDescription && ufrag(payload) !== ufrag(this.pc.remoteDescription)) {
+      this.restartedAt = performance.now();
+    }
     await this.pc.setRemoteDescription(payload); // rolls back our own offer when polite
     if (type === 'offer') {
       this.attachMedia();
@@ -348,6 +400,7 @@ class Peer {
   // they name a node that is up. Failed connections restart at once.
   iceChanged() {
     const s = this.pc.iceConnectionState;
+    logEvent(`${this.id}: ice ${s}`);
     clearTimeout(this.lost);
     if (s === 'disconnected') this.lost = setTimeout(() => this.recover(), 2000);
     if (s === 'failed') {
@@ -361,19 +414,28 @@ class Peer {
       this.attempts = 0;
       this.failure = null;
       clearNotice('ice');
-      if (this.lostAt !== null) {
-        const ms = performance.now() - this.lostAt;
-        this.lostAt = null;
-        this.recoveries.push(Math.round(ms));
-        this.announceRecovery(ms);
-      }
+      this.recovered();
     }
     this.render();
   }
 
+  // The connection works again after this page found it lost: ICE
+  // connected, or media arriving again (a restart may never leave
+  // "connected" when the browser had not noticed the old path die).
+  recovered() {
+    if (this.lostAt === null) return;
+    const ms = performance.now() - this.lostAt;
+    this.lostAt = null;
+    this.attempts = 0;
+    this.recovering = false;
+    logEvent(`${this.id}: media back after ${Math.round(ms)} ms`);
+    this.recoveries.push(Math.round(ms));
+    this.announceRecovery(ms);
+  }
+
   // Says, once the new path is known, how long the reconnection took.
   async announceRecovery(ms) {
-    await new Promise((r) => setTimeout(r, 1200)); // the next stats read names the new pair
+    await new Promise((r) => setTimeout(r, 1100)); // the next stats read names the new pair
     const p = this.path;
     const via = p.local ? `: ${p.local} → ${p.remote} over ${p.protocol}${p.local === 'relay' && p.url ? ` via ${p.url}` : ''}` : '';
     notice(`Reconnected to ${this.id} in ${(ms / 1000).toFixed(1)} s${via}.`, 'info', 'ice');
@@ -384,36 +446,67 @@ class Peer {
   // the failure is explained too. `why`: 'ice' (disconnected or failed),
   // 'stalled' (nothing received while media was flowing) or 'network'
   // (this device's network changed: restart whatever ICE says).
-  async recover(why = 'ice') {
+  // `now`: even while a restart is under way (the network just came back:
+  // the restart made without one gathered nothing).
+  async recover(why = 'ice', now = false) {
     const s = this.pc.iceConnectionState;
     if (!this.everConnected || this.attempts >= 6 || this.pc.connectionState === 'closed') return;
-    if (this.recovering || (why === 'ice' && !['disconnected', 'failed'].includes(s))) return;
+    if ((this.recovering && !now) || (why === 'ice' && !['disconnected', 'failed'].includes(s))) return;
+    if (now && performance.now() - this.restartedAt < 1000) return; // one restart per change
+    if (this.lostAt === null) this.lostAt = performance.now();
+    if (navigator.onLine === false) {
+      // Nothing to gather candidates on: the restart waits for a network
+      // (networkChanged), or for the next check.
+      logEvent(`${this.id}: lost (${why}), offline`);
+      return;
+    }
+    if (this.polite && !now && !this.deferred) {
+      // Both sides notice a loss at about the same time: the polite one
+      // gives the other a second to restart first (answering that restart
+      // mends the connection as well as a restart of its own would).
+      this.deferred = true;
+      const asked = performance.now();
+      setTimeout(() => {
+        this.deferred = false;
+        if (this.restartedAt < asked && this.lostAt !== null) this.recover(why, true);
+      }, 1000);
+      return;
+    }
+    const dtlsFailed = this.pc.connectionState === 'failed' && ['connected', 'completed'].includes(s);
+    if ((dtlsFailed || this.attempts >= 3) && this.rebuilt < 3) {
+      rebuildPeer(this.id, dtlsFailed ? 'connection failed under working ICE' : `${this.attempts} restarts did not help`);
+      return;
+    }
     this.stalled = 0;
     this.recovering = true;
-    if (this.lostAt === null) this.lostAt = performance.now();
+    this.attempts += 1;
+    const serial = ++this.restartSerial;
     notice(why === 'network' ? 'Network changed; reconnecting…' : `Connection to ${this.id} lost; reconnecting…`, 'info', 'ice');
+    logEvent(`${this.id}: restart ${this.attempts} (${why}, ice ${s})`);
     try {
-      // Fresh credentials (in a fleet they may name another node); the
-      // ones in hand still work if turnd cannot be asked right now.
-      try {
-        call.ice = await fetchIce();
-        for (const p of call.peers.values()) p.pc.setConfiguration(rtcConfig());
-      } catch (e) {
-        console.warn('no fresh credentials; restarting with the current ones', e);
-      }
+      // Fresh credentials (in a fleet they may name another node), waited
+      // for at most 1.5 s: the ones in hand still work, and right after a
+      // network change the request may ride a pooled connection of the
+      // old network until it times out (Firefox does that).
+      await freshIce(1500);
       this.restarts += 1;
-      this.attempts += 1;
+      this.restartedAt = performance.now();
       // Perfect negotiation settles it when the other side restarts too.
+      // The offer is made now rather than left to negotiationneeded, which
+      // some browsers fire late or again after answering the other side.
       this.pc.restartIce();
+      if (this.pc.signalingState === 'stable' && !this.makingOffer) await this.offer();
       if (call.ice.node) notice(`Connection to ${this.id} lost; reconnecting via ${call.ice.node}…`, 'info', 'ice');
     } finally {
-      // One restart at a time; another after 5 s if this one did not help.
+      // One restart at a time; another if this one has not brought media
+      // back within 6 s (a restart takes a signaling round trip, candidate
+      // gathering on a network the browser may only just have noticed, and
+      // checks: cutting it short only starts over).
       setTimeout(() => {
+        if (this.restartSerial !== serial) return; // a newer one took over
         this.recovering = false;
-        if (this.lostAt !== null && ['disconnected', 'failed', 'new', 'checking'].includes(this.pc.iceConnectionState)) {
-          this.recover('network');
-        }
-      }, 5000);
+        if (this.lostAt !== null) this.recover('again', true);
+      }, 6000);
     }
   }
 
@@ -459,6 +552,27 @@ class Peer {
     return why;
   }
 
+  // Whether media arrives on the selected pair right now (bytes received
+  // grow over 400 ms).
+  async flowing() {
+    const received = async () => {
+      let n = null;
+      try {
+        const st = await this.pc.getStats();
+        st.forEach((r) => {
+          if (r.type === 'transport' && r.selectedCandidatePairId) n = st.get(r.selectedCandidatePairId)?.bytesReceived ?? null;
+        });
+      } catch {
+        // closed
+      }
+      return n;
+    };
+    const before = await received();
+    await new Promise((r) => setTimeout(r, 400));
+    const after = await received();
+    return before !== null && after !== null && after > before;
+  }
+
   // The transports ("udp", "tcp", "tls") this page reached turnd over for
   // its relay candidates.
   async relayProtocols() {
@@ -499,6 +613,7 @@ class Peer {
       if (r.type === 'inbound-rtp') rtpIn += r.packetsReceived || 0;
     });
     const path = { state: this.pc.connectionState, framesDecoded };
+    this.prevFrames = this.path?.framesDecoded ?? 0;
     if (pair) {
       const local = stats.get(pair.localCandidateId) || {};
       const remote = stats.get(pair.remoteCandidateId) || {};
@@ -513,7 +628,24 @@ class Peer {
       // media, chat only, is left to ICE's own verdict.)
       const still = prev && rtpIn > 0 && bytes.received === prev.received;
       this.stalled = still ? this.stalled + 1 : 0;
-      if (this.stalled >= 3) this.recover('stalled');
+      const settling = performance.now() - this.restartedAt < 4000; // a restart (either side's) under way
+      if (this.stalled >= 3 && !settling) this.recover('stalled');
+      const flowing = prev && bytes.received > prev.received && ['connected', 'completed'].includes(this.pc.iceConnectionState);
+      if (flowing) this.recovered();
+      // Video arriving (over 150 kbit/s: more than audio) that does not
+      // decode for 4 s, from a side whose video decoded before: the
+      // connection carries packets this browser no longer hands to its
+      // decoder (Firefox after some ICE restarts: until ICE consent runs
+      // out, 30 s). A restart does not mend that; a new connection does.
+      if (framesDecoded > 0) this.videoSeen = true;
+      const kbpsIn = prev ? ((bytes.received - prev.received) * 8) / (now - prev.at) : 0;
+      const undecoded = flowing && this.videoSeen && kbpsIn > 150 && framesDecoded === this.prevFrames;
+      this.undecoded = undecoded ? this.undecoded + 1 : 0;
+      if (this.undecoded >= 4 && !settling && this.rebuilt < 3) {
+        this.undecoded = 0;
+        if (this.lostAt === null) this.lostAt = performance.now();
+        rebuildPeer(this.id, `video arrives (${Math.round(kbpsIn)} kbit/s) but does not decode`);
+      }
       Object.assign(path, {
         local: local.candidateType,
         remote: remote.candidateType,
@@ -566,7 +698,7 @@ class Peer {
 // ---- signaling -------------------------------------------------------------------
 //
 // One WebSocket to turnd at a time, outliving networks: a heartbeat every
-// 2 s (a connection silent for 5 s is dead, whatever TCP says), a new
+// second (a connection silent for 3 s is dead, whatever TCP says), a new
 // connection with backoff when one is lost or the network changes, and a
 // resume token so the page comes back as the same participant (the others
 // keep their connection to it). What each side relays carries a `seq`;
@@ -584,6 +716,7 @@ const sig = {
   openedAt: 0,
   retries: 0, // connections tried since the last one that worked
   retry: null,
+  settle: null, // coalesces a burst of network-change events
   heartbeat: null,
   lostAt: null, // when the connection was found lost
   reconnects: 0, // for tests
@@ -619,6 +752,26 @@ function dropPeer(id) {
   return p;
 }
 
+// Replaces the connection to `id` with a new one: for what an ICE restart
+// cannot mend (Firefox can leave DTLS failed under ICE that recovered) or
+// restarts that keep failing. `offer`: this side starts (its offer tells
+// the other side to start over too).
+function rebuildPeer(id, why, offer = true) {
+  const old = call.peers.get(id);
+  dropPeer(id);
+  const p = peer(id);
+  if (old) {
+    Object.assign(p, { everConnected: true, lostAt: old.lostAt ?? performance.now(), restarts: old.restarts,
+      recoveries: old.recoveries, rebuilt: old.rebuilt + 1, restartedAt: performance.now(), videoSeen: old.videoSeen });
+  }
+  logEvent(`${id}: new connection (${why})`);
+  if (offer) {
+    p.resetting = true;
+    p.attachMedia(); // negotiation needed: the offer
+  }
+  return p;
+}
+
 function onSignal(msg) {
   if (msg.seq) {
     if (msg.seq <= sig.heard) return; // sent again after a resume
@@ -650,6 +803,11 @@ function onSignal(msg) {
       chatLine(null, `${msg.from} joined`);
       break;
     case 'offer':
+      // The other side replaced a failed connection: so does this one
+      // (unless it is itself new).
+      if (msg.payload?.reset && call.peers.get(msg.from)?.pc.remoteDescription) rebuildPeer(msg.from, 'the other side started over', false);
+      peer(msg.from).receive(msg);
+      break;
     case 'answer':
     case 'candidate':
       peer(msg.from).receive(msg);
@@ -669,15 +827,28 @@ function onSignal(msg) {
 }
 
 function signalingBack(msg) {
+  logEvent(`signaling ${msg.type} as ${msg.you}`);
   call.me = msg.you;
   sig.token = msg.token;
   sig.live = true;
   sig.retries = 0;
   status(`in room ${msg.room} as ${msg.you}`);
   if (sig.lostAt !== null) {
-    console.info(`signaling ${msg.type} after ${Math.round(performance.now() - sig.lostAt)} ms`);
     sig.lostAt = null;
     clearNotice('signaling');
+    // Back after an outage (the network may have changed without the
+    // browser saying so): restart what does not flow.
+    if (msg.type === 'resumed') restartStalled(performance.now());
+  }
+}
+
+// After a network change or a signaling outage: an ICE restart for every
+// connection whose media does not flow, unless the other side restarted
+// since `since` (answering that gathers on the network this side has now).
+async function restartStalled(since) {
+  for (const p of [...call.peers.values()]) {
+    if (p.restartedAt >= since || (await p.flowing())) continue;
+    p.recover('network', true);
   }
 }
 
@@ -737,6 +908,7 @@ function reconnect(why) {
     notice(why === 'network' ? 'Network changed; reconnecting…' : 'Lost the connection to turnd; reconnecting…', 'info', 'signaling');
   }
   sig.reconnects += 1;
+  logEvent(`signaling lost (${why}); reconnecting`);
   clearTimeout(sig.retry);
   const delay = sig.retries === 0 ? 0 : Math.min(4000, 250 * 2 ** sig.retries);
   sig.retries += 1;
@@ -750,18 +922,33 @@ function heartbeat() {
   if (ws.readyState === WebSocket.CONNECTING) {
     if (now - sig.openedAt > 5000) reconnect('timeout');
   } else if (ws.readyState === WebSocket.OPEN) {
-    if (now - sig.lastHeard > 5000) reconnect('heartbeat');
+    if (now - sig.lastHeard > 3000) reconnect('heartbeat');
     else ws.send(JSON.stringify({ type: 'ping', ack: sig.heard }));
   }
 }
 
-// This device's network changed (the browser says so where it can): new
-// signaling connection and an ICE restart on every connection now, rather
-// than waiting for either to time out.
+// This device's network changed (the browser says so where it can): once
+// it is online again, a new signaling connection at once and an ICE
+// restart on every connection, rather than waiting for either to time out.
 function networkChanged() {
   if (!call.room) return;
-  reconnect('network');
-  for (const p of call.peers.values()) p.recover('network');
+  logEvent(`network changed (${navigator.onLine === false ? 'offline' : 'online'})`);
+  if (navigator.onLine === false) {
+    notice('No network; the call resumes when there is one…', 'info', 'signaling');
+    return;
+  }
+  // Browsers report a change as a burst of events: act once it settles.
+  clearTimeout(sig.settle);
+  sig.settle = setTimeout(async () => {
+    sig.retries = 0;
+    const changedAt = performance.now();
+    reconnect('network');
+    // Signaling back first (up to 2 s): what the other side sent meanwhile
+    // arrives, and a restart it made answers for this one. A connection
+    // whose media flows (the same network came back) is left alone.
+    for (let i = 0; i < 20 && !sig.live; i++) await new Promise((r) => setTimeout(r, 100));
+    restartStalled(changedAt);
+  }, 250);
 }
 window.addEventListener('online', networkChanged);
 navigator.connection?.addEventListener?.('change', networkChanged);
@@ -793,7 +980,7 @@ async function join(room) {
     $('call').hidden = false;
     await openSignaling();
     clearInterval(sig.heartbeat);
-    sig.heartbeat = setInterval(heartbeat, 2000);
+    sig.heartbeat = setInterval(heartbeat, 1000);
   } catch (e) {
     notice(e.message, 'error');
     leave();
