@@ -83,6 +83,17 @@ pub(crate) struct AppState {
     cluster: Option<Arc<crate::cluster::node::Cluster>>,
 }
 
+/// Runs `f` every `period` while the page serves.
+fn every(tasks: &Tasks, period: Duration, f: impl Fn() + Send + 'static) {
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            f();
+        }
+    });
+}
+
 /// Binds every HTTP and HTTPS listener and starts serving as `tasks` (until
 /// they are cancelled). Nothing runs if a bind fails.
 pub fn start(spec: PageSpec, tasks: &Tasks) -> anyhow::Result<Page> {
@@ -139,21 +150,12 @@ pub fn start(spec: PageSpec, tasks: &Tasks) -> anyhow::Result<Page> {
     let plain = listener::redirect_to_https(spec.public_host.clone());
     listener::serve_handed(tasks, spec.handed, app, plain, gate.clone(), timeouts);
     let limiter_state = state.clone();
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            limiter_state.ice_limiter.retain_recent();
-        }
+    every(tasks, Duration::from_secs(60), move || {
+        limiter_state.ice_limiter.retain_recent()
     });
+    // Participants that did not resume in time leave their rooms.
     let hub_state = state.clone();
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            hub_state.hub.expire();
-        }
-    });
+    every(tasks, Duration::from_secs(1), move || hub_state.hub.expire());
     drop(guard);
     Ok(Page {
         http: bound.0,
