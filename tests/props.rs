@@ -180,7 +180,12 @@ proptest! {
                 TableOp::Open(a) => { let a = a % 3; if !open[a as usize] { t.open(RelayId(u32::from(a)), client(a)); open[a as usize] = true; } }
                 TableOp::Close(a) => { let a = a % 3; t.close(RelayId(u32::from(a))); open[a as usize] = false; }
                 TableOp::Permit(a, p, o) => t.permit(RelayId(u32::from(a % 3)), peer(p).ip(), now + Duration::from_secs(300), reach(o)),
-                TableOp::Bind(a, n, p, o) => { let _ = t.bind(RelayId(u32::from(a % 3)), 0x4000 + n, peer(p), reach(o), o, now); }
+                TableOp::Bind(a, n, p, o) => {
+                    let r = t.bind(RelayId(u32::from(a % 3)), 0x4000 + n, peer(p), reach(o), o, now);
+                    if !open[(a % 3) as usize] {
+                        prop_assert!(matches!(r, Err(turnd::proto::channels::BindError::NoAllocation)), "a binding on no allocation: {:?}", r);
+                    }
+                }
                 TableOp::Sweep(a) => { let _ = t.sweep(RelayId(u32::from(a % 3)), now); }
                 TableOp::Reload(k) => t.reload(|ip| ip != peer(k).ip(), |p| p != peer(k), |ip| reach(ip == peer(k ^ 2).ip()), |p| p.ip() == peer(k ^ 2).ip()),
                 TableOp::Wait(s) => now += Duration::from_secs(u64::from(s)),

@@ -104,6 +104,8 @@ pub enum BindError {
     /// The number is bound (or cooling down) to another peer, or the peer
     /// to another number.
     Taken,
+    /// `relay` has no allocation in the table (never opened, or closed).
+    NoAllocation,
 }
 
 type Routes = HashMap<(ClientAddr, u16), ClientRoute, ahash::RandomState>;
@@ -233,7 +235,7 @@ impl ChannelTable {
         now: Instant,
     ) -> Result<(), BindError> {
         let Some(e) = self.entries.get_mut(relay.index()).and_then(Option::as_mut) else {
-            return Ok(());
+            return Err(BindError::NoAllocation);
         };
         // Bindings past their cool-down that no sweep has removed yet give
         // way first.

@@ -17,7 +17,7 @@ use crate::auth::{AuthError, Key};
 
 use super::addr::{ClientAddr, RelayHandle, RelayId};
 use super::allocation::{Allocation, Opening, Second, RESERVATION_LIFETIME};
-use super::channels::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
+use super::channels::{BindError, CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 use super::nonce::NonceCheck;
 use super::server::{Command, Event, Now, OpenError, Opened, Server, Timer, Transmit};
 use super::shared::{Pool, QuotaFull, Reservation};
@@ -863,7 +863,10 @@ impl Server {
         let ordinary = self.cfg.peer_allowed(peer);
         self.channels
             .bind(relay, number, peer, self.cfg.reach(peer.ip()), ordinary, now.mono)
-            .map_err(|_| ErrorCode::BadRequest)?;
+            .map_err(|e| match e {
+                BindError::Taken => ErrorCode::BadRequest,
+                BindError::NoAllocation => ErrorCode::AllocationMismatch,
+            })?;
         // The permission ends first (300 s against 600 s for the channel).
         self.schedule(relay, now.mono + PERMISSION_LIFETIME.min(CHANNEL_LIFETIME));
         Ok(Reply::Empty)

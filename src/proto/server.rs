@@ -422,8 +422,6 @@ pub struct Server {
 }
 
 impl Server {
-    /// `seed` feeds the port and token choices; `nonce_key` signs nonces
-    /// (give every worker of one process the same key).
     /// Replaces the configuration (a reload): credentials, lifetimes and
     /// quotas apply to requests from now on; allocations already made keep
     /// their lifetimes. The peer policy applies at once: permissions and
@@ -446,6 +444,8 @@ impl Server {
         );
     }
 
+    /// `seed` feeds the port and token choices; `nonce_key` signs nonces
+    /// (give every worker of one process the same key).
     pub fn new(cfg: Arc<CoreConfig>, shared: Arc<dyn SharedState>, seed: u64, nonce_key: [u8; 32]) -> Self {
         let nonces = Nonces::new(nonce_key, cfg.nonce_lifetime.as_secs());
         let challenges = PerAddress::new(cfg.challenges_per_second);
@@ -559,8 +559,6 @@ impl Server {
         self.channels.totals()
     }
 
-    /// Checks the invariants of the permission and channel tables (for the
-    /// property tests): `Err` names the first one broken.
     /// Where ChannelData from `client` on `channel` goes at `now`, if
     /// anywhere: its allocation's relay and the bound peer.
     pub fn route(&self, client: ClientAddr, channel: u16, now: Instant) -> Option<(RelayId, SocketAddr)> {
@@ -569,6 +567,8 @@ impl Server {
             .map(|r| (r.relay, r.peer))
     }
 
+    /// Checks the invariants of the permission and channel tables (for the
+    /// property tests): `Err` names the first one broken.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.channels.check()?;
         for (i, a) in self.allocs.iter() {
