@@ -1,8 +1,9 @@
 //! Values that must never be printed: shared secrets, static passwords,
 //! tokens, the page's access key. `Debug` shows only that one is there, so a
 //! config or a credential set can be logged or compared whole; equality is
-//! by value, in constant time. Files holding them (the generated secret,
-//! keys, the ACME account) are written with [`write_private`].
+//! by value, in constant time; the memory is overwritten when one is
+//! dropped. Files holding them (the generated secret, keys, the ACME
+//! account) are written with [`write_private`].
 
 use std::fmt;
 use std::path::Path;
@@ -49,6 +50,14 @@ impl PartialEq for Secret {
 }
 
 impl Eq for Secret {}
+
+/// Overwritten when dropped: a secret replaced by a reload, or a copy made
+/// for one use, does not linger in freed memory.
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
