@@ -16,16 +16,22 @@ export const WAN = { home: '198.51.100.2', carrier: '198.51.100.3' };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Video frames decoded so far from the (single) remote peer, read from the
-// connection's own statistics (not the page's once-a-second panel).
+// connection's own statistics (not the page's once-a-second panel), and
+// which connection that is (a page that replaces a connection starts
+// counting again from 0).
 function frames(page) {
   return page.evaluate(async () => {
     const p = [...window.turnd.peers.values()][0];
-    if (!p || p.pc.connectionState === 'closed') return 0;
+    if (!p || p.pc.connectionState === 'closed') return { pc: null, n: 0 };
+    p.pc.testMark ??= Math.random();
     let n = 0;
-    (await p.pc.getStats()).forEach((r) => {
+    // Bounded: Firefox's getStats can stay pending on a connection being
+    // replaced (then this read counts nothing and the next one asks again).
+    const stats = await Promise.race([p.pc.getStats(), new Promise((r) => setTimeout(() => r(new Map()), 2000))]);
+    stats.forEach((r) => {
       if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded || 0;
     });
-    return n;
+    return { pc: p.pc.testMark, n };
   });
 }
 
@@ -59,7 +65,8 @@ function video(page) {
     const p = [...window.turnd.peers.values()][0];
     if (!p) return null;
     const out = {};
-    (await p.pc.getStats()).forEach((r) => {
+    const stats = await Promise.race([p.pc.getStats(), new Promise((r) => setTimeout(() => r(new Map()), 2000))]);
+    stats.forEach((r) => {
       if (r.kind !== 'video') return;
       if (r.type === 'inbound-rtp') {
         out.in = { packets: r.packetsReceived, lost: r.packetsLost, frames: r.framesReceived, decoded: r.framesDecoded,
@@ -107,7 +114,10 @@ export async function move({ net, who, to, host = 2, gapMs, mover, other, sessio
   const sides = [null, null]; // when each side decoded again (ms)
   while (Date.now() - t0 < 30000) {
     const now = await Promise.all([frames(mover), frames(other)]);
-    for (const i of [0, 1]) if (sides[i] === null && now[i] >= base[i] + 5) sides[i] = Date.now() - t0;
+    for (const i of [0, 1]) {
+      const from = now[i].pc === base[i].pc ? base[i].n : 0;
+      if (sides[i] === null && now[i].n >= from + 5) sides[i] = Date.now() - t0;
+    }
     if (sides[0] !== null && sides[1] !== null) {
       ms = Date.now() - t0;
       break;

@@ -473,8 +473,18 @@ class Peer {
       return;
     }
     const dtlsFailed = this.pc.connectionState === 'failed' && ['connected', 'completed'].includes(s);
-    if ((dtlsFailed || this.attempts >= 3) && this.rebuilt < 3) {
-      rebuildPeer(this.id, dtlsFailed ? 'connection failed under working ICE' : `${this.attempts} restarts did not help`);
+    // A negotiation left half done (an answer lost in a glare) blocks any
+    // new offer: after one restart that did not help, start over.
+    const stuck = this.attempts >= 1 && this.pc.signalingState !== 'stable' && !this.makingOffer;
+    // Two restarts that brought no media back: one more rarely does (seen
+    // with Firefox after a glare), a new connection does.
+    if ((dtlsFailed || stuck || this.attempts >= 2) && this.rebuilt < 3) {
+      const reason = dtlsFailed
+        ? 'connection failed under working ICE'
+        : stuck
+          ? `negotiation stuck in ${this.pc.signalingState}`
+          : `${this.attempts} restarts did not help`;
+      rebuildPeer(this.id, reason);
       return;
     }
     this.stalled = 0;
@@ -482,7 +492,7 @@ class Peer {
     this.attempts += 1;
     const serial = ++this.restartSerial;
     notice(why === 'network' ? 'Network changed; reconnecting…' : `Connection to ${this.id} lost; reconnecting…`, 'info', 'ice');
-    logEvent(`${this.id}: restart ${this.attempts} (${why}, ice ${s})`);
+    logEvent(`${this.id}: restart ${this.attempts} (${why}, ice ${s}, ${this.pc.signalingState})`);
     try {
       // Fresh credentials (in a fleet they may name another node), waited
       // for at most 1.5 s: the ones in hand still work, and right after a
