@@ -301,7 +301,7 @@ class Peer {
     this.lostAt = null; // when this page noticed the connection was lost (performance.now())
     this.restartedAt = -Infinity; // the last ICE restart, this side's or the other's
     this.restartSerial = 0;
-    this.rebuilt = 0; // times this connection was replaced by a new one
+    this.rebuilt = 0; // new connections in a row since media last worked
     this.videoSeen = false; // video from the other side decoded at some point
     this.undecoded = 0; // seconds of video arriving without decoding
     this.deferred = false; // a polite restart waiting a second for the other side's
@@ -427,6 +427,7 @@ class Peer {
     const ms = performance.now() - this.lostAt;
     this.lostAt = null;
     this.attempts = 0;
+    this.rebuilt = 0; // the bound is on new connections in a row, not per call
     this.recovering = false;
     logEvent(`${this.id}: media back after ${Math.round(ms)} ms`);
     this.recoveries.push(Math.round(ms));
