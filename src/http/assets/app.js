@@ -91,6 +91,13 @@ async function fetchIce(room = call.room) {
   return ice;
 }
 
+// New credentials: kept for connections made from now on and handed to
+// every live one (for its next restart).
+function useIce(ice) {
+  call.ice = ice;
+  for (const p of call.peers.values()) p.pc.setConfiguration(rtcConfig());
+}
+
 // Fresh credentials for an ICE restart, handed to every connection when
 // they arrive; one request at a time, shared by the connections restarting
 // together. Waits at most `waitMs` (a later answer still applies to the
@@ -99,10 +106,7 @@ let iceRequest = null;
 async function freshIce(waitMs) {
   if (!iceRequest) {
     iceRequest = fetchIce()
-      .then((ice) => {
-        call.ice = ice;
-        for (const p of call.peers.values()) p.pc.setConfiguration(rtcConfig());
-      })
+      .then(useIce)
       .catch((e) => console.warn('no fresh credentials; restarting with the current ones', e))
       .finally(() => {
         iceRequest = null;
@@ -120,8 +124,7 @@ function scheduleIceRefresh(seconds) {
   clearTimeout(call.iceTimer);
   call.iceTimer = setTimeout(async () => {
     try {
-      call.ice = await fetchIce();
-      for (const p of call.peers.values()) p.pc.setConfiguration(rtcConfig());
+      useIce(await fetchIce());
       scheduleIceRefresh(call.ice.ttl * 0.8);
     } catch (e) {
       console.warn('credential refresh failed; retrying in a minute', e);
